@@ -1,0 +1,126 @@
+"""Pure analysis of measured trials: retained bytes per request, trends, goroutine growth.
+
+No I/O, no clocks, no processes: every function takes model objects or plain numbers and
+returns plain results, so each can be tested with small hand-made inputs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from scipy import stats
+
+from leakgate.model import Trial
+
+TREND_ALPHA = 0.01
+MIN_TREND_POINTS = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Trend:
+    """Mann–Kendall test (Kendall's tau of value against time) plus the Theil–Sen slope.
+
+    `rising` is True when the series climbs significantly (one-sided p < alpha) and the whole
+    confidence interval of the slope lies above zero; False when it does not; None when there
+    were too few points to tell.
+    """
+
+    n: int
+    rising: bool | None
+    p_value: float | None = None
+    tau: float | None = None
+    slope: float | None = None  # units per second
+    slope_low: float | None = None
+    slope_high: float | None = None
+
+
+def trend(
+    points: Sequence[tuple[float, float]],
+    *,
+    later_fraction: float = 0.5,
+    alpha: float = TREND_ALPHA,
+    min_points: int = MIN_TREND_POINTS,
+) -> Trend:
+    """Test the later part of a series for a rising trend.
+
+    Only the last `later_fraction` of the points is used so that a cache filling early in the
+    window, then staying flat, is not mistaken for a leak.
+    """
+    usable = [(t, v) for t, v in points if math.isfinite(t) and math.isfinite(v)]
+    start = int(len(usable) * (1.0 - later_fraction))
+    later = usable[start:]
+    n = len(later)
+    if n < min_points:
+        return Trend(n=n, rising=None)
+    ts = [t for t, _ in later]
+    vs = [v for _, v in later]
+    if max(vs) == min(vs):
+        return Trend(
+            n=n, rising=False, p_value=1.0, tau=0.0, slope=0.0, slope_low=0.0, slope_high=0.0
+        )
+    tau_result = stats.kendalltau(ts, vs, alternative="greater")
+    tau = float(tau_result.statistic)
+    p = float(tau_result.pvalue)
+    slope, _intercept, low, high = stats.theilslopes(vs, ts, alpha=1.0 - 2 * alpha)
+    if not math.isfinite(p):
+        p = 1.0
+    rising = p < alpha and float(low) > 0.0
+    return Trend(
+        n=n,
+        rising=rising,
+        p_value=p,
+        tau=tau,
+        slope=float(slope),
+        slope_low=float(low),
+        slope_high=float(high),
+    )
+
+
+def retained_bytes_per_request(trial: Trial) -> float | None:
+    """(live heap after drain − live heap after warm-up) ÷ requests served in between.
+
+    Both heaps are HeapAlloc right after a forced GC with the load stopped. None when either
+    checkpoint is missing or no request was served.
+    """
+    before = trial.checkpoints.get("warmup")
+    after = trial.checkpoints.get("drain")
+    if before is None or after is None or before.heap_alloc is None or after.heap_alloc is None:
+        return None
+    if trial.load is None or trial.load.requests <= 0:
+        return None
+    return (after.heap_alloc - before.heap_alloc) / trial.load.requests
+
+
+def goroutine_growth(trial: Trial) -> int | None:
+    """Quiet goroutine count after drain minus after warm-up, or None without both counts."""
+    before = trial.checkpoints.get("warmup")
+    after = trial.checkpoints.get("drain")
+    if before is None or after is None or before.goroutines is None or after.goroutines is None:
+        return None
+    return after.goroutines - before.goroutines
+
+
+def heap_growth(trial: Trial) -> int | None:
+    before = trial.checkpoints.get("warmup")
+    after = trial.checkpoints.get("drain")
+    if before is None or after is None or before.heap_alloc is None or after.heap_alloc is None:
+        return None
+    return after.heap_alloc - before.heap_alloc
+
+
+def p95_latency(trial: Trial) -> float | None:
+    return trial.load.latency.percentile(95) if trial.load else None
+
+
+def error_rate(trial: Trial) -> float | None:
+    return trial.load.error_rate if trial.load else None
+
+
+def median(values: Sequence[float]) -> float | None:
+    clean = sorted(v for v in values if math.isfinite(v))
+    if not clean:
+        return None
+    mid = len(clean) // 2
+    return clean[mid] if len(clean) % 2 else (clean[mid - 1] + clean[mid]) / 2.0

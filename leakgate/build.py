@@ -1,0 +1,186 @@
+"""go build, with the debug agent injected by -overlay, into a cache keyed by source and Go version.
+
+The service's tree is never modified: the agent reaches the main package through an overlay
+file, and the binary goes to leakgate's cache directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from leakgate.errors import BuildError, EnvironmentProblem, UsageError
+
+AGENT_FILE_NAME = "zz_leakgate_agent.go"
+SKIP_DIRS = {".git", ".hg", ".svn", ".leakgate", "node_modules", "__pycache__", ".venv"}
+MAX_HASHED_FILE = 8 * 1024 * 1024
+BUILD_TIMEOUT = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class GoToolchain:
+    path: str
+    version: str
+    goos: str
+    goarch: str
+
+
+def find_go() -> GoToolchain:
+    go = shutil.which("go")
+    if go is None:
+        raise EnvironmentProblem(
+            "the Go toolchain was not found on PATH; install Go 1.21+ (https://go.dev/dl/)"
+        )
+    try:
+        out = subprocess.run(
+            [go, "env", "-json", "GOVERSION", "GOOS", "GOARCH"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        info = json.loads(out.stdout)
+    except (subprocess.SubprocessError, OSError, ValueError) as e:
+        raise EnvironmentProblem(f"`go env` failed: {e}") from None
+    return GoToolchain(go, info["GOVERSION"], info["GOOS"], info["GOARCH"])
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("LEAKGATE_CACHE")
+    if root:
+        return Path(root)
+    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(xdg) / "leakgate"
+
+
+def agent_source() -> Path:
+    return Path(str(resources.files("leakgate") / "agent" / "leakgate_agent.go"))
+
+
+def loadgen_source_dir() -> Path:
+    return Path(str(resources.files("leakgate") / "load" / "loadgen"))
+
+
+def module_root(package_dir: Path) -> Path:
+    """The directory holding the go.mod that governs package_dir."""
+    current = package_dir.resolve()
+    for candidate in (current, *current.parents):
+        if (candidate / "go.mod").is_file():
+            return candidate
+    raise UsageError(f"{package_dir}: no go.mod found here or above; is this a Go module?")
+
+
+def tree_hash(root: Path, extra: list[str]) -> str:
+    """Hash of every file under root (skipping VCS and tool directories) plus `extra` strings."""
+    h = hashlib.sha256()
+    for item in extra:
+        h.update(item.encode() + b"\0")
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS and not d.startswith("."))
+        for name in sorted(filenames):
+            path = Path(dirpath) / name
+            try:
+                st = path.stat()
+            except OSError:
+                continue
+            h.update(str(path.relative_to(root)).encode() + b"\0")
+            if st.st_size > MAX_HASHED_FILE:
+                h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
+                continue
+            try:
+                h.update(path.read_bytes())
+            except OSError:
+                continue
+    return h.hexdigest()[:24]
+
+
+def build_service(
+    package_dir: Path, build_flags: tuple[str, ...], inject_agent: bool, go: GoToolchain
+) -> Path:
+    """Build the service's main package; returns the cached binary's path."""
+    package_dir = package_dir.resolve()
+    if not package_dir.is_dir():
+        raise UsageError(f"{package_dir}: not a directory")
+    if inject_agent and (package_dir / AGENT_FILE_NAME).exists():
+        raise UsageError(
+            f"{package_dir / AGENT_FILE_NAME} already exists; leakgate's agent needs that name"
+        )
+    root = module_root(package_dir)
+    agent = agent_source()
+    extra = [go.version, go.goos, go.goarch, str(package_dir.relative_to(root)), *build_flags]
+    extra.append(hashlib.sha256(agent.read_bytes()).hexdigest() if inject_agent else "no-agent")
+    extra += [f"{k}={os.environ.get(k, '')}" for k in ("CGO_ENABLED", "GOFLAGS", "GOEXPERIMENT")]
+    digest = tree_hash(root, extra)
+    target = cache_dir() / "bin" / f"{package_dir.name}-{digest}"
+    if target.is_file():
+        return target
+    with tempfile.TemporaryDirectory(prefix="leakgate-build-") as tmp:
+        cmd = [go.path, "build", "-o", str(Path(tmp) / "service")]
+        if inject_agent:
+            overlay = Path(tmp) / "overlay.json"
+            overlay.write_text(
+                json.dumps({"Replace": {str(package_dir / AGENT_FILE_NAME): str(agent)}})
+            )
+            cmd += ["-overlay", str(overlay)]
+        cmd += [*build_flags, "."]
+        _go_build(cmd, package_dir, f"build of {package_dir}")
+        _install(Path(tmp) / "service", target)
+    return target
+
+
+def build_loadgen(go: GoToolchain) -> Path:
+    """Build the bundled load generator on first use, cached by source hash and Go version."""
+    src = loadgen_source_dir()
+    digest = tree_hash(src, [go.version, go.goos, go.goarch])
+    target = cache_dir() / "bin" / f"loadgen-{digest}"
+    if target.is_file():
+        return target
+    with tempfile.TemporaryDirectory(prefix="leakgate-build-") as tmp:
+        # Build from a copy: the installed package directory may be read-only.
+        work = Path(tmp) / "loadgen"
+        shutil.copytree(src, work, ignore=shutil.ignore_patterns("*_test.go"))
+        env = {**os.environ, "GOFLAGS": "-mod=mod", "GOWORK": "off", "GO111MODULE": "on"}
+        _go_build(
+            [go.path, "build", "-o", str(Path(tmp) / "loadgen.bin"), "."],
+            work,
+            "build of the bundled load generator",
+            env,
+        )
+        _install(Path(tmp) / "loadgen.bin", target)
+    return target
+
+
+def _go_build(cmd: list[str], cwd: Path, what: str, env: dict[str, str] | None = None) -> None:
+    try:
+        proc = subprocess.run(
+            cmd,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=BUILD_TIMEOUT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
+    except subprocess.TimeoutExpired:
+        raise BuildError(f"{what} took longer than {BUILD_TIMEOUT:.0f}s") from None
+    except OSError as e:
+        raise BuildError(f"{what}: cannot run go: {e}") from None
+    if proc.returncode != 0:
+        output = (proc.stderr + proc.stdout).strip()
+        lines = [ln for ln in output.splitlines() if ln.strip() and not ln.startswith("#")]
+        first = lines[0] if lines else f"go build exited with {proc.returncode}"
+        raise BuildError(f"{what} failed: {first}", details=output)
+
+
+def _install(built: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    shutil.copy2(built, tmp)
+    os.replace(tmp, target)

@@ -1,0 +1,248 @@
+"""Command line: argparse commands and the one place where errors become exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import NoReturn
+
+from leakgate import __version__
+from leakgate.config import Config, apply_overrides, find_config, load_config
+from leakgate.errors import (
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    Interrupted,
+    LeakgateError,
+    UsageError,
+)
+from leakgate.judge import exit_code, judge
+from leakgate.model import RunRecord, Verdict
+from leakgate.report import console, junit, write_all
+from leakgate.runner import Reporter, Runner
+from leakgate.service import kill_all_groups
+from leakgate.units import parse_duration
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="leakgate", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"leakgate {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    check = sub.add_parser(
+        "check", help="build, load and judge a Go service; exit 1 on a leak or a breached limit"
+    )
+    check.add_argument(
+        "dir", nargs="?", help="Go main package to build (default: service.dir or .)"
+    )
+    check.add_argument(
+        "--config", help="config file (default: DIR/leakgate.yml, then ./leakgate.yml)"
+    )
+    check.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="extra environment for the service (repeatable)",
+    )
+    check.add_argument("--duration", help="measure window, e.g. 20s")
+    check.add_argument("--warmup", help="warm-up before the first checkpoint, e.g. 5s")
+    check.add_argument("--trials", type=int, help="fresh service processes to run (default 1)")
+    check.add_argument("--out", help="report directory (default: report.dir or .leakgate)")
+    check.add_argument("--junit", help="JUnit XML path (default: OUT/junit.xml)")
+    check.add_argument("--json", help="RunRecord JSON path (default: OUT/run.json)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command == "check":
+            return _check(args)
+        build_parser().print_help()
+        return 0
+    except SystemExit as e:  # --help and --version
+        return e.code if isinstance(e.code, int) else 0
+    except LeakgateError as e:
+        _print_error(e)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+def main_entry() -> NoReturn:
+    raise SystemExit(main())
+
+
+def _print_error(e: LeakgateError) -> None:
+    print(f"leakgate: {e.kind}: {e.message}", file=sys.stderr)
+    if e.details:
+        print(_indent(e.details), file=sys.stderr)
+
+
+def _indent(text: str, prefix: str = "  | ") -> str:
+    return "\n".join(prefix + line for line in text.splitlines())
+
+
+def _parse_env(pairs: Sequence[str]) -> dict[str, str]:
+    env = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise UsageError(f"--env {pair!r}: expected NAME=VALUE")
+        env[name] = value
+    return env
+
+
+def _flag_duration(flag: str, text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        return parse_duration(text)
+    except ValueError as e:
+        raise UsageError(f"{flag}: {e}") from None
+
+
+def _load(args: argparse.Namespace) -> tuple[Config, Path]:
+    config_path = find_config(args.config, args.dir)
+    cfg = load_config(config_path)
+    if args.trials is not None and not 1 <= args.trials <= 100:
+        raise UsageError(f"--trials must be between 1 and 100, got {args.trials}")
+    duration = _flag_duration("--duration", args.duration)
+    if duration is not None and duration <= 0:
+        raise UsageError("--duration must be longer than 0s")
+    cfg = apply_overrides(
+        cfg,
+        duration=duration,
+        warmup=_flag_duration("--warmup", args.warmup),
+        trials=args.trials,
+        env=_parse_env(args.env),
+        report_dir=args.out,
+    )
+    if cfg.load.tool != "builtin":
+        raise UsageError(
+            f"{config_path}: load.tool: {cfg.load.tool} is not available yet; use builtin"
+        )
+    if args.dir:
+        package = Path(args.dir)
+    elif config_path is not None and cfg.service.dir:
+        package = config_path.parent / cfg.service.dir
+    else:
+        package = Path(".")
+    if not package.is_dir():
+        raise UsageError(f"{package}: no such directory (the Go main package to build)")
+    return cfg, package.resolve()
+
+
+def _check_writable(report_dir: Path) -> None:
+    try:
+        report_dir.mkdir(parents=True, exist_ok=True)
+        probe = report_dir / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise UsageError(f"{report_dir}: report directory is not writable ({e.strerror})") from None
+
+
+class _Signals:
+    """First SIGINT/SIGTERM: stop gracefully (exit 2, reports written). Second: kill now."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        self.count += 1
+        if self.count > 1:
+            kill_all_groups()
+            os._exit(EXIT_INTERRUPTED)
+        name = signal.Signals(signum).name
+        print(f"\nleakgate: {name}: stopping (send again to kill at once)", file=sys.stderr)
+        raise Interrupted(f"interrupted by {name}")
+
+    def install(self) -> None:
+        signal.signal(signal.SIGINT, self)
+        signal.signal(signal.SIGTERM, self)
+
+
+def _check(args: argparse.Namespace) -> int:
+    cfg, package = _load(args)
+    report_dir = Path(cfg.report_dir)
+    junit_path = Path(args.junit) if args.junit else report_dir / "junit.xml"
+    json_path = Path(args.json) if args.json else report_dir / "run.json"
+    _check_writable(report_dir)
+    live = sys.stderr.isatty()
+
+    def progress(line: str) -> None:
+        if live:
+            sys.stderr.write("\r\033[K" + line)
+            sys.stderr.flush()
+        elif line:
+            print("  " + line, file=sys.stderr, flush=True)
+
+    reporter = Reporter(
+        say=lambda line: print(line, file=sys.stderr, flush=True), progress=progress, live=live
+    )
+    runner = Runner(cfg, package, report_dir, reporter)
+    atexit.register(kill_all_groups)
+    _Signals().install()
+    error: LeakgateError | None = None
+    try:
+        record = runner.run()
+    except Interrupted:
+        record = runner.record(interrupted=True)
+    except LeakgateError as e:
+        error = e
+        record = runner.record(error=f"{e.kind}: {e.message}")
+    except Exception as e:  # a bug in leakgate: still report what was measured
+        error = LeakgateError(f"{type(e).__name__}: {e}", details=traceback.format_exc())
+        record = runner.record(error=f"internal error: {e!r}")
+    finally:
+        kill_all_groups()
+    verdict = judge(record, cfg)
+    written, problems = _write_reports(verdict, record, junit_path, json_path, report_dir, error)
+    if error is None or verdict.checks:
+        sys.stdout.write(console.render(verdict, record, written))
+    else:
+        print("reports: " + ", ".join(map(str, written)))
+    for problem in problems:
+        print(f"leakgate: could not write a report: {problem}", file=sys.stderr)
+    if error is not None:
+        _print_error(error)
+        return error.exit_code
+    if problems:
+        return EXIT_INTERNAL
+    return exit_code(verdict)
+
+
+def _write_reports(
+    verdict: Verdict,
+    record: RunRecord,
+    junit_path: Path,
+    json_path: Path,
+    report_dir: Path,
+    error: LeakgateError | None,
+) -> tuple[list[Path], list[str]]:
+    junit_error = None
+    if error is not None:
+        junit_error = (
+            error.kind.replace(" ", "_"),
+            f"{error.kind}: {error.message}",
+            error.details,
+        )
+    return write_all(
+        [
+            (json_path, record.to_json),
+            (report_dir / "verdict.json", verdict.to_json),
+            (junit_path, lambda: junit.render(verdict, record, error=junit_error)),
+        ]
+    )

@@ -1,0 +1,557 @@
+"""leakgate.yml -> frozen dataclasses, with errors that name file:line:col and the key path.
+
+The YAML is composed into nodes (no object construction beyond safe scalars) so every value keeps
+its position, then walked against the schema below. Nothing is started before this succeeds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from leakgate.errors import ConfigError
+from leakgate.units import parse_duration, parse_percent, parse_size
+
+CONFIG_NAMES = ("leakgate.yml", "leakgate.yaml")
+MAX_CONFIG_BYTES = 1024 * 1024
+MAX_NODES = 10_000
+
+# Metric name -> unit kind of its threshold values. Lower is better for all of them except
+# throughput; the kinds decide how `max` and `floor` are parsed.
+METRIC_KINDS: dict[str, str] = {
+    "p50_latency": "duration",
+    "p95_latency": "duration",
+    "p99_latency": "duration",
+    "heap_live": "size",
+    "retained_per_request": "size",
+    "goroutine_growth": "count",
+    "rss_peak": "size",
+    "error_rate": "fraction",
+    "gc_cycles_per_min": "count",
+    "gc_cpu_fraction": "fraction",
+    "throughput": "count",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Threshold:
+    max_increase: float | None = None  # relative, vs a baseline: 0.10 = +10%
+    floor: float | None = None  # absolute change below which a difference is ignored
+    max: float | None = None  # absolute limit on the candidate's own value
+
+
+DEFAULT_THRESHOLDS: dict[str, Threshold] = {
+    "p95_latency": Threshold(max_increase=0.10, floor=0.5e-3),
+    "heap_live": Threshold(max_increase=0.10, floor=1024.0 * 1024.0),
+    "retained_per_request": Threshold(max=16.0),
+    "goroutine_growth": Threshold(max=16.0),
+    "error_rate": Threshold(max=0.01),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RequestSpec:
+    path: str
+    method: str = "GET"
+    body: str = ""
+    headers: Mapping[str, str] = field(default_factory=dict)
+    weight: float = 1.0
+    expect_status: int = 0  # 0: any 2xx or 3xx
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceConfig:
+    dir: str | None = None
+    build_flags: tuple[str, ...] = ()
+    args: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    ready_path: str = "/"
+    ready_timeout: float = 30.0
+    stop_timeout: float = 5.0
+    inject_agent: bool = True
+
+
+Rate = float | Literal["auto", "max"]
+
+
+@dataclass(frozen=True, slots=True)
+class LoadConfig:
+    tool: str = "builtin"
+    warmup: float = 5.0
+    duration: float = 20.0
+    connections: int = 16
+    rate: Rate = "auto"
+    rate_share: float = 0.5  # with rate: auto, the share of measured capacity to offer
+    timeout: float = 10.0
+    cpu_split: bool = True
+    requests: tuple[RequestSpec, ...] = (RequestSpec(path="/"),)
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeConfig:
+    interval: float = 1.0
+    quiet_timeout: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    source: str | None = None  # the file it came from, None for pure defaults
+    service: ServiceConfig = field(default_factory=ServiceConfig)
+    load: LoadConfig = field(default_factory=LoadConfig)
+    probes: ProbeConfig = field(default_factory=ProbeConfig)
+    trials: int = 1
+    thresholds: Mapping[str, Threshold] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
+    report_dir: str = ".leakgate"
+
+    def threshold(self, metric: str) -> Threshold:
+        return self.thresholds.get(metric, Threshold())
+
+
+def find_config(explicit: str | None, package_dir: str | None) -> Path | None:
+    """The config file to use: --config, else DIR/leakgate.yml, else ./leakgate.yml."""
+    if explicit is not None:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(f"{explicit}: config file not found")
+        return path
+    candidates = [Path(package_dir) if package_dir else None, Path(".")]
+    for base in candidates:
+        if base is None:
+            continue
+        for name in CONFIG_NAMES:
+            if (base / name).is_file():
+                return base / name
+    return None
+
+
+def load_config(path: Path | None) -> Config:
+    if path is None:
+        return Config()
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config: {e.strerror}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: config file is {len(raw)} bytes, over the 1 MiB limit")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    return parse_config(text, str(path))
+
+
+def parse_config(text: str, filename: str = "leakgate.yml") -> Config:
+    loader = yaml.SafeLoader(text)
+    try:
+        root = loader.get_single_node()
+    except yaml.MarkedYAMLError as e:
+        raise ConfigError(_yaml_error(filename, text, e)) from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{filename}: invalid YAML: {e}") from None
+    finally:
+        loader.dispose()
+    if root is None:
+        return Config(source=filename)
+    walker = _Walker(filename, text)
+    return walker.config(root)
+
+
+def _yaml_error(filename: str, text: str, e: yaml.MarkedYAMLError) -> str:
+    mark = e.problem_mark or e.context_mark
+    problem = e.problem or e.context or "invalid YAML"
+    if mark is None:
+        return f"{filename}: invalid YAML: {problem}"
+    return f"{filename}:{mark.line + 1}:{mark.column + 1}: invalid YAML: {problem}\n" + _caret(
+        text, mark.line, mark.column
+    )
+
+
+def _caret(text: str, line: int, column: int) -> str:
+    lines = text.splitlines()
+    if not 0 <= line < len(lines):
+        return ""
+    return f"    {lines[line]}\n    {' ' * column}^"
+
+
+_PLAIN_TAGS = {
+    f"tag:yaml.org,2002:{name}" for name in ("str", "int", "float", "bool", "null", "seq", "map")
+}
+
+
+class _Walker:
+    def __init__(self, filename: str, text: str) -> None:
+        self.filename = filename
+        self.text = text
+        self.nodes = 0
+
+    # -- errors and primitive readers ------------------------------------------------------
+
+    def error(self, node: yaml.Node, keypath: str, message: str) -> ConfigError:
+        mark = node.start_mark
+        where = f"{self.filename}:{mark.line + 1}:{mark.column + 1}"
+        return ConfigError(
+            f"{where}: {keypath}: {message}\n{_caret(self.text, mark.line, mark.column)}".rstrip()
+        )
+
+    def count(self, node: yaml.Node, keypath: str) -> None:
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise self.error(node, keypath, f"config has more than {MAX_NODES} values")
+        if node.tag not in _PLAIN_TAGS:
+            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+            raise self.error(node, keypath, f"rejected: the YAML tag {tag} is not allowed here")
+
+    def scalar(self, node: yaml.Node, keypath: str) -> Any:
+        self.count(node, keypath)
+        if not isinstance(node, yaml.ScalarNode):
+            raise self.error(node, keypath, f"expected a single value, got {_kind(node)}")
+        loader = yaml.SafeLoader("")
+        try:
+            return loader.construct_object(node, deep=True)
+        except yaml.YAMLError as e:
+            problem = getattr(e, "problem", None) or str(e)
+            raise self.error(node, keypath, f"rejected: {problem}") from None
+        finally:
+            loader.dispose()
+
+    def mapping(
+        self, node: yaml.Node, keypath: str, allowed: tuple[str, ...] | None
+    ) -> dict[str, tuple[yaml.Node, yaml.Node]]:
+        self.count(node, keypath)
+        if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null":
+            return {}
+        if not isinstance(node, yaml.MappingNode):
+            raise self.error(
+                node, keypath or "(top level)", f"expected a mapping, got {_kind(node)}"
+            )
+        out: dict[str, tuple[yaml.Node, yaml.Node]] = {}
+        for key_node, value_node in node.value:
+            key = self.scalar(key_node, keypath or "(top level)")
+            sub = f"{keypath}.{key}" if keypath else str(key)
+            if not isinstance(key, str):
+                raise self.error(key_node, sub, "keys must be strings")
+            if key in out:
+                first = out[key][0].start_mark.line + 1
+                raise self.error(key_node, sub, f"duplicate key (first defined on line {first})")
+            if allowed is not None and key not in allowed:
+                hint = difflib.get_close_matches(key, allowed, n=1)
+                suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
+                known = ", ".join(allowed)
+                raise self.error(key_node, sub, f"unknown key{suggestion} (known: {known})")
+            out[key] = (key_node, value_node)
+        return out
+
+    def sequence(self, node: yaml.Node, keypath: str) -> list[yaml.Node]:
+        self.count(node, keypath)
+        if not isinstance(node, yaml.SequenceNode):
+            raise self.error(node, keypath, f"expected a list, got {_kind(node)}")
+        return list(node.value)
+
+    def string(self, node: yaml.Node, keypath: str) -> str:
+        value = self.scalar(node, keypath)
+        if isinstance(value, bool) or value is None or isinstance(value, (list, dict)):
+            raise self.error(node, keypath, f"expected a string, got {_describe(value)}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise self.error(node, keypath, "expected a string")
+        return str(value)
+
+    def strings(self, node: yaml.Node, keypath: str) -> tuple[str, ...]:
+        return tuple(
+            self.string(item, f"{keypath}[{i}]")
+            for i, item in enumerate(self.sequence(node, keypath))
+        )
+
+    def boolean(self, node: yaml.Node, keypath: str) -> bool:
+        value = self.scalar(node, keypath)
+        if not isinstance(value, bool):
+            raise self.error(node, keypath, f"expected true or false, got {_describe(value)}")
+        return value
+
+    def integer(self, node: yaml.Node, keypath: str, low: int, high: int) -> int:
+        value = self.scalar(node, keypath)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.error(node, keypath, f"expected a whole number, got {_describe(value)}")
+        if not low <= value <= high:
+            raise self.error(node, keypath, f"must be between {low} and {high}, got {value}")
+        return value
+
+    def number(self, node: yaml.Node, keypath: str, low: float, high: float) -> float:
+        value = self.scalar(node, keypath)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.error(node, keypath, f"expected a number, got {_describe(value)}")
+        if not (math.isfinite(value) and low <= value <= high):
+            raise self.error(node, keypath, f"must be between {low:g} and {high:g}, got {value}")
+        return float(value)
+
+    def unit(
+        self, node: yaml.Node, keypath: str, parse: Callable[[Any], float], high: float
+    ) -> float:
+        value = self.scalar(node, keypath)
+        try:
+            parsed = parse(value)
+        except (ValueError, TypeError) as e:
+            raise self.error(node, keypath, str(e)) from None
+        if parsed > high:
+            raise self.error(node, keypath, f"{value} is over the limit of {high:g}")
+        return parsed
+
+    def duration(self, node: yaml.Node, keypath: str, high: float = 24 * 3600.0) -> float:
+        return self.unit(node, keypath, parse_duration, high)
+
+    # -- sections ----------------------------------------------------------------------
+
+    def config(self, root: yaml.Node) -> Config:
+        top = self.mapping(
+            root, "", ("service", "load", "probes", "trials", "thresholds", "report")
+        )
+        cfg = Config(source=self.filename)
+        if "service" in top:
+            cfg = dataclasses.replace(cfg, service=self.service(top["service"][1]))
+        if "load" in top:
+            cfg = dataclasses.replace(cfg, load=self.load(top["load"][1]))
+        if "probes" in top:
+            cfg = dataclasses.replace(cfg, probes=self.probes(top["probes"][1]))
+        if "trials" in top:
+            cfg = dataclasses.replace(cfg, trials=self.integer(top["trials"][1], "trials", 1, 100))
+        if "thresholds" in top:
+            cfg = dataclasses.replace(cfg, thresholds=self.thresholds(top["thresholds"][1]))
+        if "report" in top:
+            report = self.mapping(top["report"][1], "report", ("dir",))
+            if "dir" in report:
+                cfg = dataclasses.replace(
+                    cfg, report_dir=self.string(report["dir"][1], "report.dir")
+                )
+        return cfg
+
+    def service(self, node: yaml.Node) -> ServiceConfig:
+        keys = (
+            "dir",
+            "build_flags",
+            "args",
+            "env",
+            "ready_path",
+            "ready_timeout",
+            "stop_timeout",
+            "inject_agent",
+        )
+        m = self.mapping(node, "service", keys)
+        values: dict[str, Any] = {}
+        for key, (_, value) in m.items():
+            kp = f"service.{key}"
+            if key in ("dir",):
+                values[key] = self.string(value, kp)
+            elif key == "ready_path":
+                path = self.string(value, kp)
+                if not path.startswith("/"):
+                    raise self.error(value, kp, f"must start with '/', got {path!r}")
+                values[key] = path
+            elif key in ("build_flags", "args"):
+                values[key] = self.strings(value, kp)
+            elif key == "env":
+                env = {}
+                for name, (_, v) in self.mapping(value, kp, None).items():
+                    env[name] = self.string(v, f"{kp}.{name}")
+                values[key] = env
+            elif key in ("ready_timeout", "stop_timeout"):
+                values[key] = self.duration(value, kp, high=3600.0)
+            elif key == "inject_agent":
+                values[key] = self.boolean(value, kp)
+        return ServiceConfig(**values)
+
+    def load(self, node: yaml.Node) -> LoadConfig:
+        keys = (
+            "tool",
+            "warmup",
+            "duration",
+            "connections",
+            "rate",
+            "rate_share",
+            "timeout",
+            "cpu_split",
+            "paths",
+            "requests",
+        )
+        m = self.mapping(node, "load", keys)
+        values: dict[str, Any] = {}
+        requests: list[RequestSpec] = []
+        for key, (_, value) in m.items():
+            kp = f"load.{key}"
+            if key == "tool":
+                tool = self.string(value, kp)
+                if tool not in ("builtin", "wrk"):
+                    raise self.error(value, kp, f"must be builtin or wrk, got {tool!r}")
+                values[key] = tool
+            elif key in ("warmup", "duration", "timeout"):
+                values[key] = self.duration(value, kp)
+            elif key == "connections":
+                values[key] = self.integer(value, kp, 1, 10_000)
+            elif key == "rate":
+                values[key] = self.rate(value, kp)
+            elif key == "rate_share":
+                values[key] = self.unit(value, kp, parse_percent, 1.0)
+            elif key == "cpu_split":
+                values[key] = self.boolean(value, kp)
+            elif key == "paths":
+                for i, item in enumerate(self.sequence(value, kp)):
+                    requests.append(RequestSpec(path=self.request_path(item, f"{kp}[{i}]")))
+            elif key == "requests":
+                for i, item in enumerate(self.sequence(value, kp)):
+                    requests.append(self.request(item, f"{kp}[{i}]"))
+        if "paths" in m and "requests" in m:
+            pass  # both forms together: paths are plain GETs of weight 1 beside the scenario
+        if requests:
+            values["requests"] = tuple(requests)
+        if values.get("duration", 1.0) <= 0:
+            raise self.error(m["duration"][1], "load.duration", "must be longer than 0s")
+        if values.get("timeout", 1.0) <= 0:
+            raise self.error(m["timeout"][1], "load.timeout", "must be longer than 0s")
+        return LoadConfig(**values)
+
+    def rate(self, node: yaml.Node, keypath: str) -> Rate:
+        value = self.scalar(node, keypath)
+        if value in ("auto", "max"):
+            return str(value)  # type: ignore[return-value]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.error(
+                node, keypath, f"expected auto, max or requests per second, got {_describe(value)}"
+            )
+        if not (math.isfinite(value) and 0 < value <= 10_000_000):
+            raise self.error(node, keypath, f"must be above 0 requests per second, got {value}")
+        return float(value)
+
+    def request_path(self, node: yaml.Node, keypath: str) -> str:
+        path = self.string(node, keypath)
+        if not path.startswith("/"):
+            raise self.error(node, keypath, f"a path must start with '/', got {path!r}")
+        return path
+
+    def request(self, node: yaml.Node, keypath: str) -> RequestSpec:
+        m = self.mapping(
+            node, keypath, ("method", "path", "body", "headers", "weight", "expect_status")
+        )
+        if "path" not in m:
+            raise self.error(node, keypath, "a request needs a path")
+        values: dict[str, Any] = {"path": self.request_path(m["path"][1], f"{keypath}.path")}
+        if "method" in m:
+            method = self.string(m["method"][1], f"{keypath}.method").upper()
+            if not method.isalpha():
+                raise self.error(
+                    m["method"][1], f"{keypath}.method", f"not an HTTP method: {method}"
+                )
+            values["method"] = method
+        if "body" in m:
+            values["body"] = self.string(m["body"][1], f"{keypath}.body")
+        if "headers" in m:
+            hp = f"{keypath}.headers"
+            values["headers"] = {
+                k: self.string(v, f"{hp}.{k}")
+                for k, (_, v) in self.mapping(m["headers"][1], hp, None).items()
+            }
+        if "weight" in m:
+            weight = self.number(m["weight"][1], f"{keypath}.weight", 0.0, 1e6)
+            if weight <= 0:
+                raise self.error(m["weight"][1], f"{keypath}.weight", "must be above 0")
+            values["weight"] = weight
+        if "expect_status" in m:
+            values["expect_status"] = self.integer(
+                m["expect_status"][1], f"{keypath}.expect_status", 100, 599
+            )
+        return RequestSpec(**values)
+
+    def probes(self, node: yaml.Node) -> ProbeConfig:
+        m = self.mapping(node, "probes", ("interval", "quiet_timeout"))
+        values: dict[str, float] = {}
+        if "interval" in m:
+            interval = self.duration(m["interval"][1], "probes.interval", high=60.0)
+            if interval < 0.05:
+                raise self.error(m["interval"][1], "probes.interval", "must be at least 50ms")
+            values["interval"] = interval
+        if "quiet_timeout" in m:
+            values["quiet_timeout"] = self.duration(
+                m["quiet_timeout"][1], "probes.quiet_timeout", 60.0
+            )
+        return ProbeConfig(**values)
+
+    def thresholds(self, node: yaml.Node) -> dict[str, Threshold]:
+        merged = dict(DEFAULT_THRESHOLDS)
+        for metric, (_, value) in self.mapping(node, "thresholds", tuple(METRIC_KINDS)).items():
+            kp = f"thresholds.{metric}"
+            m = self.mapping(value, kp, ("max_increase", "floor", "max"))
+            current = merged.get(metric, Threshold())
+            updates: dict[str, float | None] = {}
+            for key, (_, v) in m.items():
+                if isinstance(v, yaml.ScalarNode) and v.tag == "tag:yaml.org,2002:null":
+                    updates[key] = None  # explicit null switches a default off
+                elif key == "max_increase":
+                    updates[key] = self.unit(v, f"{kp}.{key}", parse_percent, 100.0)
+                else:
+                    updates[key] = self.metric_value(v, f"{kp}.{key}", METRIC_KINDS[metric])
+            merged[metric] = dataclasses.replace(current, **updates)
+        return merged
+
+    def metric_value(self, node: yaml.Node, keypath: str, kind: str) -> float:
+        if kind == "duration":
+            return self.duration(node, keypath)
+        if kind == "size":
+            return self.unit(node, keypath, parse_size, float(2**60))
+        if kind == "fraction":
+            return self.unit(node, keypath, parse_percent, 1.0)
+        return self.number(node, keypath, 0.0, 1e12)
+
+
+def _kind(node: yaml.Node) -> str:
+    if isinstance(node, yaml.MappingNode):
+        return "a mapping"
+    if isinstance(node, yaml.SequenceNode):
+        return "a list"
+    return "a single value"
+
+
+def _describe(value: object) -> str:
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return f"a boolean ({str(value).lower()})"
+    if isinstance(value, (int, float)):
+        return f"a number ({value})"
+    return f"{type(value).__name__} {value!r}"
+
+
+def apply_overrides(
+    cfg: Config,
+    *,
+    duration: float | None = None,
+    warmup: float | None = None,
+    trials: int | None = None,
+    env: Mapping[str, str] | None = None,
+    report_dir: str | None = None,
+) -> Config:
+    """Command-line flags win over the file."""
+    load = cfg.load
+    if duration is not None:
+        load = dataclasses.replace(load, duration=duration)
+    if warmup is not None:
+        load = dataclasses.replace(load, warmup=warmup)
+    service = cfg.service
+    if env:
+        service = dataclasses.replace(service, env={**service.env, **env})
+    return dataclasses.replace(
+        cfg,
+        load=load,
+        service=service,
+        trials=trials if trials is not None else cfg.trials,
+        report_dir=report_dir if report_dir is not None else cfg.report_dir,
+    )
+
+
+def environ_without_leakgate() -> dict[str, str]:
+    """The environment for child processes, minus leakgate's own control variables."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("LEAKGATE_AGENT")}

@@ -1,0 +1,256 @@
+"""Judge one run on its own: leaks within the run and absolute limits (SLOs).
+
+Pure functions from (RunRecord, Config) to a Verdict. A regression or a leak is a failing
+Check, never an exception. With several trials each check takes the median value and fails when
+at least half of the trials fail it, so one noisy trial cannot decide alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+
+from leakgate import analysis
+from leakgate.config import Config
+from leakgate.model import Check, CheckStatus, RunRecord, Trial, Verdict
+from leakgate.units import format_duration, format_percent, format_size
+
+OFFERED_RATE_SHARE = 0.95
+
+
+@dataclass(frozen=True, slots=True)
+class TrialResult:
+    status: CheckStatus
+    value: float | None
+    evidence: tuple[str, ...] = ()
+    note: str = ""
+
+
+def judge(record: RunRecord, config: Config) -> Verdict:
+    """Every check of a single run, in the order a reader wants them."""
+    trials = [t for t in record.trials if t.side == "candidate"]
+    checks: list[Check] = []
+    notes: list[str] = []
+    if not trials:
+        notes.append("no trial completed: nothing was judged")
+    else:
+        checks.append(_combine("service_alive", trials, _service_alive, limit=None, unit=""))
+        for name, rule, unit in _LIMIT_RULES:
+            limit = config.threshold(name).max
+            if limit is not None:
+                checks.append(_combine(name, trials, partial(rule, limit=limit), limit, unit))
+    if record.interrupted:
+        status = "interrupted"
+    elif any(c.status in ("fail", "error") for c in checks):
+        status = "fail"
+    elif record.error:
+        status = "error"
+    else:
+        status = "pass"
+    return Verdict(status=status, checks=tuple(checks), notes=tuple(notes))  # type: ignore[arg-type]
+
+
+def exit_code(verdict: Verdict) -> int:
+    """pass 0, fail 1, interrupted 2; a run that could not judge at all is an environment error."""
+    return {"pass": 0, "fail": 1, "interrupted": 2, "error": 5}[verdict.status]
+
+
+def _combine(
+    name: str,
+    trials: Sequence[Trial],
+    judge_trial: Callable[[Trial], TrialResult],
+    limit: float | None,
+    unit: str,
+) -> Check:
+    results = [judge_trial(t) for t in trials]
+    values = [r.value for r in results if r.value is not None]
+    value = analysis.median(values) if values else None
+    fails = sum(r.status == "fail" for r in results)
+    judged = [r for r in results if r.status != "no_data"]
+    status: CheckStatus
+    if not judged:
+        status = "no_data"
+    elif fails * 2 >= len(results) and fails > 0:
+        status = "fail"
+    elif any(r.status in ("fail", "warn") for r in results):
+        status = "warn"
+    else:
+        status = "pass"
+    evidence: list[str] = []
+    for trial, r in zip(trials, results, strict=True):
+        prefix = f"trial {trial.index + 1}: " if len(trials) > 1 else ""
+        evidence.extend(prefix + line for line in r.evidence)
+    summary = _summary(name, status, value, limit, unit, results)
+    return Check(
+        name=name,
+        status=status,
+        summary=summary,
+        value=value,
+        limit=limit,
+        unit=unit,
+        evidence=tuple(evidence),
+    )
+
+
+def _summary(
+    name: str,
+    status: CheckStatus,
+    value: float | None,
+    limit: float | None,
+    unit: str,
+    results: Sequence[TrialResult],
+) -> str:
+    notes = [r.note for r in results if r.note]
+    if name == "service_alive":
+        return notes[0] if notes else "the service stayed up through every phase"
+    if value is None:
+        return notes[0] if notes else "no data: the metric had no samples"
+    text = f"{format_value(value, unit)} (limit {format_value(limit, unit)})"
+    if len(results) > 1:
+        text = f"median {text} over {len(results)} trials"
+    if notes:
+        text += f"; {notes[0]}"
+    return text
+
+
+def format_value(value: float | None, unit: str) -> str:
+    if value is None:
+        return "n/a"
+    if unit == "B/request":
+        return f"{value:+.1f} B/request"
+    if unit == "s":
+        return format_duration(value)
+    if unit == "fraction":
+        return format_percent(value)
+    if unit == "goroutines":
+        return f"{value:+.0f} goroutines"
+    if unit == "bytes":
+        return format_size(value)
+    return f"{value:g}"
+
+
+# -- per-trial rules ---------------------------------------------------------------------------
+
+
+def _service_alive(trial: Trial) -> TrialResult:
+    s = trial.service
+    if not s.died:
+        return TrialResult("pass", 1.0)
+    how = f"killed by {s.signal}" if s.signal else f"exited with code {s.exit_code}"
+    note = f"the service {how} during {s.phase or 'the run'}"
+    evidence = [note]
+    if s.log_tail:
+        evidence.append("last log lines:\n" + s.log_tail)
+    return TrialResult("fail", 0.0, tuple(evidence), note)
+
+
+def _retained(trial: Trial, *, limit: float) -> TrialResult:
+    value = analysis.retained_bytes_per_request(trial)
+    if value is None:
+        return TrialResult("no_data", None, note=_why_no_data(trial, "live heap checkpoints"))
+    before = trial.checkpoints["warmup"].heap_alloc or 0
+    after = trial.checkpoints["drain"].heap_alloc or 0
+    requests = trial.load.requests if trial.load else 0
+    evidence = [
+        f"live heap after forced GC: {format_size(before)} after warm-up -> "
+        f"{format_size(after)} after drain "
+        f"({format_size(after - before)} over {requests:,} requests)"
+    ]
+    series = trial.series.get("heap_live")
+    tr = analysis.trend(series.points if series else ())
+    if tr.rising is None:
+        evidence.append(
+            f"heap trend: not testable ({tr.n} samples in the later half of the window)"
+        )
+    else:
+        evidence.append(
+            f"heap trend over the later half ({tr.n} samples): {format_size(tr.slope or 0)}/s "
+            f"(98% CI {format_size(tr.slope_low or 0)}/s .. {format_size(tr.slope_high or 0)}/s), "
+            f"Mann-Kendall p={tr.p_value:.2g}"
+        )
+    evidence.extend(_profile_evidence(trial, "heap_profile"))
+    if value <= limit:
+        return TrialResult("pass", value, tuple(evidence))
+    if tr.rising is False:
+        note = "heap retained, but flat in the later half of the window (a cache that filled?)"
+        return TrialResult("pass", value, tuple(evidence), note)
+    if tr.rising is None:
+        return TrialResult("fail", value, tuple(evidence), "trend untested: window too short")
+    return TrialResult("fail", value, tuple(evidence), "live heap keeps growing")
+
+
+def _goroutines(trial: Trial, *, limit: float) -> TrialResult:
+    value = analysis.goroutine_growth(trial)
+    if value is None:
+        return TrialResult("no_data", None, note=_why_no_data(trial, "goroutine counts"))
+    before = trial.checkpoints["warmup"]
+    after = trial.checkpoints["drain"]
+    evidence = [
+        f"quiet goroutines: {before.goroutines} after warm-up -> {after.goroutines} after drain"
+    ]
+    if not after.goroutines_stable:
+        evidence.append("the count was still changing when the quiet period ran out")
+    evidence.extend(_profile_evidence(trial, "goroutine_profile"))
+    status: CheckStatus = "fail" if value > limit else "pass"
+    return TrialResult(status, float(value), tuple(evidence))
+
+
+def _error_rate(trial: Trial, *, limit: float) -> TrialResult:
+    load = trial.load
+    if load is None or load.requests == 0:
+        return TrialResult("no_data", None, note="no request completed")
+    rate = load.error_count / load.requests
+    kinds = ", ".join(f"{k} {v:,}" for k, v in sorted(load.errors.items()) if v)
+    evidence = [
+        f"{load.error_count:,} errors in {load.requests:,} requests"
+        + (f" ({kinds})" if kinds else "")
+    ]
+    if load.first_error:
+        evidence.append(f"first error: {load.first_error}")
+    return TrialResult("fail" if rate > limit else "pass", rate, tuple(evidence))
+
+
+def _p95(trial: Trial, *, limit: float) -> TrialResult:
+    load = trial.load
+    if load is None or load.latency.count == 0:
+        return TrialResult("no_data", None, note="no successful request to time")
+    p95 = load.latency.percentile(95)
+    p50 = load.latency.percentile(50) or 0.0
+    p99 = load.latency.percentile(99) or 0.0
+    evidence = [
+        f"p50 {format_duration(p50)}, p95 {format_duration(p95 or 0.0)}, p99 {format_duration(p99)}"
+        f" over {load.latency.count:,} requests ({load.mode} loop, {load.achieved_rate:,.0f} req/s)"
+    ]
+    if load.mode == "open" and load.target_rate > 0:
+        share = load.achieved_rate / load.target_rate
+        if share < OFFERED_RATE_SHARE:
+            note = (
+                f"no latency verdict: the trial reached {share:.0%} of its offered rate "
+                f"({load.achieved_rate:,.0f} of {load.target_rate:,.0f} req/s)"
+            )
+            return TrialResult("warn", p95, (*evidence, note), note)
+    status: CheckStatus = "fail" if p95 is not None and p95 > limit else "pass"
+    return TrialResult(status, p95, tuple(evidence))
+
+
+_LIMIT_RULES: tuple[tuple[str, Callable[..., TrialResult], str], ...] = (
+    ("retained_per_request", _retained, "B/request"),
+    ("goroutine_growth", _goroutines, "goroutines"),
+    ("error_rate", _error_rate, "fraction"),
+    ("p95_latency", _p95, "s"),
+)
+
+
+def _profile_evidence(trial: Trial, attr: str) -> list[str]:
+    before = getattr(trial.checkpoints["warmup"], attr)
+    after = getattr(trial.checkpoints["drain"], attr)
+    if not (before and after):
+        return []
+    return [f"profiles: go tool pprof -diff_base {before} {after}"]
+
+
+def _why_no_data(trial: Trial, what: str) -> str:
+    if trial.service.died:
+        return f"no data: the service died before the {what} were taken"
+    return f"no data: the {what} could not be taken"

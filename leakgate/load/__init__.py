@@ -1,0 +1,1 @@
+"""Load drivers: the bundled generator (builtin) and, later, wrk."""

@@ -1,0 +1,305 @@
+"""The data every stage reads: trials, series, histograms, checks, verdicts, the RunRecord.
+
+Everything is a frozen dataclass. `RunRecord` is the one stored artifact (a baseline is a saved
+RunRecord); it carries `schema_version` and round-trips through JSON without NaN or Infinity.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+SCHEMA_VERSION = 1
+
+CheckStatus = Literal["pass", "fail", "warn", "no_data", "error"]
+VerdictStatus = Literal["pass", "fail", "error", "interrupted"]
+
+
+@dataclass(frozen=True, slots=True)
+class Histogram:
+    """Log-bucketed latency histogram: bucket i holds values in [growth^i, growth^(i+1)) ns.
+
+    A bucket is read back as growth^(i+0.5), so with growth 1.02 every value read back is within
+    1% of the true one.
+    """
+
+    growth: float = 1.02
+    buckets: tuple[tuple[int, int], ...] = ()
+    count: int = 0
+    min_ns: int = 0
+    max_ns: int = 0
+    sum_ns: int = 0
+
+    def percentile(self, q: float) -> float | None:
+        """The q-th percentile (0-100) in seconds, or None when there are no samples."""
+        if self.count <= 0 or not self.buckets:
+            return None
+        rank = max(1, math.ceil(q / 100.0 * self.count))
+        seen = 0
+        for index, n in self.buckets:
+            seen += n
+            if seen >= rank:
+                value_ns = float(self.growth ** (index + 0.5))
+                value_ns = min(max(value_ns, float(self.min_ns)), float(self.max_ns or value_ns))
+                return value_ns / 1e9
+        return self.max_ns / 1e9
+
+    def mean(self) -> float | None:
+        return self.sum_ns / self.count / 1e9 if self.count else None
+
+
+@dataclass(frozen=True, slots=True)
+class SecondStat:
+    t: int
+    requests: int
+    errors: int
+    p50: float | None = None  # seconds
+    p95: float | None = None
+    p99: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LoadResult:
+    """What a load driver reports for one phase (warm-up or measure) of one trial."""
+
+    tool: str
+    mode: str  # "closed" | "open"
+    connections: int
+    target_rate: float  # 0 for closed loop
+    duration_s: float
+    requests: int
+    ok: int
+    errors: Mapping[str, int] = field(default_factory=dict)
+    status_codes: Mapping[str, int] = field(default_factory=dict)
+    achieved_rate: float = 0.0
+    planned: int = 0
+    latency: Histogram = field(default_factory=Histogram)
+    seconds: tuple[SecondStat, ...] = ()
+    first_error: str = ""
+
+    @property
+    def error_count(self) -> int:
+        return sum(self.errors.values())
+
+    @property
+    def error_rate(self) -> float | None:
+        return self.error_count / self.requests if self.requests else None
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    """Samples over the measure window: (seconds since the window opened, value)."""
+
+    name: str
+    unit: str
+    points: tuple[tuple[float, float], ...] = ()
+
+    def values(self) -> list[float]:
+        return [v for _, v in self.points]
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """The runtime at rest: after a forced GC, with load stopped and connections closed."""
+
+    label: str  # "warmup" | "drain"
+    heap_alloc: int | None = None
+    heap_objects: int | None = None
+    goroutines: int | None = None
+    goroutines_stable: bool = False
+    gc_cycles: int | None = None
+    gc_cpu_seconds: float | None = None
+    rss: int | None = None
+    heap_profile: str | None = None  # paths relative to the report directory
+    goroutine_profile: str | None = None
+    goroutine_text: str | None = None
+    goroutineleak_profile: str | None = None
+    source: str = "agent"
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceStatus:
+    pid: int | None = None
+    died: bool = False  # exited or was killed while leakgate still needed it
+    exit_code: int | None = None
+    signal: str | None = None
+    phase: str | None = None  # when it died: "warmup", "load", "drain", ...
+    log_tail: str = ""
+    log_file: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Trial:
+    index: int
+    side: str = "candidate"
+    warmup_load: LoadResult | None = None
+    load: LoadResult | None = None
+    series: Mapping[str, Series] = field(default_factory=dict)
+    checkpoints: Mapping[str, Checkpoint] = field(default_factory=dict)
+    rss_peak: int | None = None
+    service: ServiceStatus = field(default_factory=ServiceStatus)
+    measure_seconds: float = 0.0
+    offered_rate: float | None = None
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Environment:
+    leakgate_version: str = ""
+    python_version: str = ""
+    go_version: str = ""
+    goos: str = ""
+    goarch: str = ""
+    gomaxprocs: int | None = None
+    num_cpu: int | None = None
+    cpu_model: str = ""
+    hostname: str = ""
+    git_revision: str = ""
+    git_dirty: bool = False
+    service_cpus: tuple[int, ...] = ()
+    loadgen_cpus: tuple[int, ...] = ()
+    heap_live_source: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """One gate run: everything measured, nothing judged. Reports re-render from this alone."""
+
+    schema_version: int = SCHEMA_VERSION
+    created: str = ""
+    package: str = ""
+    command: str = "check"
+    config: Mapping[str, Any] = field(default_factory=dict)
+    environment: Environment = field(default_factory=Environment)
+    trials: tuple[Trial, ...] = ()
+    interrupted: bool = False
+    error: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(to_plain(self), indent=1, allow_nan=False, sort_keys=False) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> RunRecord:
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError("a run record is a JSON object")
+        version = data.get("schema_version")
+        if not isinstance(version, int) or version > SCHEMA_VERSION:
+            raise ValueError(
+                f"schema_version {version!r} is not one this leakgate reads (<= {SCHEMA_VERSION})"
+            )
+        return _build(cls, data)
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One judged question, e.g. "does the live heap grow per request?"."""
+
+    name: str
+    status: CheckStatus
+    summary: str
+    value: float | None = None
+    limit: float | None = None
+    unit: str = ""
+    evidence: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    status: VerdictStatus
+    checks: tuple[Check, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    @property
+    def failed(self) -> tuple[Check, ...]:
+        return tuple(c for c in self.checks if c.status in ("fail", "error"))
+
+    def to_json(self) -> str:
+        return json.dumps(to_plain(self), indent=1, allow_nan=False) + "\n"
+
+
+# -- JSON plumbing -----------------------------------------------------------------------------
+
+
+def to_plain(obj: Any) -> Any:
+    """Dataclasses -> dicts, tuples -> lists, non-finite floats -> None."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, Mapping):
+        return {str(k): to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_plain(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+T = TypeVar("T")
+
+
+def _build(cls: type[T], data: Any) -> T:
+    hints = typing.get_type_hints(cls)
+    if not isinstance(data, dict):
+        raise ValueError(f"expected an object for {cls.__name__}")
+    kwargs = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.name in data:
+            kwargs[f.name] = _convert(hints[f.name], data[f.name], f"{cls.__name__}.{f.name}")
+    return cls(**kwargs)
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(arg, value, where)
+            except (ValueError, TypeError):
+                continue
+        raise ValueError(f"{where}: unexpected value {value!r}")
+    if origin is Literal:
+        if value not in args:
+            raise ValueError(f"{where}: {value!r} is not one of {args}")
+        return value
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        return _build(tp, value)
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise ValueError(f"{where}: expected a list")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(args[0], v, where) for v in value)
+        if len(args) != len(value):
+            raise ValueError(f"{where}: expected {len(args)} items")
+        return tuple(_convert(a, v, where) for a, v in zip(args, value, strict=True))
+    if origin in (Mapping, dict) or tp is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"{where}: expected an object")
+        if not args or args[1] is Any:
+            return dict(value)
+        return {str(k): _convert(args[1], v, where) for k, v in value.items()}
+    if tp is Any:
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{where}: expected a number")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{where}: expected an integer")
+        return value
+    if tp in (str, bool):
+        if not isinstance(value, tp):
+            raise ValueError(f"{where}: expected {tp.__name__}")
+        return value
+    raise ValueError(f"{where}: cannot read type {tp}")

@@ -1,0 +1,283 @@
+"""Reading the Go runtime of the service under test: the injected agent, or the service's own
+net/http/pprof + expvar endpoints, and /proc. Every read is size-capped and parsed defensively."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+MAX_JSON_BYTES = 4 * 1024 * 1024
+MAX_PROFILE_BYTES = 64 * 1024 * 1024
+
+_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+class ProbeError(Exception):
+    """A probe could not read what it asked for (the service may be gone or busy)."""
+
+
+def fetch(url: str, *, method: str = "GET", timeout: float = 10.0, max_bytes: int) -> bytes:
+    req = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
+    try:
+        with _opener.open(req, timeout=timeout) as resp:
+            body: bytes = resp.read(max_bytes + 1)
+    except urllib.error.HTTPError as e:
+        raise ProbeError(f"{url}: HTTP {e.code}") from None
+    except (urllib.error.URLError, OSError) as e:
+        raise ProbeError(f"{url}: {getattr(e, 'reason', e)}") from None
+    if len(body) > max_bytes:
+        raise ProbeError(f"{url}: answer larger than {max_bytes} bytes")
+    return body
+
+
+def fetch_json(url: str, *, method: str = "GET", timeout: float = 10.0) -> dict[str, Any]:
+    body = fetch(url, method=method, timeout=timeout, max_bytes=MAX_JSON_BYTES)
+    try:
+        data = json.loads(body, parse_constant=lambda c: None)  # NaN/Infinity -> None
+    except ValueError as e:
+        raise ProbeError(f"{url}: not JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise ProbeError(f"{url}: expected a JSON object")
+    return data
+
+
+def _number(data: dict[str, Any], *path: str) -> float | None:
+    value: Any = data
+    for key in path:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeSample:
+    heap_live: float | None
+    goroutines: float | None
+    gc_cycles: float | None = None
+    gc_cpu_seconds: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HeapCheckpoint:
+    heap_alloc: int | None
+    heap_objects: int | None
+    goroutines: int | None
+
+
+class RuntimeSource:
+    """Where runtime numbers and profiles come from; two implementations below."""
+
+    name = "none"
+    base_url = ""
+
+    def sample(self) -> RuntimeSample:
+        raise NotImplementedError
+
+    def goroutines(self) -> int | None:
+        return _int(self.sample().goroutines)
+
+    def checkpoint(self) -> HeapCheckpoint:
+        raise NotImplementedError
+
+    def save_profile(self, name: str, dest: Path, query: str = "", timeout: float = 30.0) -> Path:
+        body = fetch(
+            f"{self.base_url}/debug/pprof/{name}{'?' + query if query else ''}",
+            timeout=timeout,
+            max_bytes=MAX_PROFILE_BYTES,
+        )
+        if not body:
+            raise ProbeError(f"empty {name} profile")
+        if "debug=" not in query and not body.startswith(b"\x1f\x8b"):
+            raise ProbeError(f"{name} profile is not gzip-compressed protobuf")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(dest.name + ".tmp")
+        tmp.write_bytes(body)
+        tmp.replace(dest)
+        return dest
+
+
+class AgentSource(RuntimeSource):
+    """The debug agent leakgate injected: runtime/metrics without stopping the world."""
+
+    name = "agent"
+
+    def __init__(self, addr: str) -> None:
+        self.base_url = f"http://{addr}"
+        self.info: dict[str, Any] = {}
+
+    def sample(self) -> RuntimeSample:
+        data = fetch_json(f"{self.base_url}/leakgate/metrics", timeout=5.0)
+        if not self.info:
+            self.info = data
+        return RuntimeSample(
+            heap_live=_number(data, "heap_live_bytes"),
+            goroutines=_number(data, "goroutines"),
+            gc_cycles=_number(data, "gc_cycles"),
+            gc_cpu_seconds=_number(data, "gc_cpu_seconds"),
+        )
+
+    def checkpoint(self) -> HeapCheckpoint:
+        data = fetch_json(f"{self.base_url}/leakgate/checkpoint", method="POST", timeout=60.0)
+        return HeapCheckpoint(
+            heap_alloc=_int(_number(data, "heap_alloc")),
+            heap_objects=_int(_number(data, "heap_objects")),
+            goroutines=_int(_number(data, "goroutines")),
+        )
+
+
+_GOROUTINE_TOTAL = re.compile(rb"goroutine profile: total (\d+)")
+
+
+class PprofSource(RuntimeSource):
+    """The service's own net/http/pprof and expvar endpoints (service.inject_agent: false).
+
+    expvar's memstats stop the world briefly; the heap series is HeapAlloc, which includes
+    garbage not yet collected, so it is noisier than the agent's live heap.
+    """
+
+    name = "pprof+expvar"
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+
+    def goroutines(self) -> int | None:
+        body = fetch(
+            f"{self.base_url}/debug/pprof/goroutine?debug=1",
+            timeout=10.0,
+            max_bytes=MAX_PROFILE_BYTES,
+        )
+        m = _GOROUTINE_TOTAL.search(body[:200])
+        return int(m.group(1)) if m else None
+
+    def sample(self) -> RuntimeSample:
+        data = fetch_json(f"{self.base_url}/debug/vars", timeout=5.0)
+        return RuntimeSample(
+            heap_live=_number(data, "memstats", "HeapAlloc"),
+            goroutines=float(g) if (g := self.goroutines()) is not None else None,
+            gc_cycles=_number(data, "memstats", "NumGC"),
+        )
+
+    def checkpoint(self) -> HeapCheckpoint:
+        # ?gc=1 runs a GC before writing the profile; the profile itself is discarded here.
+        fetch(f"{self.base_url}/debug/pprof/heap?gc=1", timeout=60.0, max_bytes=MAX_PROFILE_BYTES)
+        data = fetch_json(f"{self.base_url}/debug/vars", timeout=10.0)
+        return HeapCheckpoint(
+            heap_alloc=_int(_number(data, "memstats", "HeapAlloc")),
+            heap_objects=_int(_number(data, "memstats", "HeapObjects")),
+            goroutines=self.goroutines(),
+        )
+
+
+def _int(value: float | None) -> int | None:
+    return None if value is None else int(value)
+
+
+_STATUS_FIELD = re.compile(r"^(VmRSS|VmHWM):\s+(\d+)\s+kB", re.MULTILINE)
+
+
+def read_rss(pid: int) -> tuple[int | None, int | None]:
+    """(current RSS, peak RSS) in bytes from /proc; (None, None) if the process is gone."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except (OSError, UnicodeDecodeError):
+        return None, None
+    fields = {name: int(kb) * 1024 for name, kb in _STATUS_FIELD.findall(text)}
+    return fields.get("VmRSS"), fields.get("VmHWM")
+
+
+def quiet_goroutines(
+    count: Callable[[], int | None], timeout: float, *, settle: int = 3
+) -> tuple[int | None, bool]:
+    """The goroutine count once it stops changing: `settle` equal readings in a row, with
+    back-off, for at most `timeout` seconds. Returns (count, stable)."""
+    deadline = time.monotonic() + timeout
+    delay = 0.05
+    last: int | None = None
+    same = 0
+    while True:
+        try:
+            value = count()
+        except ProbeError:
+            value = None
+        if value is not None and value == last:
+            same += 1
+            if same >= settle - 1:
+                return value, True
+        else:
+            same = 0
+        last = value if value is not None else last
+        if time.monotonic() + delay > deadline:
+            return last, False
+        time.sleep(delay)
+        delay = min(delay * 1.6, 0.5)
+
+
+class Sampler:
+    """Samples the runtime and RSS at a fixed interval on a background thread."""
+
+    def __init__(self, source: RuntimeSource, pid: int, interval: float) -> None:
+        self.source = source
+        self.pid = pid
+        self.interval = interval
+        self.heap: list[tuple[float, float]] = []
+        self.goroutines: list[tuple[float, float]] = []
+        self.rss: list[tuple[float, float]] = []
+        self.gc_cycles: list[tuple[float, float]] = []
+        self.gc_cpu: list[tuple[float, float]] = []
+        self.rss_peak: int | None = None
+        self.errors = 0
+        self.latest: RuntimeSample | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="leakgate-sampler", daemon=True)
+        self._t0 = 0.0
+
+    def start(self) -> None:
+        self._t0 = time.monotonic()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        tick = 0
+        while not self._stop.is_set():
+            t = time.monotonic() - self._t0
+            self.sample_once(round(t, 3))
+            tick += 1
+            # Schedule against the start so slow reads do not drift the series.
+            next_at = self._t0 + tick * self.interval
+            self._stop.wait(max(0.0, next_at - time.monotonic()))
+
+    def sample_once(self, t: float) -> None:
+        rss, hwm = read_rss(self.pid)
+        if rss is not None:
+            self.rss.append((t, float(rss)))
+        if hwm is not None:
+            self.rss_peak = max(self.rss_peak or 0, hwm)
+        try:
+            s = self.source.sample()
+        except ProbeError:
+            self.errors += 1
+            return
+        self.latest = s
+        for series, value in (
+            (self.heap, s.heap_live),
+            (self.goroutines, s.goroutines),
+            (self.gc_cycles, s.gc_cycles),
+            (self.gc_cpu, s.gc_cpu_seconds),
+        ):
+            if value is not None:
+                series.append((t, value))

@@ -1,0 +1,38 @@
+"""The terminal: short. Verdict, one line per check, evidence for the failing ones, report paths."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from leakgate.model import RunRecord, Verdict
+
+LABELS = {"pass": "PASS", "fail": "FAIL", "warn": "WARN", "no_data": "NO DATA", "error": "ERROR"}
+
+
+def render(verdict: Verdict, record: RunRecord, reports: Sequence[Path] = ()) -> str:
+    lines: list[str] = []
+    width = max((len(c.name) for c in verdict.checks), default=10)
+    for check in verdict.checks:
+        lines.append(f"  {LABELS[check.status]:7} {check.name:{width}}  {check.summary}")
+        if check.status in ("fail", "error"):
+            for item in check.evidence:
+                for sub in item.splitlines():
+                    lines.append(f"  {'':7} {'':{width}}  {sub}")
+    lines.extend(f"  note: {n}" for n in verdict.notes)
+    failed = len(verdict.failed)
+    headline = {
+        "pass": f"PASS: all {len(verdict.checks)} checks passed",
+        "fail": f"FAIL: {failed} of {len(verdict.checks)} checks failed",
+        "interrupted": "INTERRUPTED: partial results below",
+        "error": "ERROR: the run could not be judged",
+    }[verdict.status]
+    trials = len(record.trials)
+    rate = next((t.offered_rate for t in record.trials if t.offered_rate), None)
+    context = f"{trials} trial{'s' if trials != 1 else ''}"
+    if rate:
+        context += f" at {rate:,.0f} req/s"
+    lines.insert(0, f"leakgate: {headline} ({context})")
+    if reports:
+        lines.append("reports: " + ", ".join(str(p) for p in reports))
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,499 @@
+"""One gate run: build, then for each trial start the service, warm it up, checkpoint, measure
+under load with 1 Hz probes, drain, checkpoint, stop. Everything started is stopped on every path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import os
+import platform
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from leakgate import __version__
+from leakgate.build import GoToolchain, build_loadgen, build_service, find_go
+from leakgate.config import Config, environ_without_leakgate
+from leakgate.errors import LoadError, ServiceStartError
+from leakgate.load.builtin import LoadProcess, write_scenario
+from leakgate.model import (
+    Checkpoint,
+    Environment,
+    LoadResult,
+    RunRecord,
+    Series,
+    ServiceStatus,
+    Trial,
+    to_plain,
+)
+from leakgate.probes import (
+    AgentSource,
+    PprofSource,
+    ProbeError,
+    RuntimeSource,
+    Sampler,
+    quiet_goroutines,
+    read_rss,
+)
+from leakgate.service import Exit, Service
+from leakgate.units import format_duration
+
+PROBE_MIN_SECONDS = 1.0
+PROBE_MAX_SECONDS = 3.0
+PROGRESS_EVERY_TTY = 1.0
+PROGRESS_EVERY_LOG = 5.0
+
+
+class _ServiceDied(Exception):
+    def __init__(self, phase: str, ended: Exit) -> None:
+        super().__init__(phase)
+        self.phase = phase
+        self.ended = ended
+
+
+@dataclass
+class Reporter:
+    """How the runner talks to the person watching: a step line, and a live progress line."""
+
+    say: Callable[[str], None] = lambda line: None
+    progress: Callable[[str], None] = lambda line: None
+    live: bool = False
+
+
+@dataclass
+class _TrialState:
+    """What a trial has measured so far, kept so a trial cut short still reports it."""
+
+    index: int
+    warmup_load: LoadResult | None = None
+    load: LoadResult | None = None
+    checkpoints: dict[str, Checkpoint] = field(default_factory=dict)
+    series: dict[str, Series] = field(default_factory=dict)
+    rss_peak: int | None = None
+    measure_seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+    service: ServiceStatus = field(default_factory=ServiceStatus)
+
+    def freeze(self, offered_rate: float | None) -> Trial:
+        return Trial(
+            index=self.index,
+            warmup_load=self.warmup_load,
+            load=self.load,
+            series=dict(self.series),
+            checkpoints=dict(self.checkpoints),
+            rss_peak=self.rss_peak,
+            service=self.service,
+            measure_seconds=self.measure_seconds,
+            offered_rate=offered_rate,
+            notes=tuple(self.notes),
+        )
+
+
+def split_cpus(enabled: bool) -> tuple[list[int] | None, list[int] | None]:
+    """Disjoint CPU sets for the service and the load generator (service gets the first half)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if not enabled or len(cpus) < 2:
+        return None, None
+    half = len(cpus) // 2
+    return cpus[:half], cpus[half:]
+
+
+class Runner:
+    def __init__(
+        self, config: Config, package_dir: Path, report_dir: Path, reporter: Reporter | None = None
+    ) -> None:
+        self.config = config
+        self.package_dir = package_dir
+        self.report_dir = report_dir
+        self.reporter = reporter or Reporter()
+        self.trials: list[Trial] = []
+        self.current: _TrialState | None = None
+        self.offered_rate: float | None = None
+        self.environment = Environment(leakgate_version=__version__)
+        self.created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+    # -- the record, complete or partial ---------------------------------------------------
+
+    def record(self, *, interrupted: bool = False, error: str | None = None) -> RunRecord:
+        trials = list(self.trials)
+        if self.current is not None:  # a trial cut short by an interrupt or an error
+            trials.append(self.current.freeze(self.offered_rate))
+        return RunRecord(
+            created=self.created,
+            package=str(self.package_dir),
+            command="check",
+            config=to_plain(self.config),
+            environment=self.environment,
+            trials=tuple(trials),
+            interrupted=interrupted,
+            error=error,
+        )
+
+    # -- the run ---------------------------------------------------------------------------
+
+    def run(self) -> RunRecord:
+        cfg = self.config
+        go = find_go()
+        self.environment = _environment(go, self.package_dir)
+        say = self.reporter.say
+        started = time.monotonic()
+        agent = ", agent injected" if cfg.service.inject_agent else ""
+        say(f"building {self.package_dir} ({go.version}{agent})")
+        binary = build_service(
+            self.package_dir, cfg.service.build_flags, cfg.service.inject_agent, go
+        )
+        loadgen = build_loadgen(go)
+        say(f"built in {time.monotonic() - started:.1f}s")
+        service_cpus, load_cpus = split_cpus(cfg.load.cpu_split)
+        self.environment = dataclasses.replace(
+            self.environment,
+            service_cpus=tuple(service_cpus or ()),
+            loadgen_cpus=tuple(load_cpus or ()),
+        )
+        self.report_dir.mkdir(parents=True, exist_ok=True)
+        scenario = self.report_dir / "scenario.json"
+        write_scenario(cfg.load.requests, scenario)
+        if isinstance(cfg.load.rate, float):
+            self.offered_rate = cfg.load.rate
+        for index in range(cfg.trials):
+            self.current = _TrialState(index=index)
+            self._run_trial(self.current, binary, loadgen, scenario, service_cpus, load_cpus)
+            self.trials.append(self.current.freeze(self.offered_rate))
+            died = self.current.service.died
+            self.current = None
+            if died:
+                break
+        return self.record()
+
+    def _run_trial(
+        self,
+        state: _TrialState,
+        binary: Path,
+        loadgen: Path,
+        scenario: Path,
+        service_cpus: list[int] | None,
+        load_cpus: list[int] | None,
+    ) -> None:
+        cfg = self.config
+        trial_dir = self.report_dir / f"trial-{state.index + 1}"
+        trial_dir.mkdir(parents=True, exist_ok=True)
+        env = {**environ_without_leakgate(), **cfg.service.env}
+        service = Service(
+            binary,
+            args=cfg.service.args,
+            env=env,
+            cwd=self.package_dir,
+            log_path=trial_dir / "service.log",
+            cpus=service_cpus,
+            gomaxprocs=len(service_cpus) if service_cpus else None,
+            agent=cfg.service.inject_agent,
+            stop_timeout=cfg.service.stop_timeout,
+        )
+        say = self.reporter.say
+        label = f"trial {state.index + 1}/{cfg.trials}"
+        phase = "start-up"
+        with service:
+            service.start()
+            state.service = ServiceStatus(
+                pid=service.pid, log_file=_rel(service.log_path, self.report_dir)
+            )
+            try:
+                took = service.wait_ready(cfg.service.ready_path, cfg.service.ready_timeout)
+                source = self._source(service)
+                say(f"{label}: service ready on {service.addr} in {took:.2f}s (pid {service.pid})")
+                self._note_runtime(source)
+
+                def load(duration: float, rate: float, name: str) -> LoadResult:
+                    return self._drive(
+                        service,
+                        loadgen,
+                        scenario,
+                        duration,
+                        rate,
+                        load_cpus,
+                        trial_dir / f"load-{name}.json",
+                        name,
+                        label,
+                    )
+
+                warmup = cfg.load.warmup
+                phase = "warm-up"
+                if cfg.load.rate == "auto" and self.offered_rate is None:
+                    probe = min(max(PROBE_MIN_SECONDS, warmup / 2), PROBE_MAX_SECONDS)
+                    capacity = load(probe, 0.0, "capacity").achieved_rate
+                    if capacity <= 0:
+                        raise LoadError("capacity probe served no request; is the load path right?")
+                    self.offered_rate = max(1.0, capacity * cfg.load.rate_share)
+                    warmup = max(0.0, warmup - probe)
+                    say(
+                        f"{label}: capacity {capacity:,.0f} req/s closed-loop; offering "
+                        f"{self.offered_rate:,.0f} req/s ({cfg.load.rate_share:.0%})"
+                    )
+                rate = self.offered_rate or 0.0
+                if warmup > 0:
+                    state.warmup_load = load(warmup, rate, "warmup")
+                phase = "checkpoint after warm-up"
+                state.checkpoints["warmup"] = self._checkpoint("warmup", source, service, trial_dir)
+                phase = "load"
+                sampler = Sampler(source, service.pid or 0, cfg.probes.interval)
+                sampler.start()
+                t0 = time.monotonic()
+                try:
+                    state.load = load(cfg.load.duration, rate, "measure")
+                finally:
+                    sampler.stop()
+                    state.measure_seconds = time.monotonic() - t0
+                    state.series = _series(sampler)
+                    state.rss_peak = sampler.rss_peak
+                phase = "drain"
+                state.checkpoints["drain"] = self._checkpoint("drain", source, service, trial_dir)
+                _, hwm = read_rss(service.pid or 0)
+                state.rss_peak = max(state.rss_peak or 0, hwm or 0) or None
+                ended = service.exited()
+                if ended is not None:
+                    raise _ServiceDied("drain", ended)
+            except (_ServiceDied, ProbeError, LoadError, ServiceStartError) as e:
+                ended = service.exited()
+                if ended is None and isinstance(e, _ServiceDied):
+                    ended = e.ended
+                if ended is None:
+                    raise
+                where = e.phase if isinstance(e, _ServiceDied) else phase
+                if phase == "start-up":
+                    raise  # never became ready: an environment problem, not a verdict
+                state.service = dataclasses.replace(
+                    state.service,
+                    died=True,
+                    exit_code=ended.code,
+                    signal=ended.signal,
+                    phase=where,
+                    log_tail=service.log_tail(),
+                )
+                say(f"{label}: the service {ended.describe()} during {where}")
+                return
+        say(f"{label}: done")
+
+    def _source(self, service: Service) -> RuntimeSource:
+        if not self.config.service.inject_agent:
+            return PprofSource(service.base_url)
+        addr = service.agent_address()
+        if addr is None:
+            ended = service.exited()
+            if ended is not None:
+                raise _ServiceDied("start-up", ended)
+            raise ServiceStartError(
+                "leakgate's debug agent did not start in the service (no address written); "
+                "set service.inject_agent: false to use the service's own pprof endpoints",
+                details=service.log_tail(),
+            )
+        return AgentSource(addr)
+
+    def _note_runtime(self, source: RuntimeSource) -> None:
+        try:
+            source.sample()
+        except ProbeError:
+            return
+        info = source.info if isinstance(source, AgentSource) else {}
+        gomaxprocs = info.get("gomaxprocs")
+        self.environment = dataclasses.replace(
+            self.environment,
+            gomaxprocs=gomaxprocs if isinstance(gomaxprocs, int) else self.environment.gomaxprocs,
+            heap_live_source=str(info.get("heap_live_source") or source.name),
+        )
+
+    def _drive(
+        self,
+        service: Service,
+        loadgen: Path,
+        scenario: Path,
+        duration: float,
+        rate: float,
+        cpus: Sequence[int] | None,
+        out: Path,
+        name: str,
+        label: str,
+        sampler: Sampler | None = None,
+    ) -> LoadResult:
+        cfg = self.config
+        proc = LoadProcess(
+            loadgen,
+            target=service.base_url,
+            scenario=scenario,
+            connections=cfg.load.connections,
+            duration=duration,
+            rate=rate,
+            timeout=cfg.load.timeout,
+            out_path=out,
+            cpus=cpus,
+        )
+        proc.start()
+        start = time.monotonic()
+        every = PROGRESS_EVERY_TTY if self.reporter.live else PROGRESS_EVERY_LOG
+        next_progress = start + every
+        try:
+            while proc.poll() is None:
+                ended = service.exited()
+                if ended is not None:
+                    raise _ServiceDied(name, ended)
+                now = time.monotonic()
+                if now - start > proc.deadline:
+                    raise LoadError(
+                        f"the load generator did not finish within {proc.deadline:.0f}s"
+                    )
+                if now >= next_progress:
+                    self.reporter.progress(
+                        _progress_line(label, name, now - start, duration, proc.progress)
+                    )
+                    next_progress += every
+                time.sleep(0.05)
+            ended = service.exited()
+            if ended is not None:
+                raise _ServiceDied(name, ended)
+            return proc.result()
+        finally:
+            proc.stop()
+            self.reporter.progress("")
+
+    def _checkpoint(
+        self, label: str, source: RuntimeSource, service: Service, trial_dir: Path
+    ) -> Checkpoint:
+        cfg = self.config
+        count, stable = quiet_goroutines(source.goroutines, cfg.probes.quiet_timeout)
+        ended = service.exited()
+        if ended is not None:
+            raise _ServiceDied(label, ended)
+        heap = source.checkpoint()
+        profiles: dict[str, str | None] = {}
+        for key, name, query, filename in (
+            ("heap_profile", "heap", "gc=1", f"heap-{label}.pb.gz"),
+            ("goroutine_profile", "goroutine", "", f"goroutine-{label}.pb.gz"),
+            ("goroutine_text", "goroutine", "debug=1", f"goroutine-{label}.txt"),
+        ):
+            try:
+                path = source.save_profile(name, trial_dir / filename, query)
+                profiles[key] = _rel(path, self.report_dir)
+            except ProbeError:
+                profiles[key] = None
+        leak_profile = None
+        if isinstance(source, AgentSource):
+            with contextlib.suppress(ProbeError):
+                path = source.save_profile(
+                    "goroutineleak", trial_dir / f"goroutineleak-{label}.pb.gz"
+                )
+                leak_profile = _rel(path, self.report_dir)
+        sample = None
+        with contextlib.suppress(ProbeError):
+            sample = source.sample()
+        rss, _ = read_rss(service.pid or 0)
+        return Checkpoint(
+            label=label,
+            heap_alloc=heap.heap_alloc,
+            heap_objects=heap.heap_objects,
+            goroutines=count if count is not None else heap.goroutines,
+            goroutines_stable=stable,
+            gc_cycles=int(sample.gc_cycles) if sample and sample.gc_cycles is not None else None,
+            gc_cpu_seconds=sample.gc_cpu_seconds if sample else None,
+            rss=rss,
+            heap_profile=profiles["heap_profile"],
+            goroutine_profile=profiles["goroutine_profile"],
+            goroutine_text=profiles["goroutine_text"],
+            goroutineleak_profile=leak_profile,
+            source=source.name,
+        )
+
+
+def _series(sampler: Sampler) -> dict[str, Series]:
+    return {
+        "heap_live": Series("heap_live", "bytes", tuple(sampler.heap)),
+        "goroutines": Series("goroutines", "count", tuple(sampler.goroutines)),
+        "rss": Series("rss", "bytes", tuple(sampler.rss)),
+        "gc_cycles": Series("gc_cycles", "count", tuple(sampler.gc_cycles)),
+    }
+
+
+def _progress_line(label: str, phase: str, elapsed: float, total: float, p: dict[str, Any]) -> str:
+    parts = [f"{label} {phase:8} {min(elapsed, total):5.1f}/{total:.0f}s"]
+    rate = p.get("rate")
+    if isinstance(rate, (int, float)):
+        parts.append(f"{rate:,.0f} req/s")
+    p95 = p.get("p95_ns")
+    if isinstance(p95, (int, float)) and p95 > 0:
+        parts.append(f"p95 {format_duration(p95 / 1e9)}")
+    errors = p.get("errors")
+    if isinstance(errors, int) and errors:
+        parts.append(f"{errors:,} errors")
+    return "  ".join(parts)
+
+
+def _rel(path: Path, base: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(base.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _environment(go: GoToolchain, package_dir: Path) -> Environment:
+    rev, dirty = _git_revision(package_dir)
+    return Environment(
+        leakgate_version=__version__,
+        python_version=platform.python_version(),
+        go_version=go.version,
+        goos=go.goos,
+        goarch=go.goarch,
+        num_cpu=os.cpu_count(),
+        cpu_model=_cpu_model(),
+        hostname=socket.gethostname(),
+        git_revision=rev,
+        git_dirty=dirty,
+    )
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _git_revision(path: Path) -> tuple[str, bool]:
+    try:
+        rev = subprocess.run(
+            ["git", "-C", str(path), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            stdin=subprocess.DEVNULL,
+        )
+        if rev.returncode != 0:
+            return "", False
+        status = subprocess.run(
+            ["git", "-C", str(path), "status", "--porcelain", "--untracked-files=no", "."],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            stdin=subprocess.DEVNULL,
+        )
+        return rev.stdout.strip(), bool(status.stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        return "", False
+
+
+def describe_environment(env: Environment) -> list[str]:
+    lines = [
+        f"{env.go_version} {env.goos}/{env.goarch}, GOMAXPROCS {env.gomaxprocs}, {env.cpu_model}"
+    ]
+    if env.service_cpus:
+        lines.append(
+            f"service on CPUs {list(env.service_cpus)}, load generator on {list(env.loadgen_cpus)}"
+        )
+    return lines

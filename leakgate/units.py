@@ -1,0 +1,110 @@
+"""Durations and sizes: one parser and one formatter each, used everywhere."""
+
+from __future__ import annotations
+
+import math
+import re
+
+_DURATION_UNITS = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+
+_SIZE_UNITS = {
+    "b": 1,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+}
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([a-zA-Z]*)")
+_PERCENT = re.compile(r"(\d+(?:\.\d+)?)\s*%")
+
+
+def parse_duration(text: str | int | float) -> float:
+    """Parse "20s", "1m30s", "250ms" (Go's syntax) or a bare number of seconds into seconds."""
+    if isinstance(text, bool):
+        raise ValueError("expected a duration like 20s or 250ms")
+    if isinstance(text, (int, float)):
+        if not math.isfinite(text) or text < 0:
+            raise ValueError("a duration must be a finite, non-negative number of seconds")
+        return float(text)
+    s = text.strip()
+    if not s:
+        raise ValueError("empty duration")
+    pos = 0
+    total = 0.0
+    while pos < len(s):
+        m = _DURATION_PART.match(s, pos)
+        if not m:
+            raise ValueError(f"{text!r} is not a duration (examples: 20s, 1m30s, 250ms)")
+        total += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+        pos = m.end()
+    return total
+
+
+def parse_size(text: str | int | float) -> float:
+    """Parse "16B", "1MiB", "512 KiB", "2MB" or a bare number of bytes into bytes."""
+    if isinstance(text, bool):
+        raise ValueError("expected a size like 16B or 1MiB")
+    if isinstance(text, (int, float)):
+        if not math.isfinite(text) or text < 0:
+            raise ValueError("a size must be a finite, non-negative number of bytes")
+        return float(text)
+    m = _SIZE.fullmatch(text.strip())
+    if not m or m.group(2).lower() not in _SIZE_UNITS | {"": 1}:
+        raise ValueError(f"{text!r} is not a size (examples: 16B, 512KiB, 1MiB)")
+    return float(m.group(1)) * _SIZE_UNITS.get(m.group(2).lower(), 1)
+
+
+def parse_percent(text: str | int | float) -> float:
+    """Parse "10%" into 0.10; a bare number is taken as a fraction (0.1)."""
+    if isinstance(text, bool):
+        raise ValueError("expected a percentage like 10%")
+    if isinstance(text, (int, float)):
+        if not math.isfinite(text) or text < 0:
+            raise ValueError("a fraction must be finite and non-negative")
+        return float(text)
+    m = _PERCENT.fullmatch(text.strip())
+    if not m:
+        raise ValueError(f"{text!r} is not a percentage (example: 10%)")
+    return float(m.group(1)) / 100.0
+
+
+def format_size(n: float) -> str:
+    """1024-based, short: 512 B, 1.5 KiB, 12.3 MiB. Negative sizes keep their sign."""
+    sign = "-" if n < 0 else ""
+    v = abs(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if v < 1024 or unit == "GiB":
+            if unit == "B":
+                return f"{sign}{v:.0f} B" if v >= 10 or v == int(v) else f"{sign}{v:.1f} B"
+            return f"{sign}{v:.1f} {unit}"
+        v /= 1024
+    raise AssertionError("unreachable")
+
+
+def format_duration(seconds: float) -> str:
+    """Short human form: 850 µs, 12.3 ms, 4.20 s, 2m05s."""
+    if seconds < 0:
+        return "-" + format_duration(-seconds)
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.0f} µs"
+    if seconds < 1:
+        return f"{seconds * 1e3:.1f} ms"
+    if seconds < 60:
+        return f"{seconds:.2f} s"
+    minutes, rest = divmod(seconds, 60)
+    return f"{int(minutes)}m{rest:02.0f}s"
+
+
+def format_percent(fraction: float) -> str:
+    return f"{fraction * 100:.2f}%"

@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE = REPO / "sample-go-service"
+
+
+def _require_go() -> bool:
+    # CI sets LEAKGATE_REQUIRE_GO=1: a missing toolchain must fail the run, never skip it.
+    return os.environ.get("LEAKGATE_REQUIRE_GO") == "1" or os.environ.get("CI") == "true"
+
+
+@pytest.fixture(autouse=True)
+def _guard_user_files(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Keep tests away from the user's real cache and working directory files."""
+    cache = os.environ.get("LEAKGATE_TEST_CACHE")
+    if cache is None:
+        cache = str(tmp_path_factory.getbasetemp() / "leakgate-cache")
+        os.environ["LEAKGATE_TEST_CACHE"] = cache
+    monkeypatch.setenv("LEAKGATE_CACHE", cache)
+
+
+@pytest.fixture(scope="session")
+def go_bin() -> str:
+    go = shutil.which("go")
+    if go is None:
+        if _require_go():
+            pytest.fail("the Go toolchain is required on CI but `go` is not on PATH")
+        pytest.skip("Go toolchain not installed")
+    return go

@@ -1,0 +1,127 @@
+"""Helpers to run the real `leakgate check` as a subprocess and inspect what it left behind."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from junitparser import JUnitXml
+
+from .conftest import REPO
+
+SHORT_CONFIG = """\
+service:
+  ready_path: /healthz
+  ready_timeout: 20s
+load:
+  warmup: {warmup}
+  duration: {duration}
+  connections: 8
+  rate: auto
+  requests:
+    - {{method: GET, path: "/products/{{seq}}", weight: 3}}
+    - {{method: POST, path: /orders, body: '{{"sku": "sku-{{seq}}", "qty": 2}}', weight: 1}}
+probes:
+  interval: 250ms
+"""
+
+
+@dataclass
+class GateRun:
+    returncode: int
+    stdout: str
+    stderr: str
+    out: Path
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+    def junit_cases(self) -> dict[str, str]:
+        """testcase name -> 'passed' | 'failure' | 'error' | 'skipped'."""
+        xml = JUnitXml.fromfile(str(self.out / "junit.xml"))
+        cases = {}
+        for suite in xml:
+            for case in suite:
+                kind = type(case.result[0]).__name__.lower() if case.result else "passed"
+                cases[case.name] = kind
+        return cases
+
+
+def write_config(path: Path, warmup: str = "2s", duration: str = "8s", extra: str = "") -> Path:
+    path.write_text(SHORT_CONFIG.format(warmup=warmup, duration=duration) + extra)
+    return path
+
+
+def gate_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "leakgate", "check", *args]
+
+
+def run_gate(args: list[str], out: Path, timeout: float = 240) -> GateRun:
+    proc = subprocess.run(
+        gate_command(*args, "--out", str(out)),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+    )
+    return GateRun(proc.returncode, proc.stdout, proc.stderr, out)
+
+
+def start_gate(args: list[str], out: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        gate_command(*args, "--out", str(out)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def processes_with_env(marker: str) -> list[int]:
+    """PIDs of live processes whose environment contains `marker` (e.g. LEAKGATE_TEST_RUN=...)."""
+    pids = []
+    needle = marker.encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if needle in environ.split(b"\0") and ") Z " not in stat:
+            pids.append(int(entry.name))
+    return pids
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def kill_leftovers(marker: str) -> None:
+    for pid in processes_with_env(marker):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def go_module(root: Path, main_go: str, name: str = "example.com/faulty") -> Path:
+    """A throwaway Go main package for fault tests."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "go.mod").write_text(f"module {name}\n\ngo 1.21\n")
+    (root / "main.go").write_text(textwrap.dedent(main_go))
+    return root

@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from leakgate import analysis
+from leakgate.model import Checkpoint, Trial
+
+from .factories import heap_series, trial
+
+
+def test_rising_heap_is_a_trend() -> None:
+    tr = analysis.trend(heap_series(10e6, 500_000).points)
+    assert tr.rising is True
+    assert tr.p_value is not None and tr.p_value < 0.01
+    assert tr.slope_low is not None and tr.slope_low > 0
+    assert tr.slope == pytest.approx(500_000, rel=0.1)
+
+
+def test_flat_noisy_heap_is_not_a_trend() -> None:
+    for seed in range(20):
+        tr = analysis.trend(heap_series(10e6, 0.0, seed=seed).points)
+        assert tr.rising is False
+
+
+def test_cache_that_fills_then_stays_flat_is_not_a_trend() -> None:
+    tr = analysis.trend(heap_series(10e6, 2_000_000, fill_until=8).points)
+    assert tr.rising is False
+
+
+def test_too_few_points_cannot_tell() -> None:
+    tr = analysis.trend(heap_series(10e6, 500_000, seconds=10).points)
+    assert tr.rising is None and tr.n == 5
+
+
+def test_constant_series_and_nan_points() -> None:
+    assert analysis.trend([(float(t), 5.0) for t in range(20)]).rising is False
+    pts = [(float(t), float("nan") if t % 3 == 0 else 1e6 + t * 1e5) for t in range(30)]
+    assert analysis.trend(pts).rising is True
+
+
+def test_slow_leak_under_noise_is_found() -> None:
+    # 64 B/request at 2,000 req/s = 128 KB/s under 40 KB of per-sample noise
+    found = sum(
+        analysis.trend(heap_series(10e6, 128_000, noise=40_000, seed=s).points).rising is True
+        for s in range(50)
+    )
+    assert found >= 48
+
+
+def test_retained_bytes_per_request() -> None:
+    t = trial(heap_before=10_000_000, heap_after=16_400_000, requests=100_000)
+    assert analysis.retained_bytes_per_request(t) == pytest.approx(64.0)
+    assert analysis.heap_growth(t) == 6_400_000
+
+
+def test_retained_needs_both_checkpoints_and_requests() -> None:
+    assert analysis.retained_bytes_per_request(Trial(index=0)) is None
+    t = trial(requests=0)
+    assert analysis.retained_bytes_per_request(t) is None
+    partial = Trial(index=0, checkpoints={"warmup": Checkpoint("warmup", heap_alloc=1)})
+    assert analysis.retained_bytes_per_request(partial) is None
+
+
+def test_goroutine_growth() -> None:
+    assert analysis.goroutine_growth(trial(goroutines_before=10, goroutines_after=1010)) == 1000
+    assert analysis.goroutine_growth(Trial(index=0)) is None
+
+
+def test_median() -> None:
+    assert analysis.median([3.0, 1.0, 2.0]) == 2.0
+    assert analysis.median([4.0, 1.0, 2.0, 3.0]) == 2.5
+    assert analysis.median([]) is None
+    assert analysis.median([float("nan")]) is None
+    rng = random.Random(0)
+    values = [rng.random() for _ in range(101)]
+    assert analysis.median(values) == sorted(values)[50]

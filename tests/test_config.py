@@ -1,0 +1,203 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from leakgate.config import (
+    DEFAULT_THRESHOLDS,
+    Config,
+    RequestSpec,
+    apply_overrides,
+    find_config,
+    load_config,
+    parse_config,
+)
+from leakgate.errors import ConfigError
+
+from .conftest import SAMPLE
+
+DESIGN_EXAMPLE = """\
+service:
+  dir: ./cmd/server                    # Go main package to build (default: .)
+  build_flags: ["-tags", "netgo"]
+  args: ["-addr", "127.0.0.1:{port}"]  # leakgate picks a free port: {port}/{addr} here, PORT in env
+  env: {GOGC: "100"}
+  ready_path: /healthz                 # polled until 2xx (default: /)
+  inject_agent: true                   # go build -overlay debug agent (default: true)
+load:
+  tool: builtin                        # builtin | wrk
+  warmup: 5s
+  duration: 20s
+  connections: 16
+  rate: auto                           # requests/s, or auto: a fixed share of measured capacity
+  paths: [/orders]                     # shorthand for simple GETs
+  requests:                            # full form: weighted scenario with templates
+    - {method: POST, path: "/orders/{seq}", body: '{"sku": "{rand:1-100000}"}', weight: 3}
+trials: 5
+thresholds:
+  p95_latency: {max_increase: 10%, floor: 0.5ms, max: 200ms}
+  heap_live: {max_increase: 10%, floor: 1MiB}
+  retained_per_request: {max: 16B}
+  goroutine_growth: {max: 16}
+  error_rate: {max: 1%}
+report:
+  dir: .leakgate
+"""
+
+
+def test_design_example_is_valid() -> None:
+    cfg = parse_config(DESIGN_EXAMPLE, "leakgate.yml")
+    assert cfg.service.dir == "./cmd/server"
+    assert cfg.service.build_flags == ("-tags", "netgo")
+    assert cfg.service.env == {"GOGC": "100"}
+    assert cfg.load.warmup == 5.0 and cfg.load.duration == 20.0
+    assert cfg.load.rate == "auto"
+    assert cfg.load.requests == (
+        RequestSpec(path="/orders"),
+        RequestSpec(
+            path="/orders/{seq}", method="POST", body='{"sku": "{rand:1-100000}"}', weight=3.0
+        ),
+    )
+    assert cfg.trials == 5
+    assert cfg.thresholds["p95_latency"].max == pytest.approx(0.2)
+    assert cfg.thresholds["p95_latency"].floor == pytest.approx(0.0005)
+    assert cfg.thresholds["heap_live"].floor == 1024 * 1024
+    assert cfg.thresholds["retained_per_request"].max == 16
+    assert cfg.thresholds["error_rate"].max == pytest.approx(0.01)
+
+
+def test_sample_service_config_is_valid() -> None:
+    cfg = load_config(SAMPLE / "leakgate.yml")
+    assert cfg.service.ready_path == "/healthz"
+    assert any("{seq}" in r.path for r in cfg.load.requests)
+
+
+def test_empty_file_gives_defaults() -> None:
+    cfg = parse_config("", "x.yml")
+    assert cfg.load == Config().load
+    assert cfg.thresholds == DEFAULT_THRESHOLDS
+    assert cfg.load.requests == (RequestSpec(path="/"),)
+
+
+def test_threshold_merges_with_default_and_null_switches_off() -> None:
+    cfg = parse_config(
+        "thresholds:\n  p95_latency: {max: 150ms}\n  goroutine_growth: {max: null}\n"
+    )
+    assert cfg.thresholds["p95_latency"].max == pytest.approx(0.15)
+    assert cfg.thresholds["p95_latency"].max_increase == pytest.approx(0.10)  # default kept
+    assert cfg.thresholds["goroutine_growth"].max is None
+
+
+def _error(text: str) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "lg.yml")
+    return info.value.message
+
+
+def test_unknown_key_names_file_line_and_suggests() -> None:
+    msg = _error("load:\n  warmup: 5s\n  duraton: 20s\n")
+    assert msg.startswith("lg.yml:3:3: load.duraton: unknown key; did you mean 'duration'?")
+    assert "^" in msg
+
+
+def test_unknown_metric_is_rejected() -> None:
+    msg = _error("thresholds:\n  p95_latncy: {max: 1s}\n")
+    assert "lg.yml:2:3: thresholds.p95_latncy: unknown key; did you mean 'p95_latency'?" in msg
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("load:\n  duration: soon\n", "lg.yml:2:13: load.duration: 'soon' is not a duration"),
+        ("load:\n  connections: many\n", "lg.yml:2:16: load.connections: expected a whole number"),
+        ("load:\n  connections: 0\n", "load.connections: must be between 1 and 10000, got 0"),
+        ("trials: 2.5\n", "lg.yml:1:9: trials: expected a whole number"),
+        ("service:\n  inject_agent: yes please\n", "service.inject_agent: expected true or false"),
+        ("service:\n  args: -addr\n", "lg.yml:2:9: service.args: expected a list"),
+        ("service:\n  env: [A]\n", "service.env: expected a mapping, got a list"),
+        ("load:\n  rate: fast\n", "load.rate: expected auto, max or requests per second"),
+        ("load:\n  rate: -5\n", "load.rate: must be above 0"),
+        ("load:\n  paths: [orders]\n", "load.paths[0]: a path must start with '/'"),
+        (
+            "load:\n  requests:\n    - {method: GET}\n",
+            "lg.yml:3:7: load.requests[0]: a request needs a path",
+        ),
+        (
+            "load:\n  requests:\n    - {path: /a, weight: 0}\n",
+            "load.requests[0].weight: must be above 0",
+        ),
+        ("thresholds:\n  retained_per_request: {max: lots}\n", "'lots' is not a size"),
+        (
+            "thresholds:\n  error_rate: {max: 150%}\n",
+            "thresholds.error_rate.max: 150% is over the limit",
+        ),
+        ("[1, 2]\n", "lg.yml:1:1: (top level): expected a mapping, got a list"),
+        ("probes:\n  interval: 1ms\n", "probes.interval: must be at least 50ms"),
+    ],
+)
+def test_wrong_types_and_ranges(text: str, expected: str) -> None:
+    assert expected in _error(text)
+
+
+def test_duplicate_keys() -> None:
+    msg = _error("load:\n  duration: 5s\n  duration: 6s\n")
+    assert "lg.yml:3:3: load.duration: duplicate key (first defined on line 2)" in msg
+
+
+def test_python_tags_are_rejected_not_executed(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    text = f"service:\n  dir: !!python/object/apply:os.system ['touch {marker}']\n"
+    msg = _error(text)
+    assert "lg.yml:2:8: service.dir: rejected: the YAML tag !!python/object/apply:os.system" in msg
+    assert not marker.exists()
+
+
+def test_malformed_yaml_has_position_and_caret() -> None:
+    msg = _error("load:\n  duration: [5s\n  warmup: 1s\n")
+    assert msg.startswith("lg.yml:")
+    assert "invalid YAML" in msg and "^" in msg
+
+
+def test_alias_bomb_is_bounded() -> None:
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, 12):
+        lines.append(f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}]")
+    msg = _error("\n".join(lines) + "\n")
+    assert "unknown key" in msg  # rejected at the first key, never expanded
+
+
+def test_alias_bomb_inside_a_known_list_is_bounded() -> None:
+    text = "x: &x [a, a, a, a, a, a, a, a, a, a]\nservice:\n  args: [*x, *x]\n"
+    msg = _error(text)
+    assert "unknown key" in msg or "expected a string" in msg
+
+
+def test_oversized_file(tmp_path: Path) -> None:
+    path = tmp_path / "leakgate.yml"
+    path.write_text("# " + "x" * (1024 * 1024) + "\n")
+    with pytest.raises(ConfigError, match="over the 1 MiB limit"):
+        load_config(path)
+
+
+def test_find_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert find_config(None, None) is None
+    (tmp_path / "svc").mkdir()
+    (tmp_path / "svc" / "leakgate.yml").write_text("trials: 2\n")
+    assert find_config(None, "svc") == Path("svc") / "leakgate.yml"
+    with pytest.raises(ConfigError, match=r"nope\.yml: config file not found"):
+        find_config("nope.yml", None)
+
+
+def test_overrides_win() -> None:
+    cfg = apply_overrides(
+        parse_config("service:\n  env: {A: '1'}\n"),
+        duration=3.0,
+        warmup=1.0,
+        trials=2,
+        env={"B": "2"},
+        report_dir="out",
+    )
+    assert (cfg.load.duration, cfg.load.warmup, cfg.trials, cfg.report_dir) == (3.0, 1.0, 2, "out")
+    assert cfg.service.env == {"A": "1", "B": "2"}

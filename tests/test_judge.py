@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+from leakgate.config import Config, parse_config
+from leakgate.judge import exit_code, judge
+from leakgate.model import RunRecord
+
+from .factories import heap_series, trial
+
+
+def _checks(record: RunRecord, config: Config | None = None) -> dict[str, str]:
+    verdict = judge(record, config or Config())
+    return {c.name: c.status for c in verdict.checks}
+
+
+def test_clean_run_passes() -> None:
+    record = RunRecord(trials=(trial(heap_after=10_000_100),))
+    verdict = judge(record, Config())
+    assert verdict.status == "pass" and exit_code(verdict) == 0
+    assert _checks(record) == {
+        "service_alive": "pass",
+        "retained_per_request": "pass",
+        "goroutine_growth": "pass",
+        "error_rate": "pass",
+    }
+
+
+def test_growing_heap_fails_with_evidence() -> None:
+    t = trial(heap_after=16_400_000, series=heap_series(10e6, 320_000))
+    verdict = judge(RunRecord(trials=(t,)), Config())
+    assert verdict.status == "fail" and exit_code(verdict) == 1
+    check = next(c for c in verdict.checks if c.name == "retained_per_request")
+    assert check.status == "fail"
+    assert check.value is not None and round(check.value) == 64
+    assert "+64.0 B/request (limit +16.0 B/request)" in check.summary
+    assert any("Mann-Kendall" in e for e in check.evidence)
+    assert any("go tool pprof -diff_base" in e for e in check.evidence)
+
+
+def test_filled_cache_is_not_a_leak() -> None:
+    t = trial(heap_after=14_000_000, series=heap_series(10e6, 500_000, fill_until=8))
+    verdict = judge(RunRecord(trials=(t,)), Config())
+    check = next(c for c in verdict.checks if c.name == "retained_per_request")
+    assert check.status == "pass"
+    assert "cache that filled" in check.summary
+    assert verdict.status == "pass"
+
+
+def test_short_window_decides_on_retained_bytes_alone() -> None:
+    t = trial(heap_after=16_400_000, series=heap_series(10e6, 320_000, seconds=6))
+    check = next(
+        c
+        for c in judge(RunRecord(trials=(t,)), Config()).checks
+        if c.name == "retained_per_request"
+    )
+    assert check.status == "fail" and "trend untested" in check.summary
+
+
+def test_goroutine_leak_fails() -> None:
+    record = RunRecord(trials=(trial(goroutines_before=10, goroutines_after=5000),))
+    assert _checks(record)["goroutine_growth"] == "fail"
+
+
+def test_service_death_fails_and_names_exit() -> None:
+    verdict = judge(RunRecord(trials=(trial(died=True),)), Config())
+    alive = verdict.checks[0]
+    assert alive.name == "service_alive" and alive.status == "fail"
+    assert "exited with code 2 during load" in alive.summary
+    assert any("panic: boom" in e for e in alive.evidence)
+
+
+def test_error_rate_and_p95_limits() -> None:
+    cfg = parse_config("thresholds:\n  p95_latency: {max: 1ms}\n")
+    checks = _checks(RunRecord(trials=(trial(errors=5_000, p_ms=5.0),)), cfg)
+    assert checks["error_rate"] == "fail"
+    assert checks["p95_latency"] == "fail"
+    checks = _checks(RunRecord(trials=(trial(p_ms=0.5),)), cfg)
+    assert checks["p95_latency"] == "pass"
+
+
+def test_missing_checkpoints_are_no_data_never_ok() -> None:
+    from leakgate.model import Trial
+
+    verdict = judge(RunRecord(trials=(Trial(index=0),)), Config())
+    statuses = {c.name: c.status for c in verdict.checks}
+    assert statuses["retained_per_request"] == "no_data"
+    assert statuses["goroutine_growth"] == "no_data"
+    assert statuses["error_rate"] == "no_data"
+
+
+def test_one_noisy_trial_of_three_does_not_decide() -> None:
+    leaky = trial(index=1, heap_after=16_400_000, series=heap_series(10e6, 320_000))
+    record = RunRecord(trials=(trial(index=0), leaky, trial(index=2)))
+    assert _checks(record)["retained_per_request"] == "warn"
+    record = RunRecord(trials=(leaky, leaky, trial(index=2)))
+    assert _checks(record)["retained_per_request"] == "fail"
+
+
+def test_interrupted_run() -> None:
+    verdict = judge(RunRecord(trials=(trial(),), interrupted=True), Config())
+    assert verdict.status == "interrupted" and exit_code(verdict) == 2
