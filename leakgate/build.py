@@ -112,6 +112,12 @@ def build_service(
         raise UsageError(
             f"{package_dir / AGENT_FILE_NAME} already exists; leakgate's agent needs that name"
         )
+    overlay_flags = [f for f in build_flags if f.split("=", 1)[0].lstrip("-") == "overlay"]
+    if inject_agent and (overlay_flags or "-overlay" in os.environ.get("GOFLAGS", "")):
+        raise UsageError(
+            "service.build_flags or GOFLAGS has -overlay, and go build takes only one; "
+            "set service.inject_agent: false to build with your own overlay"
+        )
     root = module_root(package_dir)
     agent = agent_source()
     extra = [go.version, go.goos, go.goarch, str(package_dir.relative_to(root)), *build_flags]

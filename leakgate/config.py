@@ -166,7 +166,9 @@ def parse_config(text: str, filename: str = "leakgate.yml") -> Config:
 
 def _yaml_error(filename: str, text: str, e: yaml.MarkedYAMLError) -> str:
     mark = e.problem_mark or e.context_mark
-    problem = e.problem or e.context or "invalid YAML"
+    if e.context_mark is not None and (mark is None or mark.line >= len(text.splitlines())):
+        mark = e.context_mark  # an error at end of file is better shown where the construct began
+    problem = "; ".join(p for p in (e.context, e.problem) if p) or "invalid YAML"
     if mark is None:
         return f"{filename}: invalid YAML: {problem}"
     return f"{filename}:{mark.line + 1}:{mark.column + 1}: invalid YAML: {problem}\n" + _caret(

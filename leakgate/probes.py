@@ -123,7 +123,9 @@ class AgentSource(RuntimeSource):
             self.info = data
         return RuntimeSample(
             heap_live=_number(data, "heap_live_bytes"),
-            goroutines=_number(data, "goroutines"),
+            # runtime.NumGoroutine(): /sched/goroutines also counts the runtime's own GC workers,
+            # which appear at the first GC and would look like growth.
+            goroutines=_number(data, "num_goroutine") or _number(data, "goroutines"),
             gc_cycles=_number(data, "gc_cycles"),
             gc_cpu_seconds=_number(data, "gc_cpu_seconds"),
         )

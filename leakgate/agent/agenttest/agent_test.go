@@ -1,0 +1,356 @@
+package main
+
+import (
+	"bytes"
+	"compress/gzip"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// agentBinary is built once in TestMain with the agent injected via overlay.
+var agentBinary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "leakgate-agenttest-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	agentBinary, err = buildWithAgent(dir)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// buildWithAgent builds this package with leakgate_agent.go injected as
+// <pkgdir>/zz_leakgate_agent.go, the way leakgate does.
+func buildWithAgent(outDir string) (string, error) {
+	pkgDir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	agentFile, err := filepath.Abs(filepath.Join(pkgDir, "..", "leakgate_agent.go"))
+	if err != nil {
+		return "", err
+	}
+	if _, err := os.Stat(agentFile); err != nil {
+		return "", err
+	}
+	overlay := map[string]map[string]string{
+		"Replace": {filepath.Join(pkgDir, "zz_leakgate_agent.go"): agentFile},
+	}
+	data, err := json.Marshal(overlay)
+	if err != nil {
+		return "", err
+	}
+	overlayPath := filepath.Join(outDir, "overlay.json")
+	if err := os.WriteFile(overlayPath, data, 0o644); err != nil {
+		return "", err
+	}
+	bin := filepath.Join(outDir, "svc")
+	cmd := exec.Command("go", "build", "-overlay", overlayPath, "-o", bin, ".")
+	cmd.Dir = pkgDir
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("go build -overlay: %v\n%s", err, out)
+	}
+	return bin, nil
+}
+
+// lockedBuffer collects the child's stderr.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+type service struct {
+	dir       string // holds svc-addr and agent-addr
+	svcAddr   string // the service's own listener
+	agentAddr string // "" if the agent is not expected to listen
+	pid       int
+	stderr    *lockedBuffer
+	stdout    *lockedBuffer
+	exited    chan struct{}
+}
+
+// startService runs the built binary with the given LEAKGATE_AGENT_ADDR
+// (empty: unset) and waits (bounded) for the service and, if wantAgent,
+// the agent address file. The process is always killed in t.Cleanup.
+func startService(t *testing.T, agentEnv string, wantAgent bool) *service {
+	t.Helper()
+	dir := t.TempDir()
+	svcAddrFile := filepath.Join(dir, "svc-addr")
+	agentAddrFile := filepath.Join(dir, "agent-addr")
+
+	env := []string{}
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "LEAKGATE_AGENT_") || strings.HasPrefix(kv, "AGENTTEST_") {
+			continue
+		}
+		env = append(env, kv)
+	}
+	env = append(env,
+		"AGENTTEST_ADDR=127.0.0.1:0",
+		"AGENTTEST_ADDR_FILE="+svcAddrFile,
+		"LEAKGATE_AGENT_ADDR_FILE="+agentAddrFile,
+	)
+	if agentEnv != "" {
+		env = append(env, "LEAKGATE_AGENT_ADDR="+agentEnv)
+	}
+
+	s := &service{dir: dir, stderr: &lockedBuffer{}, stdout: &lockedBuffer{}, exited: make(chan struct{})}
+	cmd := exec.Command(agentBinary)
+	cmd.Env = env
+	cmd.Stderr = s.stderr
+	cmd.Stdout = s.stdout
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	s.pid = cmd.Process.Pid
+	go func() {
+		cmd.Wait()
+		close(s.exited)
+	}()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		select {
+		case <-s.exited:
+		case <-time.After(5 * time.Second):
+			t.Errorf("process %d did not exit after kill", s.pid)
+		}
+	})
+
+	s.svcAddr = waitForFile(t, s, svcAddrFile)
+	if wantAgent {
+		s.agentAddr = waitForFile(t, s, agentAddrFile)
+		if !strings.HasPrefix(s.agentAddr, "127.0.0.1:") {
+			t.Fatalf("agent address %q is not 127.0.0.1:port", s.agentAddr)
+		}
+	}
+	return s
+}
+
+func waitForFile(t *testing.T, s *service, path string) string {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if data, err := os.ReadFile(path); err == nil && len(data) > 0 {
+			return strings.TrimSpace(string(data))
+		}
+		select {
+		case <-s.exited:
+			t.Fatalf("service exited before writing %s; stderr:\n%s", path, s.stderr.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	t.Fatalf("timed out waiting for %s; stderr:\n%s", path, s.stderr.String())
+	return ""
+}
+
+var client = &http.Client{Timeout: 20 * time.Second}
+
+func fetch(t *testing.T, method, url string) (*http.Response, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: reading body: %v", method, url, err)
+	}
+	return resp, body
+}
+
+func fetchJSON(t *testing.T, method, url string) map[string]interface{} {
+	t.Helper()
+	resp, body := fetch(t, method, url)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("%s %s: status %d: %s", method, url, resp.StatusCode, body)
+	}
+	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+		t.Errorf("%s: Content-Type %q", url, ct)
+	}
+	var m map[string]interface{}
+	if err := json.Unmarshal(body, &m); err != nil {
+		t.Fatalf("%s: bad JSON %q: %v", url, body, err)
+	}
+	return m
+}
+
+func number(t *testing.T, m map[string]interface{}, key string) float64 {
+	t.Helper()
+	v, ok := m[key]
+	if !ok {
+		t.Fatalf("missing field %q in %v", key, m)
+	}
+	f, ok := v.(float64)
+	if !ok {
+		t.Fatalf("field %q = %#v is not a number", key, v)
+	}
+	return f
+}
+
+func TestAgentEndpoints(t *testing.T) {
+	s := startService(t, "127.0.0.1:0", true)
+	base := "http://" + s.agentAddr
+
+	t.Run("health", func(t *testing.T) {
+		resp, body := fetch(t, "GET", base+"/leakgate/health")
+		if resp.StatusCode != 200 || strings.TrimSpace(string(body)) != "ok" {
+			t.Fatalf("health: %d %q", resp.StatusCode, body)
+		}
+	})
+
+	t.Run("metrics", func(t *testing.T) {
+		m := fetchJSON(t, "GET", base+"/leakgate/metrics")
+		for _, k := range []string{"heap_live_bytes", "heap_objects_bytes", "heap_goal_bytes",
+			"total_memory_bytes", "goroutines", "num_goroutine", "gc_cycles", "gc_cpu_seconds",
+			"total_cpu_seconds", "gomaxprocs", "num_cpu", "pid", "uptime_seconds"} {
+			number(t, m, k)
+		}
+		if number(t, m, "goroutines") <= 0 {
+			t.Errorf("goroutines <= 0: %v", m)
+		}
+		if number(t, m, "heap_live_bytes") <= 0 {
+			t.Errorf("heap_live_bytes <= 0: %v", m)
+		}
+		if int(number(t, m, "pid")) != s.pid {
+			t.Errorf("pid %v, want %d", m["pid"], s.pid)
+		}
+		if v, _ := m["go_version"].(string); !strings.HasPrefix(v, "go") {
+			t.Errorf("go_version %q", v)
+		}
+		src, _ := m["heap_live_source"].(string)
+		if src != "/gc/heap/live:bytes" && src != "/memory/classes/heap/objects:bytes" {
+			t.Errorf("heap_live_source %q", src)
+		}
+	})
+
+	t.Run("checkpoint", func(t *testing.T) {
+		c := fetchJSON(t, "POST", base+"/leakgate/checkpoint")
+		for _, k := range []string{"heap_alloc", "heap_objects", "heap_inuse", "heap_sys",
+			"stack_inuse", "sys", "num_gc", "goroutines"} {
+			number(t, c, k)
+		}
+		if number(t, c, "num_gc") < 2 || number(t, c, "goroutines") <= 0 || number(t, c, "heap_alloc") <= 0 {
+			t.Errorf("checkpoint: %v", c)
+		}
+		// After a GC the live-heap metric of Go 1.21+ is used and non-zero.
+		m := fetchJSON(t, "GET", base+"/leakgate/metrics")
+		if src, _ := m["heap_live_source"].(string); src != "/gc/heap/live:bytes" {
+			t.Errorf("after GC heap_live_source = %q", src)
+		}
+		if number(t, m, "heap_live_bytes") <= 0 || number(t, m, "gc_cycles") < 2 {
+			t.Errorf("after GC metrics: %v", m)
+		}
+	})
+
+	t.Run("heap", func(t *testing.T) {
+		resp, body := fetch(t, "GET", base+"/debug/pprof/heap?gc=1")
+		if resp.StatusCode != 200 || len(body) < 2 || body[0] != 0x1f || body[1] != 0x8b {
+			t.Fatalf("heap profile: status %d, %d bytes, not gzip", resp.StatusCode, len(body))
+		}
+		if ct := resp.Header.Get("Content-Type"); ct != "application/octet-stream" {
+			t.Errorf("heap Content-Type %q", ct)
+		}
+		zr, err := gzip.NewReader(bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, err := io.ReadAll(zr)
+		if err != nil || len(raw) == 0 {
+			t.Fatalf("gunzip heap profile: %d bytes, %v", len(raw), err)
+		}
+	})
+
+	t.Run("goroutine", func(t *testing.T) {
+		resp, body := fetch(t, "GET", base+"/debug/pprof/goroutine?debug=2")
+		if resp.StatusCode != 200 || !strings.Contains(string(body), "goroutine ") {
+			t.Fatalf("goroutine?debug=2: %d %.200q", resp.StatusCode, body)
+		}
+		if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain") {
+			t.Errorf("goroutine?debug=2 Content-Type %q", ct)
+		}
+	})
+
+	t.Run("trace", func(t *testing.T) {
+		resp, body := fetch(t, "GET", base+"/debug/pprof/trace?seconds=0.2")
+		if resp.StatusCode != 200 || len(body) == 0 {
+			t.Fatalf("trace: %d, %d bytes", resp.StatusCode, len(body))
+		}
+	})
+
+	t.Run("notfound", func(t *testing.T) {
+		resp, _ := fetch(t, "GET", base+"/debug/pprof/no-such-profile")
+		if resp.StatusCode != http.StatusNotFound {
+			t.Errorf("unknown profile: status %d, want 404", resp.StatusCode)
+		}
+	})
+
+	t.Run("service routes untouched", func(t *testing.T) {
+		svc := "http://" + s.svcAddr
+		if resp, body := fetch(t, "GET", svc+"/hello"); resp.StatusCode != 200 || strings.TrimSpace(string(body)) != "hello" {
+			t.Errorf("service /hello: %d %q", resp.StatusCode, body)
+		}
+		if resp, _ := fetch(t, "GET", svc+"/debug/pprof/"); resp.StatusCode != 200 {
+			t.Errorf("service's own /debug/pprof/: %d", resp.StatusCode)
+		}
+		if resp, _ := fetch(t, "GET", svc+"/leakgate/health"); resp.StatusCode != http.StatusNotFound {
+			t.Errorf("agent route leaked onto DefaultServeMux: %d", resp.StatusCode)
+		}
+	})
+
+	client.CloseIdleConnections()
+	if out := s.stdout.String(); out != "" {
+		t.Errorf("agent/service wrote to stdout: %q", out)
+	}
+}
+
+func TestAgentRefusesNonLoopback(t *testing.T) {
+	s := startService(t, "0.0.0.0:0", false)
+	// The service itself must run normally.
+	resp, body := fetch(t, "GET", "http://"+s.svcAddr+"/hello")
+	if resp.StatusCode != 200 || strings.TrimSpace(string(body)) != "hello" {
+		t.Fatalf("service /hello: %d %q", resp.StatusCode, body)
+	}
+	client.CloseIdleConnections()
+	// init() runs before main(), so the refusal is already on stderr.
+	if e := s.stderr.String(); !strings.Contains(e, "leakgate agent: refusing") {
+		t.Errorf("stderr lacks refusal message: %q", e)
+	}
+	if _, err := os.Stat(filepath.Join(s.dir, "agent-addr")); err == nil {
+		t.Errorf("agent address file written despite refusal")
+	}
+}

@@ -1,0 +1,3 @@
+module leakgate.local/agenttest
+
+go 1.21

@@ -1,0 +1,535 @@
+// leakgate debug agent.
+//
+// This file is injected by leakgate into the main package of the service
+// under test through `go build -overlay overlay.json`, using a mapping like
+//
+//	{"Replace": {"<abs main pkg dir>/zz_leakgate_agent.go": "<abs path of this file>"}}
+//
+// It shares the package block with arbitrary user code, so every
+// package-level identifier is prefixed with leakgateAgent. It uses only the
+// standard library and only language features available in Go 1.17.
+//
+// When LEAKGATE_AGENT_ADDR is unset or empty the agent does nothing at all.
+// Otherwise it serves, on its own loopback-only listener and its own
+// http.ServeMux (never http.DefaultServeMux):
+//
+//	GET      /leakgate/health
+//	GET      /leakgate/metrics            runtime/metrics snapshot, JSON
+//	POST|GET /leakgate/checkpoint         GC twice + ReadMemStats, JSON
+//	GET      /debug/pprof/                plain-text index
+//	GET      /debug/pprof/profile?seconds=N  CPU profile (1..60 s, default 10)
+//	GET      /debug/pprof/trace?seconds=N    execution trace (0.1..30 s, default 1)
+//	GET      /debug/pprof/<name>?debug=N     any pprof.Lookup(name) profile
+//
+// Errors are reported on stderr prefixed with "leakgate agent: ". The agent
+// never writes to stdout, never panics out of init and never exits the
+// process.
+
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log"
+	"math"
+	"net"
+	"net/http"
+	"os"
+	"runtime"
+	"runtime/metrics"
+	"runtime/pprof"
+	"runtime/trace"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+const (
+	leakgateAgentEnvAddr     = "LEAKGATE_AGENT_ADDR"
+	leakgateAgentEnvAddrFile = "LEAKGATE_AGENT_ADDR_FILE"
+	leakgateAgentLogPrefix   = "leakgate agent: "
+
+	leakgateAgentMetricHeapLive    = "/gc/heap/live:bytes"
+	leakgateAgentMetricHeapObjects = "/memory/classes/heap/objects:bytes"
+	leakgateAgentMetricHeapGoal    = "/gc/heap/goal:bytes"
+	leakgateAgentMetricTotalMemory = "/memory/classes/total:bytes"
+	leakgateAgentMetricGoroutines  = "/sched/goroutines:goroutines"
+	leakgateAgentMetricGCCycles    = "/gc/cycles/total:gc-cycles"
+	leakgateAgentMetricGCCPU       = "/cpu/classes/gc/total:cpu-seconds"
+	leakgateAgentMetricTotalCPU    = "/cpu/classes/total:cpu-seconds"
+)
+
+var (
+	leakgateAgentStart time.Time
+
+	leakgateAgentMetricsOnce  sync.Once
+	leakgateAgentMetricsAvail map[string]metrics.ValueKind
+
+	// 0 = idle, 1 = busy; accessed with sync/atomic only.
+	leakgateAgentCPUBusy   int32
+	leakgateAgentTraceBusy int32
+)
+
+func init() {
+	addr := os.Getenv(leakgateAgentEnvAddr)
+	if addr == "" {
+		return
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			leakgateAgentLogf("internal error during start-up: %v", r)
+		}
+	}()
+	leakgateAgentStart = time.Now()
+	leakgateAgentStartServer(addr, os.Getenv(leakgateAgentEnvAddrFile))
+}
+
+func leakgateAgentLogf(format string, args ...interface{}) {
+	fmt.Fprintf(os.Stderr, leakgateAgentLogPrefix+format+"\n", args...)
+}
+
+// leakgateAgentCheckAddr validates that addr is host:port with a loopback
+// host and returns the address to listen on.
+func leakgateAgentCheckAddr(addr string) (string, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", fmt.Errorf("invalid %s %q: %v", leakgateAgentEnvAddr, addr, err)
+	}
+	if port == "" {
+		return "", fmt.Errorf("invalid %s %q: missing port", leakgateAgentEnvAddr, addr)
+	}
+	if n, perr := strconv.Atoi(port); perr != nil || n < 0 || n > 65535 {
+		return "", fmt.Errorf("invalid %s %q: bad port %q", leakgateAgentEnvAddr, addr, port)
+	}
+	if strings.EqualFold(host, "localhost") {
+		// Avoid resolver surprises: localhost always means IPv4 loopback.
+		return net.JoinHostPort("127.0.0.1", port), nil
+	}
+	ip := net.ParseIP(host)
+	if ip == nil || !ip.IsLoopback() {
+		return "", fmt.Errorf("refusing %s %q: host must be a loopback IP (127.0.0.0/8, ::1) or localhost", leakgateAgentEnvAddr, addr)
+	}
+	return net.JoinHostPort(ip.String(), port), nil
+}
+
+func leakgateAgentStartServer(addr, addrFile string) {
+	listenAddr, err := leakgateAgentCheckAddr(addr)
+	if err != nil {
+		leakgateAgentLogf("%v", err)
+		return
+	}
+	ln, err := net.Listen("tcp", listenAddr)
+	if err != nil {
+		leakgateAgentLogf("listen on %s: %v", listenAddr, err)
+		return
+	}
+	bound := ln.Addr().String()
+	if addrFile != "" {
+		if err := leakgateAgentWriteFileAtomic(addrFile, []byte(bound+"\n")); err != nil {
+			leakgateAgentLogf("writing address file: %v", err)
+			ln.Close()
+			return
+		}
+	}
+
+	srv := &http.Server{
+		Handler:           leakgateAgentMux(),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       15 * time.Second,
+		// CPU profiles may run for 60 s and traces for 30 s, and the
+		// response is only written once they finish.
+		WriteTimeout:   80 * time.Second,
+		IdleTimeout:    60 * time.Second,
+		MaxHeaderBytes: 64 << 10,
+		ErrorLog:       log.New(os.Stderr, leakgateAgentLogPrefix, 0),
+	}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			leakgateAgentLogf("serve: %v", err)
+		}
+	}()
+}
+
+func leakgateAgentWriteFileAtomic(path string, data []byte) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0644); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return nil
+}
+
+func leakgateAgentMux() *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/leakgate/health", leakgateAgentWrap(leakgateAgentHealth))
+	mux.HandleFunc("/leakgate/metrics", leakgateAgentWrap(leakgateAgentMetrics))
+	mux.HandleFunc("/leakgate/checkpoint", leakgateAgentWrap(leakgateAgentCheckpoint))
+	mux.HandleFunc("/debug/pprof/", leakgateAgentWrap(leakgateAgentPprof))
+	return mux
+}
+
+// leakgateAgentWrap keeps a panic in a handler from reaching net/http's
+// per-connection recovery (which would log a stack trace) and answers 500.
+func leakgateAgentWrap(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if rec := recover(); rec != nil {
+				if rec == http.ErrAbortHandler {
+					return
+				}
+				leakgateAgentLogf("handler %s panicked: %v", r.URL.Path, rec)
+				http.Error(w, fmt.Sprintf("leakgate agent: internal error: %v", rec), http.StatusInternalServerError)
+			}
+		}()
+		w.Header().Set("Cache-Control", "no-store")
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		h(w, r)
+	}
+}
+
+func leakgateAgentAllowMethods(w http.ResponseWriter, r *http.Request, methods ...string) bool {
+	for _, m := range methods {
+		if r.Method == m {
+			return true
+		}
+	}
+	w.Header().Set("Allow", strings.Join(methods, ", "))
+	http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+	return false
+}
+
+func leakgateAgentWriteJSON(w http.ResponseWriter, v interface{}) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		http.Error(w, "leakgate agent: encoding JSON: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	data = append(data, '\n')
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(data)))
+	w.Write(data)
+}
+
+func leakgateAgentHealth(w http.ResponseWriter, r *http.Request) {
+	if !leakgateAgentAllowMethods(w, r, http.MethodGet, http.MethodHead) {
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Write([]byte("ok"))
+}
+
+// leakgateAgentFloat is a float64 that always encodes with a decimal point
+// or exponent, so JSON consumers decode it as a float, never an integer.
+type leakgateAgentFloat float64
+
+func (f leakgateAgentFloat) MarshalJSON() ([]byte, error) {
+	v := float64(f)
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return []byte("0.0"), nil
+	}
+	s := strconv.FormatFloat(v, 'g', -1, 64)
+	if !strings.ContainsAny(s, ".eE") {
+		s += ".0"
+	}
+	return []byte(s), nil
+}
+
+func leakgateAgentFloatPtr(v float64) *leakgateAgentFloat {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return nil
+	}
+	f := leakgateAgentFloat(v)
+	return &f
+}
+
+type leakgateAgentMetricsResp struct {
+	HeapLiveBytes    *uint64 `json:"heap_live_bytes,omitempty"`
+	HeapLiveSource   string  `json:"heap_live_source,omitempty"`
+	HeapObjectsBytes *uint64 `json:"heap_objects_bytes,omitempty"`
+	HeapGoalBytes    *uint64 `json:"heap_goal_bytes,omitempty"`
+	TotalMemoryBytes *uint64 `json:"total_memory_bytes,omitempty"`
+	// Goroutines is /sched/goroutines:goroutines, which since Go 1.26 also
+	// counts runtime system goroutines (e.g. GC mark workers, started at the
+	// first GC). NumGoroutine is runtime.NumGoroutine() (user goroutines
+	// only, no stop-the-world) and is stable across Go versions.
+	Goroutines      *uint64             `json:"goroutines,omitempty"`
+	NumGoroutine    int                 `json:"num_goroutine"`
+	GCCycles        *uint64             `json:"gc_cycles,omitempty"`
+	GCCPUSeconds    *leakgateAgentFloat `json:"gc_cpu_seconds,omitempty"`
+	TotalCPUSeconds *leakgateAgentFloat `json:"total_cpu_seconds,omitempty"`
+	GoVersion       string              `json:"go_version"`
+	GOMAXPROCS      int                 `json:"gomaxprocs"`
+	NumCPU          int                 `json:"num_cpu"`
+	PID             int                 `json:"pid"`
+	UptimeSeconds   *leakgateAgentFloat `json:"uptime_seconds,omitempty"`
+}
+
+func leakgateAgentAvailableMetrics() map[string]metrics.ValueKind {
+	leakgateAgentMetricsOnce.Do(func() {
+		m := make(map[string]metrics.ValueKind)
+		for _, d := range metrics.All() {
+			m[d.Name] = d.Kind
+		}
+		leakgateAgentMetricsAvail = m
+	})
+	return leakgateAgentMetricsAvail
+}
+
+func leakgateAgentMetrics(w http.ResponseWriter, r *http.Request) {
+	if !leakgateAgentAllowMethods(w, r, http.MethodGet, http.MethodHead) {
+		return
+	}
+	avail := leakgateAgentAvailableMetrics()
+
+	wanted := []string{
+		leakgateAgentMetricHeapLive,
+		leakgateAgentMetricHeapObjects,
+		leakgateAgentMetricHeapGoal,
+		leakgateAgentMetricTotalMemory,
+		leakgateAgentMetricGoroutines,
+		leakgateAgentMetricGCCycles,
+		leakgateAgentMetricGCCPU,
+		leakgateAgentMetricTotalCPU,
+	}
+	var samples []metrics.Sample
+	seen := make(map[string]bool)
+	for _, name := range wanted {
+		if _, ok := avail[name]; ok && !seen[name] {
+			seen[name] = true
+			samples = append(samples, metrics.Sample{Name: name})
+		}
+	}
+	metrics.Read(samples)
+
+	u := make(map[string]*uint64)
+	f := make(map[string]*leakgateAgentFloat)
+	for i := range samples {
+		s := &samples[i]
+		switch s.Value.Kind() {
+		case metrics.KindUint64:
+			v := s.Value.Uint64()
+			u[s.Name] = &v
+		case metrics.KindFloat64:
+			f[s.Name] = leakgateAgentFloatPtr(s.Value.Float64())
+		}
+	}
+
+	// /gc/heap/live:bytes (Go 1.21+) is measured by the GC mark phase and
+	// reads 0 until the first GC cycle has completed; fall back to the
+	// heap object bytes (an upper bound of the live heap) until then.
+	heapLiveName := leakgateAgentMetricHeapObjects
+	if c := u[leakgateAgentMetricGCCycles]; u[leakgateAgentMetricHeapLive] != nil && c != nil && *c > 0 {
+		heapLiveName = leakgateAgentMetricHeapLive
+	}
+
+	resp := leakgateAgentMetricsResp{
+		HeapLiveBytes:    u[heapLiveName],
+		HeapObjectsBytes: u[leakgateAgentMetricHeapObjects],
+		HeapGoalBytes:    u[leakgateAgentMetricHeapGoal],
+		TotalMemoryBytes: u[leakgateAgentMetricTotalMemory],
+		Goroutines:       u[leakgateAgentMetricGoroutines],
+		GCCycles:         u[leakgateAgentMetricGCCycles],
+		GCCPUSeconds:     f[leakgateAgentMetricGCCPU],
+		TotalCPUSeconds:  f[leakgateAgentMetricTotalCPU],
+		NumGoroutine:     runtime.NumGoroutine(),
+		GoVersion:        runtime.Version(),
+		GOMAXPROCS:       runtime.GOMAXPROCS(0),
+		NumCPU:           runtime.NumCPU(),
+		PID:              os.Getpid(),
+		UptimeSeconds:    leakgateAgentFloatPtr(time.Since(leakgateAgentStart).Seconds()),
+	}
+	if resp.HeapLiveBytes != nil {
+		resp.HeapLiveSource = heapLiveName
+	}
+	leakgateAgentWriteJSON(w, resp)
+}
+
+type leakgateAgentCheckpointResp struct {
+	HeapAlloc   uint64 `json:"heap_alloc"`
+	HeapObjects uint64 `json:"heap_objects"`
+	HeapInuse   uint64 `json:"heap_inuse"`
+	HeapSys     uint64 `json:"heap_sys"`
+	StackInuse  uint64 `json:"stack_inuse"`
+	Sys         uint64 `json:"sys"`
+	NumGC       uint32 `json:"num_gc"`
+	Goroutines  int    `json:"goroutines"`
+}
+
+func leakgateAgentCheckpoint(w http.ResponseWriter, r *http.Request) {
+	if !leakgateAgentAllowMethods(w, r, http.MethodPost, http.MethodGet) {
+		return
+	}
+	// The second cycle frees what only the sync.Pool victim caches kept alive.
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	leakgateAgentWriteJSON(w, leakgateAgentCheckpointResp{
+		HeapAlloc:   ms.HeapAlloc,
+		HeapObjects: ms.HeapObjects,
+		HeapInuse:   ms.HeapInuse,
+		HeapSys:     ms.HeapSys,
+		StackInuse:  ms.StackInuse,
+		Sys:         ms.Sys,
+		NumGC:       ms.NumGC,
+		Goroutines:  runtime.NumGoroutine(),
+	})
+}
+
+func leakgateAgentPprof(w http.ResponseWriter, r *http.Request) {
+	if !leakgateAgentAllowMethods(w, r, http.MethodGet, http.MethodHead) {
+		return
+	}
+	name := strings.TrimPrefix(r.URL.Path, "/debug/pprof/")
+	switch name {
+	case "":
+		leakgateAgentPprofIndex(w)
+	case "profile":
+		leakgateAgentCPUProfile(w, r)
+	case "trace":
+		leakgateAgentTrace(w, r)
+	default:
+		leakgateAgentNamedProfile(w, r, name)
+	}
+}
+
+func leakgateAgentPprofIndex(w http.ResponseWriter) {
+	var b bytes.Buffer
+	b.WriteString("leakgate agent profiles (/debug/pprof/<name>?debug=0|1|2):\n")
+	profiles := pprof.Profiles()
+	sort.Slice(profiles, func(i, j int) bool { return profiles[i].Name() < profiles[j].Name() })
+	for _, p := range profiles {
+		fmt.Fprintf(&b, "%s\t%d\n", p.Name(), p.Count())
+	}
+	b.WriteString("profile\tCPU profile, ?seconds=N (1..60, default 10)\n")
+	b.WriteString("trace\texecution trace, ?seconds=N (0.1..30, default 1)\n")
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Write(b.Bytes())
+}
+
+func leakgateAgentNamedProfile(w http.ResponseWriter, r *http.Request, name string) {
+	p := pprof.Lookup(name)
+	if p == nil {
+		http.Error(w, fmt.Sprintf("leakgate agent: unknown profile %q", name), http.StatusNotFound)
+		return
+	}
+	debug := 0
+	if s := r.FormValue("debug"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 0 || n > 2 {
+			http.Error(w, "leakgate agent: debug must be 0, 1 or 2", http.StatusBadRequest)
+			return
+		}
+		debug = n
+	}
+	if gc, _ := strconv.Atoi(r.FormValue("gc")); gc > 0 && (name == "heap" || name == "allocs") {
+		runtime.GC()
+	}
+	var buf bytes.Buffer
+	if err := p.WriteTo(&buf, debug); err != nil {
+		http.Error(w, fmt.Sprintf("leakgate agent: writing profile %q: %v", name, err), http.StatusInternalServerError)
+		return
+	}
+	if debug == 0 {
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Content-Disposition", fmt.Sprintf("attachment; filename=%q", name))
+	} else {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	}
+	w.Header().Set("Content-Length", strconv.Itoa(buf.Len()))
+	w.Write(buf.Bytes())
+}
+
+// leakgateAgentSeconds parses ?seconds=, clamped to [lo, hi].
+func leakgateAgentSeconds(r *http.Request, def, lo, hi float64) (time.Duration, error) {
+	sec := def
+	if s := r.FormValue("seconds"); s != "" {
+		v, err := strconv.ParseFloat(s, 64)
+		if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
+			return 0, fmt.Errorf("bad seconds %q", s)
+		}
+		sec = v
+	}
+	if sec < lo {
+		sec = lo
+	}
+	if sec > hi {
+		sec = hi
+	}
+	return time.Duration(sec * float64(time.Second)), nil
+}
+
+// leakgateAgentSleep waits for d or until the client goes away; it reports
+// whether the full duration elapsed.
+func leakgateAgentSleep(r *http.Request, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-r.Context().Done():
+		return false
+	}
+}
+
+func leakgateAgentCPUProfile(w http.ResponseWriter, r *http.Request) {
+	d, err := leakgateAgentSeconds(r, 10, 1, 60)
+	if err != nil {
+		http.Error(w, "leakgate agent: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	if !atomic.CompareAndSwapInt32(&leakgateAgentCPUBusy, 0, 1) {
+		http.Error(w, "leakgate agent: a CPU profile is already running", http.StatusConflict)
+		return
+	}
+	defer atomic.StoreInt32(&leakgateAgentCPUBusy, 0)
+	var buf bytes.Buffer
+	if err := pprof.StartCPUProfile(&buf); err != nil {
+		http.Error(w, "leakgate agent: cannot start CPU profile (already running?): "+err.Error(), http.StatusConflict)
+		return
+	}
+	ok := leakgateAgentSleep(r, d)
+	pprof.StopCPUProfile()
+	if !ok {
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Disposition", `attachment; filename="profile"`)
+	w.Header().Set("Content-Length", strconv.Itoa(buf.Len()))
+	w.Write(buf.Bytes())
+}
+
+func leakgateAgentTrace(w http.ResponseWriter, r *http.Request) {
+	d, err := leakgateAgentSeconds(r, 1, 0.1, 30)
+	if err != nil {
+		http.Error(w, "leakgate agent: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	if !atomic.CompareAndSwapInt32(&leakgateAgentTraceBusy, 0, 1) {
+		http.Error(w, "leakgate agent: a trace is already running", http.StatusConflict)
+		return
+	}
+	defer atomic.StoreInt32(&leakgateAgentTraceBusy, 0)
+	var buf bytes.Buffer
+	if err := trace.Start(&buf); err != nil {
+		http.Error(w, "leakgate agent: cannot start trace (already running?): "+err.Error(), http.StatusConflict)
+		return
+	}
+	ok := leakgateAgentSleep(r, d)
+	trace.Stop()
+	if !ok {
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Disposition", `attachment; filename="trace"`)
+	w.Header().Set("Content-Length", strconv.Itoa(buf.Len()))
+	w.Write(buf.Bytes())
+}

@@ -1,0 +1,355 @@
+package main
+
+// This file holds the per-request CPU work ("pricing" and the SLOW knob) and
+// every LEAK mode. Each mode lives in its own named, non-inlined function so
+// that heap, goroutine and CPU profiles attribute the growth to it by name.
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"hash/fnv"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+const (
+	// baseRounds is the fixed pricing work per product/order request:
+	// 200 rounds of SHA-256 over a 64-byte buffer, about 32 µs on a modern core.
+	baseRounds = 200
+
+	// upstreamEvery: one product view in this many refreshes its price from
+	// the in-process pricing upstream.
+	upstreamEvery = 50
+
+	// boundedCacheCap is the number of entries boundedCache keeps.
+	boundedCacheCap = 4096
+
+	defaultLeakBytes = 256
+	maxLeakBytes     = 1 << 20
+	maxSlowPercent   = 10000
+)
+
+// Valid values of the LEAK environment variable ("" means clean).
+const (
+	modeGlobalMap    = "globalmap"
+	modeGoroutine    = "goroutine"
+	modeKeyedCache   = "keyedcache"
+	modeUnclosed     = "unclosed"
+	modeContext      = "context"
+	modeBoundedCache = "boundedcache" // control mode: capped, NOT a leak
+)
+
+var leakModes = []string{
+	modeGlobalMap, modeGoroutine, modeKeyedCache,
+	modeUnclosed, modeContext, modeBoundedCache,
+}
+
+// parseLeak validates the LEAK environment variable.
+func parseLeak(s string) (string, error) {
+	if s == "" {
+		return "", nil
+	}
+	for _, m := range leakModes {
+		if s == m {
+			return s, nil
+		}
+	}
+	return "", fmt.Errorf("unknown LEAK=%q; valid values: %s, %s (not a leak: capped cache), or empty for clean",
+		s, strings.Join(leakModes[:len(leakModes)-1], ", "), modeBoundedCache)
+}
+
+// parseSlow validates SLOW: an integer percentage of extra CPU work per
+// request ("20" or "20%"); empty means 0.
+func parseSlow(s string) (int, error) {
+	if s == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(s), "%"))
+	if err != nil || n < 0 || n > maxSlowPercent {
+		return 0, fmt.Errorf("invalid SLOW=%q: want an integer percentage between 0 and %d", s, maxSlowPercent)
+	}
+	return n, nil
+}
+
+// parseLeakBytes validates LEAK_BYTES (bytes kept per request by globalmap).
+func parseLeakBytes(s string) (int, error) {
+	if s == "" {
+		return defaultLeakBytes, nil
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(s))
+	if err != nil || n < 1 || n > maxLeakBytes {
+		return 0, fmt.Errorf("invalid LEAK_BYTES=%q: want an integer between 1 and %d", s, maxLeakBytes)
+	}
+	return n, nil
+}
+
+// applyLeak runs the configured LEAK mode for one successful product or
+// order request. key is the URI of the resource served; body is the
+// rendered response. LEAK=unclosed is handled by refreshPrice instead.
+func (a *app) applyLeak(r *http.Request, status int, key string, body []byte) {
+	switch a.cfg.leak {
+	case modeGlobalMap:
+		leakGlobalMap(r, status, a.cfg.leakBytes)
+	case modeGoroutine:
+		leakBlockedGoroutine(key)
+	case modeKeyedCache:
+		leakKeyedCache(key, body)
+	case modeContext:
+		leakContext(a.ctx, r, key)
+	case modeBoundedCache:
+		boundedCache(key, body)
+	}
+}
+
+// ---------------------------------------------------------------------------
+// CPU work
+
+// priceWork is the deterministic "pricing" computation: a chain of SHA-256
+// rounds seeded by the sku. Its cost is linear in rounds.
+//
+//go:noinline
+func priceWork(seed string, rounds int) [32]byte {
+	var buf [64]byte
+	sum := sha256.Sum256([]byte(seed))
+	for i := 0; i < rounds; i++ {
+		copy(buf[:32], sum[:])
+		binary.LittleEndian.PutUint64(buf[32:], uint64(i))
+		sum = sha256.Sum256(buf[:])
+	}
+	return sum
+}
+
+// slowRounds is the extra work SLOW=percent adds on top of baseRounds.
+func slowRounds(percent int) int {
+	return baseRounds * percent / 100
+}
+
+// slowWork burns the SLOW share of extra CPU: percent% of baseRounds. The
+// caller discards the result, so the product does not depend on SLOW.
+//
+//go:noinline
+func slowWork(seed string, percent int) byte {
+	if percent <= 0 {
+		return 0
+	}
+	sum := priceWork(seed, slowRounds(percent))
+	return sum[0]
+}
+
+// ---------------------------------------------------------------------------
+// LEAK=globalmap
+
+// auditLog is a process-wide "audit log" of requests. It is never trimmed.
+var auditLog = struct {
+	sync.Mutex
+	seq     uint64
+	entries map[uint64][]byte
+}{entries: make(map[uint64][]byte)}
+
+// leakGlobalMap appends a size-byte audit record for the request to the
+// global auditLog map, which nothing ever trims.
+//
+//go:noinline
+func leakGlobalMap(r *http.Request, status, size int) {
+	var tmp [256]byte
+	line := strconv.AppendInt(tmp[:0], time.Now().UnixNano(), 10)
+	line = append(line, ' ')
+	line = append(line, r.Method...)
+	line = append(line, ' ')
+	line = append(line, r.URL.Path...)
+	line = append(line, ' ')
+	line = strconv.AppendInt(line, int64(status), 10)
+	line = append(line, ' ')
+	line = append(line, r.RemoteAddr...)
+	rec := make([]byte, size)
+	copy(rec, line)
+
+	auditLog.Lock()
+	auditLog.seq++
+	auditLog.entries[auditLog.seq] = rec
+	auditLog.Unlock()
+}
+
+// ---------------------------------------------------------------------------
+// LEAK=goroutine
+
+// stockHint is what the background stock check reports.
+type stockHint struct {
+	sku   string
+	units int
+}
+
+// leakBlockedGoroutine starts a background stock check and uses its result
+// only if it is already there; otherwise the caller gives up. Because the
+// result channel is unbuffered and nobody receives after giving up, the
+// sender blocks forever in chan send: one goroutine leaked per request.
+//
+//go:noinline
+func leakBlockedGoroutine(sku string) (units int, ok bool) {
+	result := make(chan stockHint) // BUG: should be buffered (cap 1)
+	go func() {
+		result <- checkStock(sku)
+	}()
+	select {
+	case h := <-result:
+		return h.units, true
+	default: // don't hold up the response for a hint
+		return 0, false
+	}
+}
+
+// checkStock simulates a call to an inventory service with ~1 ms latency,
+// so the caller in leakBlockedGoroutine never finds the result ready.
+func checkStock(sku string) stockHint {
+	time.Sleep(time.Millisecond)
+	return stockHint{sku: sku, units: stockLevel(sku)}
+}
+
+// stockLevel is a cheap deterministic stock figure for a sku.
+func stockLevel(sku string) int {
+	h := fnv.New32a()
+	h.Write([]byte(sku))
+	return int(h.Sum32() % 50)
+}
+
+// ---------------------------------------------------------------------------
+// LEAK=keyedcache and LEAK=boundedcache
+
+// cachedResponse is one rendered response kept by a response cache.
+type cachedResponse struct {
+	body   []byte
+	etag   string
+	stored time.Time
+}
+
+func newCachedResponse(body []byte) *cachedResponse {
+	h := fnv.New64a()
+	h.Write(body)
+	return &cachedResponse{
+		body:   append([]byte(nil), body...),
+		etag:   `"` + strconv.FormatUint(h.Sum64(), 16) + `"`,
+		stored: time.Now(),
+	}
+}
+
+// responseCache caches rendered responses by request URI, with no eviction.
+var responseCache = struct {
+	sync.Mutex
+	m map[string]*cachedResponse
+}{m: make(map[string]*cachedResponse)}
+
+// leakKeyedCache stores the rendered response under its URI and never
+// evicts. Keys come from an unbounded set (every sku / order id), so the
+// cache grows by one rendered response per distinct request.
+//
+//go:noinline
+func leakKeyedCache(key string, body []byte) {
+	responseCache.Lock()
+	defer responseCache.Unlock()
+	if _, ok := responseCache.m[key]; ok {
+		return
+	}
+	responseCache.m[strings.Clone(key)] = newCachedResponse(body)
+}
+
+// fifoCache is the capped variant: a map plus a ring of keys in insertion
+// order; inserting into a full cache evicts the oldest entry.
+var fifoCache = struct {
+	sync.Mutex
+	m    map[string]*cachedResponse
+	ring [boundedCacheCap]string
+	next int
+}{m: make(map[string]*cachedResponse, boundedCacheCap)}
+
+// boundedCache is the same response cache as leakKeyedCache but capped at
+// boundedCacheCap entries (FIFO eviction). It is NOT a leak: memory grows
+// until the cache is full, then stays flat.
+//
+//go:noinline
+func boundedCache(key string, body []byte) {
+	fifoCache.Lock()
+	defer fifoCache.Unlock()
+	if _, ok := fifoCache.m[key]; ok {
+		return
+	}
+	if old := fifoCache.ring[fifoCache.next]; old != "" {
+		delete(fifoCache.m, old)
+	}
+	k := strings.Clone(key)
+	fifoCache.ring[fifoCache.next] = k
+	fifoCache.next = (fifoCache.next + 1) % boundedCacheCap
+	fifoCache.m[k] = newCachedResponse(body)
+}
+
+// ---------------------------------------------------------------------------
+// LEAK=context
+
+type requestInfoKey struct{}
+
+// requestInfo is request-scoped data carried by a background job's context.
+type requestInfo struct {
+	Method, URI, RemoteAddr, UserAgent string
+	Start                              time.Time
+}
+
+// refreshJob is a background cache-refresh job for one resource.
+type refreshJob struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	key    string
+}
+
+// leakContext derives a cancellable job context from the long-lived app
+// context for every request and hands the job to scheduleRefresh, which
+// drops it without calling cancel. Each child stays registered in appCtx's
+// children set (with its request-scoped values) until appCtx is cancelled.
+//
+//go:noinline
+func leakContext(appCtx context.Context, r *http.Request, key string) {
+	info := requestInfo{
+		Method:     r.Method,
+		URI:        r.URL.RequestURI(),
+		RemoteAddr: r.RemoteAddr,
+		UserAgent:  r.UserAgent(),
+		Start:      time.Now(),
+	}
+	job := refreshJob{key: key}
+	job.ctx, job.cancel = context.WithCancel(context.WithValue(appCtx, requestInfoKey{}, info))
+	scheduleRefresh(job)
+}
+
+// scheduleRefresh decides the resource is still fresh and drops the job —
+// forgetting to call job.cancel, which is the bug.
+func scheduleRefresh(job refreshJob) {
+	if job.ctx.Err() != nil {
+		return
+	}
+	// Still fresh: nothing to refresh.
+}
+
+// ---------------------------------------------------------------------------
+// LEAK=unclosed
+
+// leakUnclosedBody asks the pricing upstream for a price but only looks at
+// the status code: the response body is never read nor closed, so the
+// connection stays checked out, pinning its readLoop/writeLoop goroutines,
+// buffers and the upstream's server-side connection.
+//
+//go:noinline
+func leakUnclosedBody(ctx context.Context, client *http.Client, url string) bool {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return false
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return false
+	}
+	// BUG: "we only need the status"; resp.Body is neither read nor closed.
+	return resp.StatusCode == http.StatusOK
+}
