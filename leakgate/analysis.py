@@ -78,6 +78,28 @@ def trend(
     )
 
 
+LEVELLED_SHARE = 0.25
+
+
+def heap_levelled(tr: Trend, window_growth_per_second: float) -> bool:
+    """True when the heap stopped growing: the later half shows no rising trend and even the
+    upper confidence bound of its slope is under a quarter of the average growth over the whole
+    window. A noisy series that merely fails to confirm a trend is not called levelled."""
+    if tr.rising is not False or tr.slope_high is None or window_growth_per_second <= 0:
+        return False
+    return tr.slope_high < LEVELLED_SHARE * window_growth_per_second
+
+
+def window_seconds(trial: Trial) -> float | None:
+    """Length of the measure window: as timed by the runner, else the heap series' span."""
+    if trial.measure_seconds > 0:
+        return trial.measure_seconds
+    series = trial.series.get("heap_live")
+    if series and len(series.points) >= 2:
+        return series.points[-1][0] - series.points[0][0]
+    return None
+
+
 def retained_bytes_per_request(trial: Trial) -> float | None:
     """(live heap after drain − live heap after warm-up) ÷ requests served in between.
 
@@ -108,6 +130,31 @@ def heap_growth(trial: Trial) -> int | None:
     if before is None or after is None or before.heap_alloc is None or after.heap_alloc is None:
         return None
     return after.heap_alloc - before.heap_alloc
+
+
+OFFERED_RATE_SHARE = 0.95
+
+
+def invalid_reason(trial: Trial, error_limit: float | None) -> str | None:
+    """Why a trial's latency cannot be judged, or None when it can.
+
+    A trial that fell short of 95% of its offered rate measured a different load than the one
+    asked for; one whose error rate is over its limit timed only the requests that succeeded.
+    """
+    load = trial.load
+    if load is None or load.requests == 0:
+        return "no request completed"
+    if load.mode == "open" and load.target_rate > 0:
+        share = load.achieved_rate / load.target_rate
+        if share < OFFERED_RATE_SHARE:
+            return (
+                f"the trial reached {share:.0%} of its offered rate "
+                f"({load.achieved_rate:,.0f} of {load.target_rate:,.0f} req/s)"
+            )
+    rate = load.error_rate or 0.0
+    if error_limit is not None and rate > error_limit:
+        return f"its error rate {rate:.2%} is over the {error_limit:.2%} limit"
+    return None
 
 
 def p95_latency(trial: Trial) -> float | None:

@@ -16,8 +16,6 @@ from leakgate.config import Config
 from leakgate.model import Check, CheckStatus, RunRecord, Trial, Verdict
 from leakgate.units import format_duration, format_percent, format_size
 
-OFFERED_RATE_SHARE = 0.95
-
 
 @dataclass(frozen=True, slots=True)
 class TrialResult:
@@ -36,10 +34,15 @@ def judge(record: RunRecord, config: Config) -> Verdict:
         notes.append("no trial completed: nothing was judged")
     else:
         checks.append(_combine("service_alive", trials, _service_alive, limit=None, unit=""))
+        error_limit = config.threshold("error_rate").max
         for name, rule, unit in _LIMIT_RULES:
             limit = config.threshold(name).max
-            if limit is not None:
-                checks.append(_combine(name, trials, partial(rule, limit=limit), limit, unit))
+            if limit is None:
+                continue
+            judge_trial = partial(rule, limit=limit)
+            if name == "p95_latency":
+                judge_trial = partial(rule, limit=limit, error_limit=error_limit)
+            checks.append(_combine(name, trials, judge_trial, limit, unit))
     if record.interrupted:
         status = "interrupted"
     elif any(c.status in ("fail", "error") for c in checks):
@@ -172,11 +175,16 @@ def _retained(trial: Trial, *, limit: float) -> TrialResult:
     evidence.extend(_profile_evidence(trial, "heap_profile"))
     if value <= limit:
         return TrialResult("pass", value, tuple(evidence))
-    if tr.rising is False:
+    seconds = analysis.window_seconds(trial)
+    window_rate = (after - before) / seconds if seconds else 0.0
+    if analysis.heap_levelled(tr, window_rate):
         note = "heap retained, but flat in the later half of the window (a cache that filled?)"
         return TrialResult("pass", value, tuple(evidence), note)
     if tr.rising is None:
         return TrialResult("fail", value, tuple(evidence), "trend untested: window too short")
+    if tr.rising is False:
+        note = "the heap series neither confirms nor rules out growth; retained bytes decide"
+        return TrialResult("fail", value, tuple(evidence), note)
     return TrialResult("fail", value, tuple(evidence), "live heap keeps growing")
 
 
@@ -211,7 +219,7 @@ def _error_rate(trial: Trial, *, limit: float) -> TrialResult:
     return TrialResult("fail" if rate > limit else "pass", rate, tuple(evidence))
 
 
-def _p95(trial: Trial, *, limit: float) -> TrialResult:
+def _p95(trial: Trial, *, limit: float, error_limit: float | None = None) -> TrialResult:
     load = trial.load
     if load is None or load.latency.count == 0:
         return TrialResult("no_data", None, note="no successful request to time")
@@ -222,14 +230,10 @@ def _p95(trial: Trial, *, limit: float) -> TrialResult:
         f"p50 {format_duration(p50)}, p95 {format_duration(p95 or 0.0)}, p99 {format_duration(p99)}"
         f" over {load.latency.count:,} requests ({load.mode} loop, {load.achieved_rate:,.0f} req/s)"
     ]
-    if load.mode == "open" and load.target_rate > 0:
-        share = load.achieved_rate / load.target_rate
-        if share < OFFERED_RATE_SHARE:
-            note = (
-                f"no latency verdict: the trial reached {share:.0%} of its offered rate "
-                f"({load.achieved_rate:,.0f} of {load.target_rate:,.0f} req/s)"
-            )
-            return TrialResult("warn", p95, (*evidence, note), note)
+    invalid = analysis.invalid_reason(trial, error_limit)
+    if invalid is not None:
+        note = f"no latency verdict: {invalid}"
+        return TrialResult("warn", p95, (*evidence, note), note)
     status: CheckStatus = "fail" if p95 is not None and p95 > limit else "pass"
     return TrialResult(status, p95, tuple(evidence))
 

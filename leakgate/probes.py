@@ -145,8 +145,10 @@ _GOROUTINE_TOTAL = re.compile(rb"goroutine profile: total (\d+)")
 class PprofSource(RuntimeSource):
     """The service's own net/http/pprof and expvar endpoints (service.inject_agent: false).
 
-    expvar's memstats stop the world briefly; the heap series is HeapAlloc, which includes
-    garbage not yet collected, so it is noisier than the agent's live heap.
+    expvar's memstats stop the world briefly. expvar has no live-heap figure: HeapAlloc includes
+    garbage not yet collected (a sawtooth), so the heap series is the GC's heap goal, NextGC,
+    which the runtime sets from the live heap at the end of each cycle (live × (1 + GOGC/100),
+    4 MiB at least): it rises and falls with the live heap, without the sawtooth.
     """
 
     name = "pprof+expvar"
@@ -166,7 +168,7 @@ class PprofSource(RuntimeSource):
     def sample(self) -> RuntimeSample:
         data = fetch_json(f"{self.base_url}/debug/vars", timeout=5.0)
         return RuntimeSample(
-            heap_live=_number(data, "memstats", "HeapAlloc"),
+            heap_live=_heap_goal(data),
             goroutines=float(g) if (g := self.goroutines()) is not None else None,
             gc_cycles=_number(data, "memstats", "NumGC"),
         )
@@ -180,6 +182,13 @@ class PprofSource(RuntimeSource):
             heap_objects=_int(_number(data, "memstats", "HeapObjects")),
             goroutines=self.goroutines(),
         )
+
+
+def _heap_goal(data: dict[str, Any]) -> float | None:
+    goal = _number(data, "memstats", "NextGC")
+    if goal is None or goal >= 2**62:  # GOGC=off: no goal, fall back to the sawtooth
+        return _number(data, "memstats", "HeapAlloc")
+    return goal
 
 
 def _int(value: float | None) -> int | None:

@@ -42,7 +42,7 @@ from leakgate.probes import (
     read_rss,
 )
 from leakgate.service import Exit, Service
-from leakgate.units import format_duration
+from leakgate.units import format_duration, format_size
 
 PROBE_MIN_SECONDS = 1.0
 PROBE_MAX_SECONDS = 3.0
@@ -209,18 +209,14 @@ class Runner:
                 say(f"{label}: service ready on {service.addr} in {took:.2f}s (pid {service.pid})")
                 self._note_runtime(source)
 
-                def load(duration: float, rate: float, name: str) -> LoadResult:
+                def load(
+                    duration: float, rate: float, name: str, sampler: Sampler | None = None
+                ) -> LoadResult:
+                    out = trial_dir / f"load-{name}.json"
                     return self._drive(
-                        service,
-                        loadgen,
-                        scenario,
-                        duration,
-                        rate,
-                        load_cpus,
-                        trial_dir / f"load-{name}.json",
-                        name,
-                        label,
-                    )
+                        service, loadgen, scenario, duration, rate, load_cpus, out, name, label,
+                        sampler,
+                    )  # fmt: skip
 
                 warmup = cfg.load.warmup
                 phase = "warm-up"
@@ -245,7 +241,7 @@ class Runner:
                 sampler.start()
                 t0 = time.monotonic()
                 try:
-                    state.load = load(cfg.load.duration, rate, "measure")
+                    state.load = load(cfg.load.duration, rate, "measure", sampler)
                 finally:
                     sampler.stop()
                     state.measure_seconds = time.monotonic() - t0
@@ -347,9 +343,14 @@ class Runner:
                         f"the load generator did not finish within {proc.deadline:.0f}s"
                     )
                 if now >= next_progress:
-                    self.reporter.progress(
-                        _progress_line(label, name, now - start, duration, proc.progress)
-                    )
+                    line = _progress_line(label, name, now - start, duration, proc.progress)
+                    if sampler is not None and sampler.latest is not None:
+                        latest = sampler.latest
+                        if latest.heap_live is not None:
+                            line += f"  heap {format_size(latest.heap_live)}"
+                        if latest.goroutines is not None:
+                            line += f"  goroutines {latest.goroutines:,.0f}"
+                    self.reporter.progress(line)
                     next_progress += every
                 time.sleep(0.05)
             ended = service.exited()
@@ -486,14 +487,3 @@ def _git_revision(path: Path) -> tuple[str, bool]:
         return rev.stdout.strip(), bool(status.stdout.strip())
     except (OSError, subprocess.SubprocessError):
         return "", False
-
-
-def describe_environment(env: Environment) -> list[str]:
-    lines = [
-        f"{env.go_version} {env.goos}/{env.goarch}, GOMAXPROCS {env.gomaxprocs}, {env.cpu_model}"
-    ]
-    if env.service_cpus:
-        lines.append(
-            f"service on CPUs {list(env.service_cpus)}, load generator on {list(env.loadgen_cpus)}"
-        )
-    return lines

@@ -206,3 +206,23 @@ def test_service_killed_during_load_fails_service_alive(
     assert run.returncode == 1, run.output
     assert run.junit_cases()["service_alive"] == "failure"
     assert "killed by SIGKILL during measure" in run.stdout
+
+
+@pytest.mark.parametrize(("mode", "expected"), [("", 0), ("globalmap", 1)])
+def test_without_agent_uses_the_services_own_pprof_and_expvar(
+    go_bin: str, tmp_path: Path, marker: str, mode: str, expected: int
+) -> None:
+    config = write_config(tmp_path / "leakgate.yml")
+    config.write_text(
+        config.read_text().replace(
+            "  ready_timeout: 20s\n", "  ready_timeout: 20s\n  inject_agent: false\n"
+        )
+    )
+    run = run_gate(
+        [str(SAMPLE), "--config", str(config), "--env", marker, "--env", f"LEAK={mode}"],
+        tmp_path / "out2",
+    )
+    assert run.returncode == expected, run.output
+    record = json.loads((run.out / "run.json").read_text())
+    assert record["trials"][0]["checkpoints"]["drain"]["source"] == "pprof+expvar"
+    assert record["environment"]["heap_live_source"] == "pprof+expvar"

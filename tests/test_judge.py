@@ -70,8 +70,9 @@ def test_service_death_fails_and_names_exit() -> None:
 
 def test_error_rate_and_p95_limits() -> None:
     cfg = parse_config("thresholds:\n  p95_latency: {max: 1ms}\n")
-    checks = _checks(RunRecord(trials=(trial(errors=5_000, p_ms=5.0),)), cfg)
+    checks = _checks(RunRecord(trials=(trial(errors=5_000),)), cfg)
     assert checks["error_rate"] == "fail"
+    checks = _checks(RunRecord(trials=(trial(p_ms=5.0),)), cfg)
     assert checks["p95_latency"] == "fail"
     checks = _checks(RunRecord(trials=(trial(p_ms=0.5),)), cfg)
     assert checks["p95_latency"] == "pass"
@@ -98,3 +99,21 @@ def test_one_noisy_trial_of_three_does_not_decide() -> None:
 def test_interrupted_run() -> None:
     verdict = judge(RunRecord(trials=(trial(),), interrupted=True), Config())
     assert verdict.status == "interrupted" and exit_code(verdict) == 2
+
+
+def test_no_latency_verdict_from_an_invalid_trial() -> None:
+    import dataclasses
+
+    cfg = parse_config("thresholds:\n  p95_latency: {max: 1ms}\n")
+    short = trial(p_ms=5.0)
+    short = dataclasses.replace(short, load=dataclasses.replace(short.load, achieved_rate=4000.0))
+    check = next(
+        c for c in judge(RunRecord(trials=(short,)), cfg).checks if c.name == "p95_latency"
+    )
+    assert check.status == "warn"
+    assert "no latency verdict: the trial reached 80% of its offered rate" in check.summary
+    erring = trial(p_ms=5.0, errors=5_000)
+    verdict = judge(RunRecord(trials=(erring,)), cfg)
+    check = next(c for c in verdict.checks if c.name == "p95_latency")
+    assert check.status == "warn" and "error rate 5.00% is over the 1.00% limit" in check.summary
+    assert verdict.status == "fail"  # the error rate itself fails the gate

@@ -1,0 +1,3 @@
+module leakgate.local/loadgen
+
+go 1.21
