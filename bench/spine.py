@@ -53,6 +53,7 @@ def run_once(env: list[str], out: Path) -> dict[str, object]:
         "retained": checks.get("retained_per_request", {}).get("value"),
         "goroutines": checks.get("goroutine_growth", {}).get("value"),
         "failed": sorted(n for n, c in checks.items() if c["status"] == "fail"),
+        "why": [f"{n}: {c['summary']}" for n, c in checks.items() if c["status"] == "fail"],
         "rate": record["trials"][0].get("offered_rate") if record["trials"] else None,
     }
 
@@ -78,6 +79,9 @@ def main() -> int:
             with tempfile.TemporaryDirectory() as tmp:
                 results.append(run_once(env, Path(tmp) / f"run{i}"))
         hits = sum(r["rc"] == expected for r in results)
+        for r in results:
+            if r["rc"] != expected:
+                print(f"  unexpected exit {r['rc']}: {'; '.join(r['why']) or '-'}")  # type: ignore[arg-type]
         retained = [r["retained"] for r in results if r["retained"] is not None]
         gor = [r["goroutines"] for r in results if r["goroutines"] is not None]
         over = [r["overhead"] for r in results]

@@ -171,3 +171,49 @@ def median(values: Sequence[float]) -> float | None:
         return None
     mid = len(clean) // 2
     return clean[mid] if len(clean) % 2 else (clean[mid - 1] + clean[mid]) / 2.0
+
+
+def _series_delta(trial: Trial, name: str) -> tuple[float, float] | None:
+    """(change in value, seconds) between the first and last sample of a cumulative series."""
+    series = trial.series.get(name)
+    if series is None or len(series.points) < 2:
+        return None
+    (t0, v0), (t1, v1) = series.points[0], series.points[-1]
+    if t1 <= t0:
+        return None
+    return v1 - v0, t1 - t0
+
+
+def gc_cycles_per_minute(trial: Trial) -> float | None:
+    """GC cycles per minute during the measure window (forced checkpoint GCs excluded)."""
+    delta = _series_delta(trial, "gc_cycles")
+    return None if delta is None else delta[0] / delta[1] * 60.0
+
+
+def gc_cpu_fraction(trial: Trial) -> float | None:
+    """Share of the service's CPU time spent in the GC during the measure window."""
+    gc = _series_delta(trial, "gc_cpu_seconds")
+    total = _series_delta(trial, "total_cpu_seconds")
+    if gc is None or total is None or total[0] <= 0:
+        return None
+    return gc[0] / total[0]
+
+
+def throughput(trial: Trial) -> float | None:
+    """Requests completed per second in the measure window."""
+    if trial.load is None or trial.load.duration_s <= 0:
+        return None
+    return trial.load.requests / trial.load.duration_s
+
+
+def latency_percentile(trial: Trial, q: float) -> float | None:
+    return trial.load.latency.percentile(q) if trial.load else None
+
+
+def heap_live_after_drain(trial: Trial) -> float | None:
+    drain = trial.checkpoints.get("drain")
+    return float(drain.heap_alloc) if drain and drain.heap_alloc is not None else None
+
+
+def rss_peak(trial: Trial) -> float | None:
+    return float(trial.rss_peak) if trial.rss_peak else None

@@ -159,6 +159,7 @@ class _Signals:
 
     def __init__(self) -> None:
         self.count = 0
+        self.reporting = False  # once judging has begun, let the reports finish
 
     def __call__(self, signum: int, frame: FrameType | None) -> None:
         self.count += 1
@@ -166,6 +167,9 @@ class _Signals:
             kill_all_groups()
             os._exit(EXIT_INTERRUPTED)
         name = signal.Signals(signum).name
+        if self.reporting:
+            print(f"\nleakgate: {name}: writing reports (send again to stop now)", file=sys.stderr)
+            return
         print(f"\nleakgate: {name}: stopping (send again to kill at once)", file=sys.stderr)
         raise Interrupted(f"interrupted by {name}")
 
@@ -194,7 +198,8 @@ def _check(args: argparse.Namespace) -> int:
     )
     runner = Runner(cfg, package, report_dir, reporter)
     atexit.register(kill_all_groups)
-    _Signals().install()
+    signals = _Signals()
+    signals.install()
     error: LeakgateError | None = None
     try:
         record = runner.run()
@@ -207,6 +212,7 @@ def _check(args: argparse.Namespace) -> int:
         error = LeakgateError(f"{type(e).__name__}: {e}", details=traceback.format_exc())
         record = runner.record(error=f"internal error: {e!r}")
     finally:
+        signals.reporting = True
         kill_all_groups()
     verdict = judge(record, cfg)
     written, problems = _write_reports(verdict, record, junit_path, json_path, report_dir, error)

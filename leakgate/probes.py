@@ -15,14 +15,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from leakgate.errors import EnvironmentProblem
+
 MAX_JSON_BYTES = 4 * 1024 * 1024
 MAX_PROFILE_BYTES = 64 * 1024 * 1024
 
 _opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-class ProbeError(Exception):
+class ProbeError(EnvironmentProblem):
     """A probe could not read what it asked for (the service may be gone or busy)."""
+
+    kind = "could not read the service's runtime"
 
 
 def fetch(url: str, *, method: str = "GET", timeout: float = 10.0, max_bytes: int) -> bytes:
@@ -67,6 +71,7 @@ class RuntimeSample:
     goroutines: float | None
     gc_cycles: float | None = None
     gc_cpu_seconds: float | None = None
+    total_cpu_seconds: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +133,7 @@ class AgentSource(RuntimeSource):
             goroutines=_number(data, "num_goroutine") or _number(data, "goroutines"),
             gc_cycles=_number(data, "gc_cycles"),
             gc_cpu_seconds=_number(data, "gc_cpu_seconds"),
+            total_cpu_seconds=_number(data, "total_cpu_seconds"),
         )
 
     def checkpoint(self) -> HeapCheckpoint:
@@ -247,6 +253,7 @@ class Sampler:
         self.rss: list[tuple[float, float]] = []
         self.gc_cycles: list[tuple[float, float]] = []
         self.gc_cpu: list[tuple[float, float]] = []
+        self.total_cpu: list[tuple[float, float]] = []
         self.rss_peak: int | None = None
         self.errors = 0
         self.latest: RuntimeSample | None = None
@@ -289,6 +296,7 @@ class Sampler:
             (self.goroutines, s.goroutines),
             (self.gc_cycles, s.gc_cycles),
             (self.gc_cpu, s.gc_cpu_seconds),
+            (self.total_cpu, s.total_cpu_seconds),
         ):
             if value is not None:
                 series.append((t, value))

@@ -415,6 +415,8 @@ def _series(sampler: Sampler) -> dict[str, Series]:
         "goroutines": Series("goroutines", "count", tuple(sampler.goroutines)),
         "rss": Series("rss", "bytes", tuple(sampler.rss)),
         "gc_cycles": Series("gc_cycles", "count", tuple(sampler.gc_cycles)),
+        "gc_cpu_seconds": Series("gc_cpu_seconds", "seconds", tuple(sampler.gc_cpu)),
+        "total_cpu_seconds": Series("total_cpu_seconds", "seconds", tuple(sampler.total_cpu)),
     }
 
 

@@ -30,12 +30,15 @@
 -- 3xx, any other value exactly that status. If all entries share one expect_status the check is
 -- exact ("uniform"). Otherwise ("inflight") the entry a response belongs to is not knowable from
 -- Lua (a wrk thread multiplexes many connections and response() gets no connection), so each
--- thread keeps the list of entries it has in flight (at most its connection count, the oldest
--- dropped beyond that: a request lost to a socket error never gets a response) and a response
--- counts as expected when any entry in flight on its thread accepts its status (the oldest such
--- entry is retired), else as unexpected (the oldest entry is retired). So "inflight" never
--- reports a wrong status that was right, but may miss one that another in-flight entry would
--- have accepted: its unexpected count is a lower bound.
+-- thread keeps the list of entries it has in flight (in send order; at most its connection
+-- count, the oldest dropped beyond that: a request lost to a socket error never gets a
+-- response) and a response counts as expected when some entry in flight on its thread accepts
+-- its status: the oldest entry expecting exactly that status is retired, else the oldest
+-- expecting 0. Otherwise it counts as unexpected and retires the oldest entry with a non-zero
+-- expect_status (else the oldest). Then: when every response had its expected status the count
+-- is 0 (exact, barring socket errors); when some did not, each one can shift the attribution of
+-- one later response, so the count is off by at most the number of truly unexpected responses
+-- (usually it is exact or low: a wrong status another in-flight entry expects is missed).
 --
 -- Output: one line on stdout, "LEAKGATE_WRK_JSON " followed by a JSON object:
 --
@@ -264,22 +267,41 @@ function response(status, headers, body)
    if uniform_rule ~= nil then
       ok = accepts(uniform_rule, status)
    else
+      -- The oldest entry expecting exactly this status, else the oldest expecting any 2xx/3xx
+      -- (if the status is one): the most specific match keeps the catch-all entries for the
+      -- responses that need them.
       local n = #inflight
-      local found = 0
+      local exact, any = 0, 0
       for j = 1, n do
-         if accepts(inflight[j], status) then
-            found = j
+         local rule = inflight[j]
+         if rule == status then
+            exact = j
             break
+         end
+         if any == 0 and rule == 0 and status >= 200 and status < 400 then
+            any = j
+         end
+      end
+      local found = exact > 0 and exact or any
+      if found > 0 then
+         ok = true
+      else
+         -- Unexpected for every entry in flight: retire the oldest one with a specific
+         -- expect_status (no later response is as likely to need it as a catch-all), else the
+         -- oldest.
+         ok = false
+         for j = 1, n do
+            if inflight[j] ~= 0 then
+               found = j
+               break
+            end
+         end
+         if found == 0 and n > 0 then
+            found = 1
          end
       end
       if found > 0 then
-         ok = true
          table.remove(inflight, found)
-      else
-         ok = false
-         if n > 0 then
-            table.remove(inflight, 1)
-         end
       end
    end
    if not ok then
