@@ -129,10 +129,6 @@ def _load(args: argparse.Namespace) -> tuple[Config, Path]:
         env=_parse_env(args.env),
         report_dir=args.out,
     )
-    if cfg.load.tool != "builtin":
-        raise UsageError(
-            f"{config_path}: load.tool: {cfg.load.tool} is not available yet; use builtin"
-        )
     if args.dir:
         package = Path(args.dir)
     elif config_path is not None and cfg.service.dir:

@@ -411,6 +411,13 @@ class _Walker:
             pass  # both forms together: paths are plain GETs of weight 1 beside the scenario
         if requests:
             values["requests"] = tuple(requests)
+        if values.get("tool") == "wrk":
+            if "rate" in m and values.get("rate") not in ("max", "auto"):
+                raise self.error(
+                    m["rate"][1], "load.rate",
+                    "wrk runs a closed loop only: use rate: max (or load.tool: builtin)",
+                )  # fmt: skip
+            values["rate"] = "max"
         if values.get("duration", 1.0) <= 0:
             raise self.error(m["duration"][1], "load.duration", "must be longer than 0s")
         if values.get("timeout", 1.0) <= 0:

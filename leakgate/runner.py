@@ -9,6 +9,7 @@ import dataclasses
 import datetime
 import os
 import platform
+import random
 import socket
 import subprocess
 import time
@@ -22,6 +23,7 @@ from leakgate.build import GoToolchain, build_loadgen, build_service, find_go
 from leakgate.config import Config, environ_without_leakgate
 from leakgate.errors import LoadError, ServiceStartError
 from leakgate.load.builtin import LoadProcess, write_scenario
+from leakgate.load.wrk import WrkProcess, find_wrk
 from leakgate.model import (
     Checkpoint,
     Environment,
@@ -71,6 +73,7 @@ class _TrialState:
     """What a trial has measured so far, kept so a trial cut short still reports it."""
 
     index: int
+    side: str = "candidate"
     warmup_load: LoadResult | None = None
     load: LoadResult | None = None
     checkpoints: dict[str, Checkpoint] = field(default_factory=dict)
@@ -83,6 +86,7 @@ class _TrialState:
     def freeze(self, offered_rate: float | None) -> Trial:
         return Trial(
             index=self.index,
+            side=self.side,
             warmup_load=self.warmup_load,
             load=self.load,
             series=dict(self.series),
@@ -104,12 +108,40 @@ def split_cpus(enabled: bool) -> tuple[list[int] | None, list[int] | None]:
     return cpus[:half], cpus[half:]
 
 
+def trial_order(trials: int, sides: Sequence[str], seed: int) -> list[str]:
+    """Which side runs when: `trials` rounds, each running every side once in a random order.
+
+    Balanced (every side runs `trials` times) and randomised per round, so drift on a shared
+    machine (thermal, neighbours) lands on both sides alike instead of on whichever ran last.
+    """
+    rng = random.Random(seed)
+    order: list[str] = []
+    for _ in range(trials):
+        round_ = list(sides)
+        rng.shuffle(round_)
+        order.extend(round_)
+    return order
+
+
 class Runner:
     def __init__(
-        self, config: Config, package_dir: Path, report_dir: Path, reporter: Reporter | None = None
+        self,
+        config: Config,
+        package_dir: Path,
+        report_dir: Path,
+        reporter: Reporter | None = None,
+        *,
+        base_dir: Path | None = None,
+        command: str = "check",
+        seed: int | None = None,
     ) -> None:
         self.config = config
         self.package_dir = package_dir
+        self.sides: dict[str, Path] = {"candidate": package_dir}
+        if base_dir is not None:
+            self.sides["baseline"] = base_dir
+        self.command = command
+        self.seed = seed if seed is not None else random.SystemRandom().randrange(2**31)
         self.report_dir = report_dir
         self.reporter = reporter or Reporter()
         self.trials: list[Trial] = []
@@ -127,7 +159,7 @@ class Runner:
         return RunRecord(
             created=self.created,
             package=str(self.package_dir),
-            command="check",
+            command=self.command,
             config=to_plain(self.config),
             environment=self.environment,
             trials=tuple(trials),
@@ -140,15 +172,19 @@ class Runner:
     def run(self) -> RunRecord:
         cfg = self.config
         go = find_go()
+        if cfg.load.tool == "wrk":
+            find_wrk()  # fail fast, before any build
         self.environment = _environment(go, self.package_dir)
         say = self.reporter.say
         started = time.monotonic()
         agent = ", agent injected" if cfg.service.inject_agent else ""
-        say(f"building {self.package_dir} ({go.version}{agent})")
-        binary = build_service(
-            self.package_dir, cfg.service.build_flags, cfg.service.inject_agent, go
-        )
-        loadgen = build_loadgen(go)
+        binaries: dict[str, Path] = {}
+        for side, package_dir in self.sides.items():
+            say(f"building {side} {package_dir} ({go.version}{agent})")
+            binaries[side] = build_service(
+                package_dir, cfg.service.build_flags, cfg.service.inject_agent, go
+            )
+        loadgen = Path(find_wrk()) if cfg.load.tool == "wrk" else build_loadgen(go)
         say(f"built in {time.monotonic() - started:.1f}s")
         service_cpus, load_cpus = split_cpus(cfg.load.cpu_split)
         self.environment = dataclasses.replace(
@@ -161,9 +197,13 @@ class Runner:
         write_scenario(cfg.load.requests, scenario)
         if isinstance(cfg.load.rate, float):
             self.offered_rate = cfg.load.rate
-        for index in range(cfg.trials):
-            self.current = _TrialState(index=index)
-            self._run_trial(self.current, binary, loadgen, scenario, service_cpus, load_cpus)
+        order = trial_order(cfg.trials, sorted(self.sides), self.seed)
+        for index, side in enumerate(order):
+            self.current = _TrialState(index=index, side=side)
+            self._run_trial(
+                self.current, binaries[side], self.sides[side], len(order), loadgen, scenario,
+                service_cpus, load_cpus,
+            )  # fmt: skip
             self.trials.append(self.current.freeze(self.offered_rate))
             died = self.current.service.died
             self.current = None
@@ -175,6 +215,8 @@ class Runner:
         self,
         state: _TrialState,
         binary: Path,
+        package_dir: Path,
+        total: int,
         loadgen: Path,
         scenario: Path,
         service_cpus: list[int] | None,
@@ -188,7 +230,7 @@ class Runner:
             binary,
             args=cfg.service.args,
             env=env,
-            cwd=self.package_dir,
+            cwd=package_dir,
             log_path=trial_dir / "service.log",
             cpus=service_cpus,
             gomaxprocs=len(service_cpus) if service_cpus else None,
@@ -196,7 +238,9 @@ class Runner:
             stop_timeout=cfg.service.stop_timeout,
         )
         say = self.reporter.say
-        label = f"trial {state.index + 1}/{cfg.trials}"
+        label = f"trial {state.index + 1}/{total}"
+        if len(self.sides) > 1:
+            label += f" ({state.side})"
         phase = "start-up"
         with service:
             service.start()
@@ -317,7 +361,8 @@ class Runner:
         sampler: Sampler | None = None,
     ) -> LoadResult:
         cfg = self.config
-        proc = LoadProcess(
+        driver = WrkProcess if cfg.load.tool == "wrk" else LoadProcess
+        proc: LoadProcess | WrkProcess = driver(
             loadgen,
             target=service.base_url,
             scenario=scenario,

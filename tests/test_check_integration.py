@@ -226,3 +226,63 @@ def test_without_agent_uses_the_services_own_pprof_and_expvar(
     record = json.loads((run.out / "run.json").read_text())
     assert record["trials"][0]["checkpoints"]["drain"]["source"] == "pprof+expvar"
     assert record["environment"]["heap_live_source"] == "pprof+expvar"
+
+
+@pytest.fixture
+def wrk_bin() -> str:
+    import shutil
+
+    found = shutil.which("wrk")
+    if found is None:
+        if os.environ.get("CI") == "true" or os.environ.get("LEAKGATE_REQUIRE_GO") == "1":
+            pytest.fail("wrk is required on CI but is not installed")
+        pytest.skip("wrk not installed")
+    return found
+
+
+@pytest.mark.parametrize(("mode", "expected"), [("", 0), ("globalmap", 1)])
+def test_check_with_wrk(
+    go_bin: str, wrk_bin: str, tmp_path: Path, marker: str, mode: str, expected: int
+) -> None:
+    config = write_config(tmp_path / "leakgate.yml")
+    config.write_text(config.read_text().replace("  rate: auto\n", "  tool: wrk\n"))
+    run = run_gate(
+        [str(SAMPLE), "--config", str(config), "--env", marker, "--env", f"LEAK={mode}"],
+        tmp_path / "out",
+    )
+    assert run.returncode == expected, run.output
+    record = json.loads((run.out / "run.json").read_text())
+    assert record["trials"][0]["load"]["tool"] == "wrk"
+    assert record["trials"][0]["load"]["requests"] > 1000
+
+
+def test_wrk_missing_exits_5_with_install_hint(go_bin: str, tmp_path: Path, marker: str) -> None:
+    import subprocess
+    import sys
+
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "go").symlink_to(go_bin)
+    config = write_config(tmp_path / "leakgate.yml")
+    config.write_text(config.read_text().replace("  rate: auto\n", "  tool: wrk\n"))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "leakgate",
+            "check",
+            str(SAMPLE),
+            "--config",
+            str(config),
+            "--out",
+            str(tmp_path / "out"),
+            "--env",
+            marker,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PATH": str(bindir)},
+    )
+    assert proc.returncode == 5, proc.stdout + proc.stderr
+    assert "wrk is not installed" in proc.stderr and "apt-get install wrk" in proc.stderr

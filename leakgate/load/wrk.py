@@ -170,8 +170,8 @@ def lua_template(parts: Sequence[Part]) -> str:
     for p in parts:
         if isinstance(p, str):
             items.append(lua_string(p))
-        elif p[0] == "rand":
-            items.append(f'{{"rand", {p[1]}, {p[2]}}}')  # type: ignore[misc]
+        elif len(p) == 3:
+            items.append(f'{{"rand", {p[1]}, {p[2]}}}')
         else:
             items.append(f'{{"{p[0]}"}}')
     return "{" + ", ".join(items) + "}"
@@ -420,7 +420,13 @@ class WrkProcess:
     def start(self) -> None:
         self.out_path.unlink(missing_ok=True)
         self.out_path.parent.mkdir(parents=True, exist_ok=True)
-        env = {"PATH": "/usr/bin:/bin", "LEAKGATE_WRK_SCENARIO": str(self.lua_scenario)}
+        # The script takes its inputs as arguments; the same in the environment, for reruns by hand.
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "LEAKGATE_WRK_SCENARIO": str(self.lua_scenario),
+            "LEAKGATE_WRK_THREADS": str(self.threads),
+            "LEAKGATE_WRK_CONNECTIONS": str(self.connections),
+        }
         try:
             # Files, not pipes: nothing has to drain them while wrk runs.
             with open(self.out_path, "wb") as out, open(self.stderr_path, "wb") as err:

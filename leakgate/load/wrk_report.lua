@@ -5,8 +5,10 @@
 --
 --   wrk -t T -c N -d Ss --timeout Ss --latency -s wrk_report.lua URL -- SCENARIO.lua T N SEED
 --
--- SCENARIO.lua (written by wrk.py; falls back to $LEAKGATE_WRK_SCENARIO when no argument is
--- given) returns a table:
+-- T and N must be wrk's -t and -c; SEED (optional, 0 = the clock) seeds each thread's random
+-- choices. Without arguments they are read from $LEAKGATE_WRK_SCENARIO, $LEAKGATE_WRK_THREADS,
+-- $LEAKGATE_WRK_CONNECTIONS and $LEAKGATE_WRK_SEED. SCENARIO.lua (written by wrk.py) returns a
+-- table:
 --
 --   return { version = 1, requests = {
 --     { method = "POST", weight = 3.0, expect_status = 201, source = "POST /orders/{seq}",
@@ -174,8 +176,13 @@ function init(args)
    if not file or file == "" then
       fail("no scenario file (pass it after -- or set LEAKGATE_WRK_SCENARIO)")
    end
-   nthreads = tonumber(args[2] or os.getenv("LEAKGATE_WRK_THREADS") or "1") or 1
-   local connections = tonumber(args[3] or os.getenv("LEAKGATE_WRK_CONNECTIONS") or "") or nthreads
+   -- init() cannot see wrk's -t and -c, and {seq} needs the thread count to stay unique
+   nthreads = tonumber(args[2] or os.getenv("LEAKGATE_WRK_THREADS") or "")
+   local connections = tonumber(args[3] or os.getenv("LEAKGATE_WRK_CONNECTIONS") or "")
+   if not nthreads or nthreads < 1 or not connections or connections < nthreads then
+      fail("pass the thread and connection counts after the scenario (or set "
+         .. "LEAKGATE_WRK_THREADS and LEAKGATE_WRK_CONNECTIONS) as given to wrk -t and -c")
+   end
    local seed = tonumber(args[4] or os.getenv("LEAKGATE_WRK_SEED") or "") or 0
    local id = tonumber(lg_id) or 1
    if seed == 0 then

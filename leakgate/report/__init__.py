@@ -5,30 +5,12 @@ Every output is written atomically, and each is attempted even when an earlier o
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from leakgate.atomic import write_atomic as write_atomic  # the name reporters have always used
+
 Render = Callable[[], str]
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write via a temporary file in the same directory, fsync, then rename over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o644)  # reports are CI artifacts: readable like any other file
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def write_all(outputs: list[tuple[Path, Render]]) -> tuple[list[Path], list[str]]:

@@ -1,0 +1,53 @@
+"""Write a file so that readers see the old content or the new, never a torn one."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import tempfile
+from pathlib import Path
+
+FILE_MODE = 0o644  # reports and baselines are CI artifacts: readable like any other file
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Replace `path` with `text` (UTF-8) atomically and durably.
+
+    The text goes to a temporary file in the same directory (so the rename cannot cross file
+    systems), which is fsynced, renamed over `path` with os.replace, and then the directory is
+    fsynced so the rename itself survives a power cut. On any failure, including a signal, the
+    temporary file is removed and the previous `path` is left untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = text.encode("utf-8")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), FILE_MODE)
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_directory(path.parent)
+
+
+def _fsync_directory(directory: Path) -> None:
+    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
+    try:
+        dir_fd = os.open(directory, flags)
+    except OSError:
+        return  # e.g. a platform without directory handles: the rename is done regardless
+    try:
+        os.fsync(dir_fd)
+    except OSError as e:
+        # Some file systems cannot fsync a directory; the new content is in place either way.
+        if e.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF):
+            raise
+    finally:
+        os.close(dir_fd)

@@ -1,0 +1,161 @@
+"""Stored baselines: a saved RunRecord, written atomically, read back defensively.
+
+A baseline from a newer leakgate, a truncated write or a file that is not a run record is
+refused with a message naming the file; it is never misread and never modified.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from leakgate.atomic import write_atomic
+from leakgate.errors import UsageError
+from leakgate.model import SCHEMA_VERSION, RunRecord, Trial
+
+MAX_BASELINE_BYTES = 256 * 1024 * 1024
+BASELINE_SIDES = ("candidate", "baseline")
+
+
+class BaselineError(UsageError):
+    """The baseline file cannot be used; nothing was started (exit code 4)."""
+
+    kind = "baseline error"
+
+
+def _record_hint(path: Path) -> str:
+    return f"record one with `leakgate baseline record DIR -o {path}`"
+
+
+def save_baseline(record: RunRecord, path: Path) -> None:
+    """Store `record` as the baseline at `path`, atomically.
+
+    Readers see the previous baseline or the new one, never a partial file; if writing fails
+    the previous baseline is left as it was. A record with no usable trial is refused, so a
+    failed run cannot replace a good baseline.
+    """
+    if not baseline_trials(record):
+        raise BaselineError(
+            f"{path}: not saved: the run has no trial usable as a baseline "
+            f"({_why_unusable(record)}); the previous baseline, if any, is unchanged"
+        )
+    try:
+        write_atomic(path, record.to_json())
+    except OSError as e:
+        raise BaselineError(
+            f"{path}: cannot write the baseline: {e.strerror or e}; "
+            "the previous baseline, if any, is unchanged"
+        ) from None
+
+
+def load_baseline(path: Path) -> RunRecord:
+    """Read the baseline at `path`; BaselineError, naming the file, when it cannot be used.
+
+    Refused: a missing, unreadable or oversized (> 256 MiB) file; text that is not UTF-8 JSON
+    or that ends early (a truncated write); JSON that is not a run record; a record written by
+    a newer leakgate (schema_version above this one's); a record without usable trials.
+    The file is only read.
+    """
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise BaselineError(f"{path}: no baseline there; {_record_hint(path)}") from None
+    except OSError as e:
+        raise BaselineError(f"{path}: cannot read the baseline: {e.strerror or e}") from None
+    if path.is_dir():
+        raise BaselineError(f"{path}: is a directory, not a baseline file")
+    if size > MAX_BASELINE_BYTES:
+        raise BaselineError(f"{path}: {size} bytes, over the 256 MiB limit for a baseline")
+    try:
+        with path.open("rb") as f:
+            raw = f.read(MAX_BASELINE_BYTES + 1)  # the file may have grown since stat
+    except OSError as e:
+        raise BaselineError(f"{path}: cannot read the baseline: {e.strerror or e}") from None
+    if len(raw) > MAX_BASELINE_BYTES:
+        raise BaselineError(f"{path}: over the 256 MiB limit for a baseline")
+    record = _parse(path, raw)
+    if not record.trials:
+        raise BaselineError(f"{path}: the baseline has no trials; {_record_hint(path)}")
+    if not baseline_trials(record):
+        raise BaselineError(
+            f"{path}: no trial in the baseline is usable ({_why_unusable(record)}); "
+            f"{_record_hint(path)}"
+        )
+    return record
+
+
+def _parse(path: Path, raw: bytes) -> RunRecord:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise BaselineError(f"{path}: not a baseline: not UTF-8 text (byte {e.start})") from None
+    if not text.strip():
+        raise BaselineError(f"{path}: the baseline is empty; {_record_hint(path)}")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        if e.pos >= len(text.rstrip()):
+            raise BaselineError(
+                f"{path}: the baseline is truncated (the JSON ends at line {e.lineno} before "
+                f"the record is complete); {_record_hint(path)}"
+            ) from None
+        raise BaselineError(
+            f"{path}: not a baseline: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}"
+        ) from None
+    except RecursionError:
+        raise BaselineError(f"{path}: not a baseline: JSON nested too deeply") from None
+    if not isinstance(data, dict):
+        raise BaselineError(
+            f"{path}: not a leakgate run record: a JSON object was expected, "
+            f"found {_json_kind(data)}"
+        )
+    version = data.get("schema_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise BaselineError(
+            f"{path}: not a leakgate run record: no valid schema_version (found {version!r})"
+        )
+    if version > SCHEMA_VERSION:
+        raise BaselineError(
+            f"{path}: was written by a newer leakgate (schema {version} > {SCHEMA_VERSION}); "
+            "upgrade leakgate or record the baseline again"
+        )
+    del data  # from_json parses again; do not hold two copies of a large record
+    try:
+        return RunRecord.from_json(text)
+    except (ValueError, TypeError) as e:
+        raise BaselineError(f"{path}: not a valid leakgate run record: {e}") from None
+    except RecursionError:
+        raise BaselineError(f"{path}: not a baseline: JSON nested too deeply") from None
+
+
+def _json_kind(value: object) -> str:
+    if isinstance(value, list):
+        return "a list"
+    if value is None:
+        return "null"
+    return f"a {type(value).__name__}"
+
+
+def baseline_trials(record: RunRecord) -> list[Trial]:
+    """The trials of `record` that stand for the baseline, in record order.
+
+    The record's own measurement: its "candidate" trials (what `baseline record` and `check`
+    store; in a `compare` record, the code that would become the new baseline), or its
+    "baseline" trials when it has no candidate side. Trials whose service died are left out:
+    what they measured stopped partway.
+    """
+    for side in BASELINE_SIDES:
+        side_trials = [t for t in record.trials if t.side == side]
+        if side_trials:
+            return [t for t in side_trials if not t.service.died]
+    return []
+
+
+def _why_unusable(record: RunRecord) -> str:
+    if not record.trials:
+        return "no trials"
+    sides = [t for t in record.trials if t.side in BASELINE_SIDES]
+    if not sides:
+        found = ", ".join(sorted({t.side for t in record.trials}))
+        return f"no candidate or baseline trials, only: {found}"
+    return "the service died in every trial"
