@@ -12,6 +12,7 @@ from pathlib import Path
 from leakgate.atomic import write_atomic
 from leakgate.errors import UsageError
 from leakgate.model import SCHEMA_VERSION, RunRecord, Trial
+from leakgate.units import format_size
 
 MAX_BASELINE_BYTES = 256 * 1024 * 1024
 BASELINE_SIDES = ("candidate", "baseline")
@@ -21,6 +22,10 @@ class BaselineError(UsageError):
     """The baseline file cannot be used; nothing was started (exit code 4)."""
 
     kind = "baseline error"
+
+
+def _size_limit() -> str:
+    return format_size(MAX_BASELINE_BYTES)
 
 
 def _record_hint(path: Path) -> str:
@@ -65,14 +70,14 @@ def load_baseline(path: Path) -> RunRecord:
     if path.is_dir():
         raise BaselineError(f"{path}: is a directory, not a baseline file")
     if size > MAX_BASELINE_BYTES:
-        raise BaselineError(f"{path}: {size} bytes, over the 256 MiB limit for a baseline")
+        raise BaselineError(f"{path}: {size} bytes, over the {_size_limit()} limit for a baseline")
     try:
         with path.open("rb") as f:
             raw = f.read(MAX_BASELINE_BYTES + 1)  # the file may have grown since stat
     except OSError as e:
         raise BaselineError(f"{path}: cannot read the baseline: {e.strerror or e}") from None
     if len(raw) > MAX_BASELINE_BYTES:
-        raise BaselineError(f"{path}: over the 256 MiB limit for a baseline")
+        raise BaselineError(f"{path}: over the {_size_limit()} limit for a baseline")
     record = _parse(path, raw)
     if not record.trials:
         raise BaselineError(f"{path}: the baseline has no trials; {_record_hint(path)}")
@@ -94,10 +99,13 @@ def _parse(path: Path, raw: bytes) -> RunRecord:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
-        if e.pos >= len(text.rstrip()):
+        # A record is one JSON object ending in "}": a parse error at the very end, or an
+        # object that never closes, is a write that stopped partway.
+        body = text.strip()
+        if e.pos >= len(body) or (body.startswith("{") and not body.endswith("}")):
             raise BaselineError(
-                f"{path}: the baseline is truncated (the JSON ends at line {e.lineno} before "
-                f"the record is complete); {_record_hint(path)}"
+                f"{path}: the baseline is truncated (its JSON stops before the record is "
+                f"complete: {e.msg} at line {e.lineno}); {_record_hint(path)}"
             ) from None
         raise BaselineError(
             f"{path}: not a baseline: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
+import dataclasses
 import os
 import signal
 import sys
@@ -14,6 +16,7 @@ from types import FrameType
 from typing import NoReturn
 
 from leakgate import __version__
+from leakgate.baseline import baseline_trials, load_baseline, save_baseline
 from leakgate.config import Config, apply_overrides, find_config, load_config
 from leakgate.errors import (
     EXIT_INTERNAL,
@@ -22,6 +25,8 @@ from leakgate.errors import (
     LeakgateError,
     UsageError,
 )
+from leakgate.gitref import resolve as resolve_ref
+from leakgate.gitref import worktree
 from leakgate.judge import exit_code, judge
 from leakgate.model import RunRecord, Verdict
 from leakgate.report import console, junit, write_all
@@ -35,40 +40,85 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="leakgate", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"leakgate {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    check = sub.add_parser(
-        "check", help="build, load and judge a Go service; exit 1 on a leak or a breached limit"
-    )
-    check.add_argument(
+def _run_options(parser: argparse.ArgumentParser) -> None:
+    """The options every command that runs the service shares."""
+    parser.add_argument(
         "dir", nargs="?", help="Go main package to build (default: service.dir or .)"
     )
-    check.add_argument(
+    parser.add_argument(
         "--config", help="config file (default: DIR/leakgate.yml, then ./leakgate.yml)"
     )
-    check.add_argument(
+    parser.add_argument(
         "--env",
         action="append",
         default=[],
         metavar="K=V",
         help="extra environment for the service (repeatable)",
     )
-    check.add_argument("--duration", help="measure window, e.g. 20s")
-    check.add_argument("--warmup", help="warm-up before the first checkpoint, e.g. 5s")
-    check.add_argument("--trials", type=int, help="fresh service processes to run (default 1)")
-    check.add_argument("--out", help="report directory (default: report.dir or .leakgate)")
-    check.add_argument("--junit", help="JUnit XML path (default: OUT/junit.xml)")
-    check.add_argument("--json", help="RunRecord JSON path (default: OUT/run.json)")
+    parser.add_argument("--duration", help="measure window, e.g. 20s")
+    parser.add_argument("--warmup", help="warm-up before the first checkpoint, e.g. 5s")
+    parser.add_argument(
+        "--trials",
+        type=int,
+        help="fresh service processes per side (default 1; 5 against a baseline)",
+    )
+    parser.add_argument("--out", help="report directory (default: report.dir or .leakgate)")
+    parser.add_argument("--junit", help="JUnit XML path (default: OUT/junit.xml)")
+    parser.add_argument("--json", help="RunRecord JSON path (default: OUT/run.json)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="leakgate",
+        description="A release gate for Go HTTP services: builds the service, loads it, watches "
+        "its runtime and fails on leaks, breached limits and regressions against a baseline.",
+    )
+    parser.add_argument("--version", action="version", version=f"leakgate {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    check = sub.add_parser(
+        "check",
+        help="build, load and judge a Go service; exit 1 on a leak, a breached limit "
+        "or a regression against --baseline",
+    )
+    _run_options(check)
+    check.add_argument(
+        "--baseline",
+        metavar="FILE",
+        help="a RunRecord saved by `leakgate baseline record` to compare against",
+    )
+    baseline = sub.add_parser("baseline", help="record a baseline to compare later runs against")
+    baseline_sub = baseline.add_subparsers(
+        dest="baseline_command", metavar="ACTION", parser_class=_Parser, required=True
+    )
+    record = baseline_sub.add_parser("record", help="run trials and store them as the baseline")
+    _run_options(record)
+    record.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="FILE",
+        help="where to write the baseline (atomically)",
+    )
+    compare = sub.add_parser(
+        "compare",
+        help="build --base REF and the working tree, run their trials interleaved, "
+        "judge the change",
+    )
+    _run_options(compare)
+    compare.add_argument(
+        "--base",
+        required=True,
+        metavar="GIT_REF",
+        help="the commit to compare against (e.g. origin/main)",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        if args.command == "check":
-            return _check(args)
+        if args.command in ("check", "compare", "baseline"):
+            return _run(args)
         build_parser().print_help()
         return 0
     except SystemExit as e:  # --help and --version
@@ -174,11 +224,19 @@ class _Signals:
         signal.signal(signal.SIGTERM, self)
 
 
-def _check(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace) -> int:
     cfg, package = _load(args)
+    command = "baseline record" if args.command == "baseline" else args.command
+    baseline = None
+    if command == "check" and args.baseline:
+        baseline = load_baseline(Path(args.baseline))  # refused before anything starts
+    against_baseline = baseline is not None or command in ("compare", "baseline record")
+    cfg = dataclasses.replace(cfg, trials=cfg.trial_count(against_baseline))
     report_dir = Path(cfg.report_dir)
     junit_path = Path(args.junit) if args.junit else report_dir / "junit.xml"
     json_path = Path(args.json) if args.json else report_dir / "run.json"
+    if command == "compare":
+        resolve_ref(package, args.base)  # a REF that does not exist is a usage error: exit 4
     _check_writable(report_dir)
     live = sys.stderr.isatty()
 
@@ -192,26 +250,49 @@ def _check(args: argparse.Namespace) -> int:
     reporter = Reporter(
         say=lambda line: print(line, file=sys.stderr, flush=True), progress=progress, live=live
     )
-    runner = Runner(cfg, package, report_dir, reporter)
     atexit.register(kill_all_groups)
     signals = _Signals()
     signals.install()
-    error: LeakgateError | None = None
-    try:
-        record = runner.run()
-    except Interrupted:
-        record = runner.record(interrupted=True)
-    except LeakgateError as e:
-        error = e
-        record = runner.record(error=f"{e.kind}: {e.message}")
-    except Exception as e:  # a bug in leakgate: still report what was measured
-        error = LeakgateError(f"{type(e).__name__}: {e}", details=traceback.format_exc())
-        record = runner.record(error=f"internal error: {e!r}")
-    finally:
-        signals.reporting = True
-        kill_all_groups()
-    verdict = judge(record, cfg)
+    with contextlib.ExitStack() as stack:
+        base_rate = None
+        if baseline is not None and cfg.load.rate == "auto":
+            base_rate = next(
+                (t.offered_rate for t in baseline_trials(baseline) if t.offered_rate), None
+            )
+        runner = Runner(cfg, package, report_dir, reporter, command=command, offered_rate=base_rate)
+        error: LeakgateError | None = None
+        try:
+            if command == "compare":
+                base_dir, commit = stack.enter_context(worktree(package, args.base))
+                runner = Runner(
+                    cfg,
+                    package,
+                    report_dir,
+                    reporter,
+                    base_dir=base_dir,
+                    base_revision=commit,
+                    command=command,
+                )
+            record = runner.run()
+        except Interrupted:
+            record = runner.record(interrupted=True)
+        except LeakgateError as e:
+            error = e
+            record = runner.record(error=f"{e.kind}: {e.message}")
+        except Exception as e:  # a bug in leakgate: still report what was measured
+            error = LeakgateError(f"{type(e).__name__}: {e}", details=traceback.format_exc())
+            record = runner.record(error=f"internal error: {e!r}")
+        finally:
+            signals.reporting = True
+            kill_all_groups()
+    verdict = judge(record, cfg, baseline)
     written, problems = _write_reports(verdict, record, junit_path, json_path, report_dir, error)
+    if command == "baseline record" and error is None and not record.interrupted:
+        try:
+            save_baseline(record, Path(args.output))
+            written.append(Path(args.output))
+        except LeakgateError as e:
+            error = e
     if error is None or verdict.checks:
         sys.stdout.write(console.render(verdict, record, written))
     else:
@@ -223,6 +304,9 @@ def _check(args: argparse.Namespace) -> int:
         return error.exit_code
     if problems:
         return EXIT_INTERNAL
+    if command == "baseline record":
+        # The baseline is recorded whatever it shows; a leak in it is reported, not gated.
+        return EXIT_INTERRUPTED if record.interrupted else 0
     return exit_code(verdict)
 
 

@@ -23,7 +23,7 @@ from scipy import stats
 from leakgate import analysis
 from leakgate.config import Threshold
 from leakgate.model import Environment, Trial
-from leakgate.units import format_duration, format_percent, format_size
+from leakgate.units import format_metric
 
 Direction = Literal["lower", "higher"]
 ComparisonVerdict = Literal["pass", "fail", "inconclusive", "too_few", "no_data"]
@@ -45,18 +45,16 @@ class Metric:
     unit: str  # "s", "req/s", "fraction", "bytes", "B/request", "goroutines", "GC/min"
 
 
+def _latency(q: float) -> Callable[[Trial], float | None]:
+    return partial(analysis.latency_percentile, q=q)
+
+
 METRICS: dict[str, Metric] = {
     m.name: m
     for m in (
-        Metric(
-            "p50_latency", "p50 latency", partial(analysis.latency_percentile, q=50), "lower", "s"
-        ),
-        Metric(
-            "p95_latency", "p95 latency", partial(analysis.latency_percentile, q=95), "lower", "s"
-        ),
-        Metric(
-            "p99_latency", "p99 latency", partial(analysis.latency_percentile, q=99), "lower", "s"
-        ),
+        Metric("p50_latency", "p50 latency", _latency(50), "lower", "s"),
+        Metric("p95_latency", "p95 latency", _latency(95), "lower", "s"),
+        Metric("p99_latency", "p99 latency", _latency(99), "lower", "s"),
         Metric("throughput", "throughput", analysis.throughput, "higher", "req/s"),
         Metric("error_rate", "error rate", analysis.error_rate, "lower", "fraction"),
         Metric(
@@ -192,6 +190,7 @@ def compare(
     When the baseline median is 0 the relative change is undefined: the threshold is then
     "any worsening", so the decision rests on the floor and significance alone.
 
+    The Holm family is the gated metrics that were tested (enough trials on both sides).
     Ungated metrics are tested (raw p, outside the Holm family) but never fail: "inconclusive"
     when the candidate is worse beyond the floor with raw p < alpha, else "pass".
 
@@ -318,8 +317,8 @@ def _judge(
             change,
         )
 
+    floor_text = f"the {_format(metric.unit, floor)} floor" if floor else ""
     over_floor = worse_by > (floor or 0.0)
-    limits = _limits(metric, max_increase, floor)
     if max_increase is None:
         if over_floor and p < alpha:
             return result(
@@ -330,21 +329,30 @@ def _judge(
         return result("pass", f"{moved}, p={p:.3g}; not gated (no max_increase)", change)
 
     assert p_adjusted is not None  # every tested gated metric is in the Holm family
-    # Relative threshold; with a zero baseline any worsening counts as beyond it.
-    over_threshold = change > max_increase if change is not None else worse_by > 0
+    if change is None:
+        # Zero baseline: no relative change exists, so any worsening is beyond the threshold
+        # and the floor and the test decide alone.
+        over_threshold = worse_by > 0
+        threshold_text = "a zero baseline"
+    else:
+        over_threshold = change > max_increase
+        threshold_text = f"{'+' if metric.direction == 'lower' else '-'}{max_increase * 100:g}%"
     significant = p_adjusted < alpha
     stat = f"p={p_adjusted:.3g} {'<' if significant else '≥'} {alpha:g} after Holm"
-    if over_threshold and over_floor:
-        if significant:
-            return result("fail", f"{moved}, {stat}, beyond {limits}", change)
-        return result(
-            "inconclusive",
-            f"{moved}, beyond {limits} but {stat}: not significant with {b.n} and {c.n} trials",
-            change,
-        )
     if worse_by <= 0:
         return result("pass", f"{moved}, {stat}: no worse", change)
-    return result("pass", f"{moved}, {stat}, within {limits}", change)
+    if not over_threshold:
+        return result("pass", f"{moved}, {stat}, within {threshold_text}", change)
+    if not over_floor:
+        return result("pass", f"{moved}, {stat}, within {floor_text}", change)
+    beyond = " and ".join(t for t in (threshold_text, floor_text) if t)
+    if significant:
+        return result("fail", f"{moved}, {stat}, beyond {beyond}", change)
+    return result(
+        "inconclusive",
+        f"{moved}, beyond {beyond} but {stat}: not significant with {b.n} and {c.n} trials",
+        change,
+    )
 
 
 def _movement(metric: Metric, base: float, cand: float) -> str:
@@ -356,26 +364,8 @@ def _movement(metric: Metric, base: float, cand: float) -> str:
     return f"{metric.label} {(cand - base) / abs(base) * 100:+.1f}% {values}"
 
 
-def _limits(metric: Metric, max_increase: float | None, floor: float | None) -> str:
-    parts = []
-    if max_increase is not None:
-        parts.append(f"{'+' if metric.direction == 'lower' else '-'}{max_increase * 100:g}%")
-    if floor:
-        parts.append(_format(metric.unit, floor))
-    return " and ".join(parts) or "no limit"
-
-
 def _format(unit: str, value: float) -> str:
-    if unit == "s":
-        return format_duration(value)
-    if unit == "bytes":
-        return format_size(value)
-    if unit == "B/request":
-        return f"{format_size(value)}/request"
-    if unit == "fraction":
-        return format_percent(value)
-    number = f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
-    return f"{number} {unit}"
+    return format_metric(value, unit)
 
 
 def environment_mismatches(

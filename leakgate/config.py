@@ -57,6 +57,11 @@ DEFAULT_THRESHOLDS: dict[str, Threshold] = {
 }
 
 
+# Four trials a side is the fewest with which a one-sided Mann-Whitney U test can reach p < 0.05
+# (1/70); five leaves room for one lost trial.
+DEFAULT_BASELINE_TRIALS = 5
+
+
 @dataclass(frozen=True, slots=True)
 class RequestSpec:
     path: str
@@ -107,9 +112,14 @@ class Config:
     service: ServiceConfig = field(default_factory=ServiceConfig)
     load: LoadConfig = field(default_factory=LoadConfig)
     probes: ProbeConfig = field(default_factory=ProbeConfig)
-    trials: int = 1
+    trials: int | None = None  # None: 1 for a check on its own, 5 a side against a baseline
     thresholds: Mapping[str, Threshold] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
     report_dir: str = ".leakgate"
+
+    def trial_count(self, against_baseline: bool) -> int:
+        if self.trials is not None:
+            return self.trials
+        return DEFAULT_BASELINE_TRIALS if against_baseline else 1
 
     def threshold(self, metric: str) -> Threshold:
         return self.thresholds.get(metric, Threshold())

@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from functools import partial
 
 from leakgate import analysis
+from leakgate.baseline import baseline_trials
+from leakgate.compare import METRICS, Comparison, compare, environment_mismatches, metric_values
 from leakgate.config import Config
-from leakgate.model import Check, CheckStatus, RunRecord, Trial, Verdict
-from leakgate.units import format_duration, format_percent, format_size
+from leakgate.model import Check, CheckStatus, ComparisonRow, RunRecord, Trial, Verdict
+from leakgate.units import format_duration, format_metric, format_size
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,16 +27,22 @@ class TrialResult:
     note: str = ""
 
 
-def judge(record: RunRecord, config: Config) -> Verdict:
-    """Every check of a single run, in the order a reader wants them."""
+def judge(record: RunRecord, config: Config, baseline: RunRecord | None = None) -> Verdict:
+    """Every check of a run, in the order a reader wants them.
+
+    Leak and limit checks judge the candidate's trials on their own. Against a baseline (the
+    `baseline` side of a `compare` record, or a stored RunRecord) each gated metric is compared
+    too, one value per trial and side.
+    """
     trials = [t for t in record.trials if t.side == "candidate"]
     checks: list[Check] = []
     notes: list[str] = []
+    rows: tuple[ComparisonRow, ...] = ()
+    error_limit = config.threshold("error_rate").max
     if not trials:
         notes.append("no trial completed: nothing was judged")
     else:
         checks.append(_combine("service_alive", trials, _service_alive, limit=None, unit=""))
-        error_limit = config.threshold("error_rate").max
         for name, rule, unit in _LIMIT_RULES:
             limit = config.threshold(name).max
             if limit is None:
@@ -43,6 +51,27 @@ def judge(record: RunRecord, config: Config) -> Verdict:
             if name == "p95_latency":
                 judge_trial = partial(rule, limit=limit, error_limit=error_limit)
             checks.append(_combine(name, trials, judge_trial, limit, unit))
+    if baseline is not None:
+        base_trials, base_env = baseline_trials(baseline), baseline.environment
+    else:
+        base_trials = [t for t in record.trials if t.side == "baseline" and not t.service.died]
+        base_env = record.environment
+    if trials and (base_trials or baseline is not None):
+        comparisons = _compare(base_trials, trials, config, error_limit)
+        rows = tuple(_row(c) for c in comparisons)
+        checks.extend(_comparison_check(c) for c in comparisons if c.gated)
+        notes.extend(
+            environment_mismatches(
+                base_env, record.environment, _offered(base_trials), _offered(trials)
+            )
+        )
+        tools = {t.load.tool for t in (*base_trials, *trials) if t.load}
+        if len(tools) > 1:
+            used = ", ".join(sorted(tools))
+            notes.append(
+                f"baseline and candidate were loaded with different tools ({used}): "
+                "their latencies are not comparable"
+            )
     if record.interrupted:
         status = "interrupted"
     elif any(c.status in ("fail", "error") for c in checks):
@@ -51,7 +80,73 @@ def judge(record: RunRecord, config: Config) -> Verdict:
         status = "error"
     else:
         status = "pass"
-    return Verdict(status=status, checks=tuple(checks), notes=tuple(notes))  # type: ignore[arg-type]
+    return Verdict(status=status, checks=tuple(checks), notes=tuple(notes), comparisons=rows)  # type: ignore[arg-type]
+
+
+_LATENCY_METRICS = ("p50_latency", "p95_latency", "p99_latency", "throughput")
+
+
+def _compare(
+    base: Sequence[Trial], cand: Sequence[Trial], config: Config, error_limit: float | None
+) -> list[Comparison]:
+    def values(trials: Sequence[Trial]) -> dict[str, list[float]]:
+        out = metric_values(trials)
+        # No latency verdict from a trial that missed its offered rate or its error limit.
+        valid = [t for t in trials if analysis.invalid_reason(t, error_limit) is None]
+        latency = metric_values(valid)
+        for name in _LATENCY_METRICS:
+            out[name] = latency.get(name, [])
+        return out
+
+    return compare(values(base), values(cand), config.thresholds)
+
+
+def _row(c: Comparison) -> ComparisonRow:
+    return ComparisonRow(
+        metric=c.metric,
+        label=METRICS[c.metric].label,
+        unit=c.unit,
+        baseline_median=c.baseline.median,
+        candidate_median=c.candidate.median,
+        change=c.change,
+        p_value=c.p_adjusted if c.p_adjusted is not None else c.p_value,
+        n_baseline=c.baseline.n,
+        n_candidate=c.candidate.n,
+        verdict=c.verdict,
+        symbol=c.symbol,
+        gated=c.gated,
+        reason=c.reason,
+    )
+
+
+_COMPARISON_STATUS: dict[str, CheckStatus] = {
+    "pass": "pass",
+    "fail": "fail",
+    "inconclusive": "warn",
+    "too_few": "warn",
+    "no_data": "no_data",
+}
+
+
+def _comparison_check(c: Comparison) -> Check:
+    evidence = [
+        f"baseline trials: {', '.join(format_value(v, c.unit) for v in c.baseline.values)}",
+        f"candidate trials: {', '.join(format_value(v, c.unit) for v in c.candidate.values)}",
+    ]
+    summary = c.reason if c.verdict != "inconclusive" else f"~ {c.reason}"
+    return Check(
+        name=f"{c.metric}_vs_baseline",
+        status=_COMPARISON_STATUS[c.verdict],
+        summary=summary,
+        value=c.change,
+        limit=c.threshold,
+        unit="change",
+        evidence=tuple(evidence),
+    )
+
+
+def _offered(trials: Sequence[Trial]) -> float | None:
+    return next((t.offered_rate for t in trials if t.offered_rate), None)
 
 
 def exit_code(verdict: Verdict) -> int:
@@ -118,19 +213,7 @@ def _summary(
 
 
 def format_value(value: float | None, unit: str) -> str:
-    if value is None:
-        return "n/a"
-    if unit == "B/request":
-        return f"{value:+.1f} B/request"
-    if unit == "s":
-        return format_duration(value)
-    if unit == "fraction":
-        return format_percent(value)
-    if unit == "goroutines":
-        return f"{value:+.0f} goroutines"
-    if unit == "bytes":
-        return format_size(value)
-    return f"{value:g}"
+    return format_metric(value, unit, signed=unit in ("B/request", "goroutines"))
 
 
 # -- per-trial rules ---------------------------------------------------------------------------

@@ -178,11 +178,14 @@ class RunRecord:
     config: Mapping[str, Any] = field(default_factory=dict)
     environment: Environment = field(default_factory=Environment)
     trials: tuple[Trial, ...] = ()
+    base_revision: str = ""  # compare --base: the commit the baseline side was built from
+    trial_order_seed: int | None = None
     interrupted: bool = False
     error: str | None = None
 
     def to_json(self) -> str:
-        return json.dumps(to_plain(self), indent=1, allow_nan=False, sort_keys=False) + "\n"
+        # No indent: json's C encoder only runs without one, and records can be megabytes.
+        return json.dumps(to_plain(self), allow_nan=False, separators=(",", ":")) + "\n"
 
     @classmethod
     def from_json(cls, text: str) -> RunRecord:
@@ -211,10 +214,30 @@ class Check:
 
 
 @dataclass(frozen=True, slots=True)
+class ComparisonRow:
+    """One metric of the side-by-side table: baseline against candidate, one value per trial."""
+
+    metric: str
+    label: str
+    unit: str
+    baseline_median: float | None
+    candidate_median: float | None
+    change: float | None  # signed fraction in the worse direction: +0.12 = 12% worse
+    p_value: float | None
+    n_baseline: int
+    n_candidate: int
+    verdict: str  # pass | fail | inconclusive | too_few | no_data
+    symbol: str  # ✓ ✗ ~ ?
+    gated: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Verdict:
     status: VerdictStatus
     checks: tuple[Check, ...] = ()
     notes: tuple[str, ...] = ()
+    comparisons: tuple[ComparisonRow, ...] = ()
 
     @property
     def failed(self) -> tuple[Check, ...]:

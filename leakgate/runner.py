@@ -132,8 +132,10 @@ class Runner:
         reporter: Reporter | None = None,
         *,
         base_dir: Path | None = None,
+        base_revision: str = "",
         command: str = "check",
         seed: int | None = None,
+        offered_rate: float | None = None,
     ) -> None:
         self.config = config
         self.package_dir = package_dir
@@ -141,12 +143,14 @@ class Runner:
         if base_dir is not None:
             self.sides["baseline"] = base_dir
         self.command = command
+        self.base_revision = base_revision
         self.seed = seed if seed is not None else random.SystemRandom().randrange(2**31)
         self.report_dir = report_dir
         self.reporter = reporter or Reporter()
         self.trials: list[Trial] = []
         self.current: _TrialState | None = None
-        self.offered_rate: float | None = None
+        # A stored baseline's rate: both sides of a comparison must see the same offered load.
+        self.offered_rate: float | None = offered_rate
         self.environment = Environment(leakgate_version=__version__)
         self.created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
@@ -163,6 +167,8 @@ class Runner:
             config=to_plain(self.config),
             environment=self.environment,
             trials=tuple(trials),
+            base_revision=self.base_revision,
+            trial_order_seed=self.seed if len(self.sides) > 1 else None,
             interrupted=interrupted,
             error=error,
         )
@@ -197,7 +203,9 @@ class Runner:
         write_scenario(cfg.load.requests, scenario)
         if isinstance(cfg.load.rate, float):
             self.offered_rate = cfg.load.rate
-        order = trial_order(cfg.trials, sorted(self.sides), self.seed)
+        elif cfg.load.rate == "max":
+            self.offered_rate = None
+        order = trial_order(cfg.trials or 1, sorted(self.sides), self.seed)
         for index, side in enumerate(order):
             self.current = _TrialState(index=index, side=side)
             self._run_trial(

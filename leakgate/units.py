@@ -108,3 +108,24 @@ def format_duration(seconds: float) -> str:
 
 def format_percent(fraction: float) -> str:
     return f"{fraction * 100:.2f}%"
+
+
+def format_metric(value: float | None, unit: str, *, signed: bool = False) -> str:
+    """A metric value in its unit, as every report shows it. `signed` for growth figures."""
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    sign = "+" if signed and value > 0 else ""
+    if unit == "s":
+        return sign + format_duration(value)
+    if unit == "bytes":
+        return sign + format_size(value)
+    if unit == "B/request":
+        return f"{value:+.1f} B/request" if signed else f"{value:.1f} B/request"
+    if unit == "fraction":
+        return sign + format_percent(value)
+    if unit == "change":
+        return f"{value:+.1%}"
+    if unit == "goroutines":
+        return f"{value:+.0f} goroutines" if signed else f"{value:.0f} goroutines"
+    number = f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+    return f"{sign}{number} {unit}".rstrip()

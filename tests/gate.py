@@ -60,13 +60,15 @@ def write_config(path: Path, warmup: str = "2s", duration: str = "8s", extra: st
     return path
 
 
-def gate_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "leakgate", "check", *args]
+def gate_command(*args: str, command: str = "check") -> list[str]:
+    if args and args[0] == command.split()[0]:
+        args = args[1:]
+    return [sys.executable, "-m", "leakgate", *command.split(), *args]
 
 
-def run_gate(args: list[str], out: Path, timeout: float = 240) -> GateRun:
+def run_gate(args: list[str], out: Path, timeout: float = 240, command: str = "check") -> GateRun:
     proc = subprocess.run(
-        gate_command(*args, "--out", str(out)),
+        gate_command(*args, "--out", str(out), command=command),
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from leakgate.model import RunRecord, Verdict
+from leakgate.units import format_metric
 
 LABELS = {"pass": "PASS", "fail": "FAIL", "warn": "WARN", "no_data": "NO DATA", "error": "ERROR"}
 
@@ -19,6 +20,10 @@ def render(verdict: Verdict, record: RunRecord, reports: Sequence[Path] = ()) ->
             for item in check.evidence:
                 for sub in item.splitlines():
                     lines.append(f"  {'':7} {'':{width}}  {sub}")
+    if verdict.comparisons:
+        lines.append("")
+        lines.extend(comparison_table(verdict))
+        lines.append("")
     lines.extend(f"  note: {n}" for n in verdict.notes)
     failed = len(verdict.failed)
     headline = {
@@ -36,3 +41,30 @@ def render(verdict: Verdict, record: RunRecord, reports: Sequence[Path] = ()) ->
     if reports:
         lines.append("reports: " + ", ".join(str(p) for p in reports))
     return "\n".join(lines) + "\n"
+
+
+def comparison_table(verdict: Verdict) -> list[str]:
+    """The side-by-side table: metric, baseline, candidate, change, p, n, verdict symbol."""
+    header = ("metric", "baseline", "candidate", "change", "p", "n", "")
+    rows = [header]
+    for row in verdict.comparisons:
+        rows.append(
+            (
+                row.label + ("" if row.gated else " (info)"),
+                format_metric(row.baseline_median, row.unit),
+                format_metric(row.candidate_median, row.unit),
+                "n/a" if row.change is None else f"{row.change:+.1%}",
+                "" if row.p_value is None else f"{row.p_value:.3f}",
+                f"{row.n_baseline}/{row.n_candidate}",
+                row.symbol,
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    return [
+        "  "
+        + "  ".join(
+            cell.ljust(w) if i == 0 else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(r, widths, strict=True))
+        ).rstrip()
+        for r in rows
+    ]

@@ -1,0 +1,145 @@
+"""Baselines and `compare --base` end to end with the real sample service."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from .conftest import SAMPLE
+from .gate import kill_leftovers, processes_with_env, run_gate, write_config
+
+pytestmark = [pytest.mark.go, pytest.mark.slow]
+
+FAST = "trials: 4\n"
+
+
+@pytest.fixture
+def marker() -> str:
+    mark = f"LEAKGATE_TEST_RUN={uuid.uuid4().hex}"
+    yield mark
+    leftovers = processes_with_env(mark)
+    kill_leftovers(mark)
+    assert leftovers == [], f"processes left running: {leftovers}"
+
+
+def _git(repo: Path, *args: str) -> str:
+    proc = subprocess.run(
+        ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return proc.stdout.strip()
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """A git repository holding a copy of the sample service, one commit."""
+    root = tmp_path / "repo"
+    shutil.copytree(SAMPLE, root / "svc")
+    _git(root, "init", "-q")
+    _git(root, "add", ".")
+    _git(root, "commit", "-qm", "base")
+    return root
+
+
+def test_missing_baseline_exits_4_with_the_record_command(tmp_path: Path, marker: str) -> None:
+    run = run_gate(
+        [str(SAMPLE), "--baseline", str(tmp_path / "nope.json"), "--env", marker], tmp_path / "out"
+    )
+    assert run.returncode == 4, run.output
+    assert "nope.json" in run.stderr and "leakgate baseline record" in run.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_corrupt_baseline_exits_4_and_is_not_overwritten(tmp_path: Path, marker: str) -> None:
+    bad = tmp_path / "baseline.json"
+    bad.write_text('{"schema_version": 1, "trials": [')
+    run = run_gate([str(SAMPLE), "--baseline", str(bad), "--env", marker], tmp_path / "out")
+    assert run.returncode == 4, run.output
+    assert "baseline.json" in run.stderr
+    assert bad.read_text() == '{"schema_version": 1, "trials": ['
+
+
+def test_compare_against_a_ref_that_does_not_exist_exits_4(
+    go_bin: str, repo: Path, tmp_path: Path, marker: str
+) -> None:
+    run = run_gate(
+        ["compare", "--base", "no-such-branch", str(repo / "svc"), "--env", marker],
+        tmp_path / "out",
+        command="compare",
+    )
+    assert run.returncode == 4, run.output
+    assert "no-such-branch" in run.stderr
+
+
+def test_record_then_check_against_the_baseline(go_bin: str, tmp_path: Path, marker: str) -> None:
+    config = write_config(tmp_path / "leakgate.yml", warmup="1s", duration="3s", extra=FAST)
+    baseline = tmp_path / "baseline.json"
+    run = run_gate(
+        ["--config", str(config), str(SAMPLE), "--env", marker, "-o", str(baseline)],
+        tmp_path / "rec",
+        command="baseline record",
+    )
+    assert run.returncode == 0, run.output
+    stored = json.loads(baseline.read_text())
+    assert len(stored["trials"]) == 4 and stored["schema_version"] == 1
+    rate = stored["trials"][0]["offered_rate"]
+
+    run = run_gate(
+        [
+            "--config",
+            str(config),
+            str(SAMPLE),
+            "--env",
+            marker,
+            "--env",
+            "LEAK=globalmap",
+            "--baseline",
+            str(baseline),
+        ],
+        tmp_path / "out",
+    )
+    assert run.returncode == 1, run.output
+    cases = run.junit_cases()
+    assert cases["heap_live_vs_baseline"] == "failure", run.output
+    assert "retained_per_request" in {n for n, k in cases.items() if k == "failure"}
+    record = json.loads((run.out / "run.json").read_text())
+    assert {t["offered_rate"] for t in record["trials"]} == {rate}  # the baseline's load
+    assert "live heap after drain" in run.stdout and "✗" in run.stdout
+    assert json.loads(baseline.read_text()) == stored  # a check never rewrites the baseline
+
+
+def test_compare_base_ref_interleaves_and_judges(
+    go_bin: str, repo: Path, tmp_path: Path, marker: str
+) -> None:
+    svc = repo / "svc"
+    write_config(svc / "leakgate.yml", warmup="1s", duration="3s", extra=FAST)
+    _git(repo, "commit", "-qam", "short config")
+    # A/A: the same commit on both sides passes.
+    run = run_gate(
+        ["compare", "--base", "HEAD", str(svc), "--env", marker], tmp_path / "aa", command="compare"
+    )
+    assert run.returncode == 0, run.output
+    record = json.loads((run.out / "run.json").read_text())
+    sides = [t["side"] for t in record["trials"]]
+    assert sorted(sides) == ["baseline"] * 4 + ["candidate"] * 4
+    assert all(sorted(sides[i : i + 2]) == ["baseline", "candidate"] for i in range(0, 8, 2))
+    assert record["base_revision"] == _git(repo, "rev-parse", "HEAD")
+    assert len({t["offered_rate"] for t in record["trials"]}) == 1
+    # A change that leaks in the working tree is caught against HEAD.
+    main_go = svc / "main.go"
+    main_go.write_text(main_go.read_text().replace('parseLeak(getenv("LEAK"))', 'parseLeak("globalmap")', 1))
+    run = run_gate(
+        ["compare", "--base", "HEAD", str(svc), "--env", marker], tmp_path / "ab", command="compare"
+    )
+    assert run.returncode == 1, run.output
+    assert run.junit_cases()["heap_live_vs_baseline"] == "failure", run.output
+    worktrees = _git(repo, "worktree", "list")
+    assert len(worktrees.splitlines()) == 1, worktrees  # the temporary worktree is gone
