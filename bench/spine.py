@@ -23,23 +23,24 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "sample-go-service"
 
-# mode -> (environment for the service, expected exit code)
+# mode -> (extra arguments, expected exit code)
 MODES: dict[str, tuple[list[str], int]] = {
     "clean": ([], 0),
-    "globalmap": (["LEAK=globalmap"], 1),
-    "goroutine": (["LEAK=goroutine"], 1),
-    "keyedcache": (["LEAK=keyedcache"], 1),
-    "unclosed": (["LEAK=unclosed"], 1),
-    "context": (["LEAK=context"], 1),
-    "boundedcache": (["LEAK=boundedcache"], 0),
-    "globalmap-64B": (["LEAK=globalmap", "LEAK_BYTES=64"], 1),
+    "globalmap": (["--env", "LEAK=globalmap"], 1),
+    "goroutine": (["--env", "LEAK=goroutine"], 1),
+    "keyedcache": (["--env", "LEAK=keyedcache"], 1),
+    "unclosed": (["--env", "LEAK=unclosed"], 1),
+    "context": (["--env", "LEAK=context"], 1),
+    "boundedcache": (["--env", "LEAK=boundedcache"], 0),
+    # A 1 s warm-up leaves the bounded cache filling inside the measure window: retained bytes
+    # are over the limit and only the trend test tells the filled cache from a leak.
+    "boundedcache-fill": (["--env", "LEAK=boundedcache", "--warmup", "1s"], 0),
+    "globalmap-64B": (["--env", "LEAK=globalmap", "--env", "LEAK_BYTES=64"], 1),
 }
 
 
 def run_once(env: list[str], out: Path) -> dict[str, object]:
-    args = [sys.executable, "-m", "leakgate", "check", str(SAMPLE), "--out", str(out)]
-    for item in env:
-        args += ["--env", item]
+    args = [sys.executable, "-m", "leakgate", "check", str(SAMPLE), "--out", str(out), *env]
     start = time.monotonic()
     proc = subprocess.run(args, capture_output=True, text=True, cwd=REPO, timeout=600)
     wall = time.monotonic() - start
@@ -55,6 +56,7 @@ def run_once(env: list[str], out: Path) -> dict[str, object]:
         "failed": sorted(n for n, c in checks.items() if c["status"] == "fail"),
         "why": [f"{n}: {c['summary']}" for n, c in checks.items() if c["status"] == "fail"],
         "rate": record["trials"][0].get("offered_rate") if record["trials"] else None,
+        "p95": checks.get("p95_latency", {}).get("value"),
     }
 
 
@@ -70,7 +72,7 @@ def main() -> int:
     ok = True
     print(
         f"{'mode':14} {'expected':>8} {'as expected':>11} {'retained B/req (min..max)':>27} "
-        f"{'goroutines':>12} {'overhead s':>10}  failing checks"
+        f"{'goroutines':>12} {'overhead s':>10} {'p95 ms':>7}  failing checks"
     )
     for mode in modes:
         env, expected = MODES[mode]
@@ -93,7 +95,8 @@ def main() -> int:
         )
         print(
             f"{mode:14} {'exit ' + str(expected):>8} {hits:>5}/{len(results):<5} {ret_text:>27} "
-            f"{statistics.median(gor) if gor else float('nan'):12.0f} {max(over):10.1f}  "
+            f"{statistics.median(gor) if gor else float('nan'):12.0f} {max(over):10.1f} "
+            f"{max((r['p95'] or 0) for r in results) * 1e3:7.1f}  "
             f"{','.join(failing) or '-'}",
             flush=True,
         )
@@ -102,7 +105,9 @@ def main() -> int:
             within = all(abs(v) <= 4.0 for v in retained)
             print(f"  clean retained bytes/request within ±4 B in every run: {within}")
             ok &= within
-        ok &= max(over) <= 10.0
+        if mode == "clean":
+            print(f"  overhead (wall time - warm-up - measure) <= 10 s: {max(over) <= 10.0}")
+            ok &= max(over) <= 10.0
     print(f"all figures reached: {ok}")
     return 0 if ok else 1
 
