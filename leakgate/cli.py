@@ -27,7 +27,7 @@ from leakgate.errors import (
 )
 from leakgate.gitref import resolve as resolve_ref
 from leakgate.gitref import worktree
-from leakgate.judge import exit_code, judge
+from leakgate.judge import exit_code, inconclusive_metrics, judge, merge_confirmation
 from leakgate.model import RunRecord, Verdict
 from leakgate.report import console, junit, write_all
 from leakgate.runner import Reporter, Runner
@@ -261,6 +261,7 @@ def _run(args: argparse.Namespace) -> int:
             )
         runner = Runner(cfg, package, report_dir, reporter, command=command, offered_rate=base_rate)
         error: LeakgateError | None = None
+        unconfirmed: Verdict | None = None
         try:
             if command == "compare":
                 base_dir, commit = stack.enter_context(worktree(package, args.base))
@@ -274,6 +275,10 @@ def _run(args: argparse.Namespace) -> int:
                     command=command,
                 )
             record = runner.run()
+            first = judge(record, cfg, baseline)
+            if cfg.confirm and command != "baseline record" and inconclusive_metrics(first):
+                record = runner.run_more(cfg.confirm)
+                unconfirmed = first
         except Interrupted:
             record = runner.record(interrupted=True)
         except LeakgateError as e:
@@ -286,6 +291,8 @@ def _run(args: argparse.Namespace) -> int:
             signals.reporting = True
             kill_all_groups()
     verdict = judge(record, cfg, baseline)
+    if unconfirmed is not None:
+        verdict = merge_confirmation(unconfirmed, verdict)
     written, problems = _write_reports(verdict, record, junit_path, json_path, report_dir, error)
     if command == "baseline record" and error is None and not record.interrupted:
         try:

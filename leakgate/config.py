@@ -113,6 +113,7 @@ class Config:
     load: LoadConfig = field(default_factory=LoadConfig)
     probes: ProbeConfig = field(default_factory=ProbeConfig)
     trials: int | None = None  # None: 1 for a check on its own, 5 a side against a baseline
+    confirm: int = 0  # more trials a side when a gated comparison is inconclusive
     thresholds: Mapping[str, Threshold] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
     report_dir: str = ".leakgate"
 
@@ -322,7 +323,7 @@ class _Walker:
 
     def config(self, root: yaml.Node) -> Config:
         top = self.mapping(
-            root, "", ("service", "load", "probes", "trials", "thresholds", "report")
+            root, "", ("service", "load", "probes", "trials", "confirm", "thresholds", "report")
         )
         cfg = Config(source=self.filename)
         if "service" in top:
@@ -333,6 +334,9 @@ class _Walker:
             cfg = dataclasses.replace(cfg, probes=self.probes(top["probes"][1]))
         if "trials" in top:
             cfg = dataclasses.replace(cfg, trials=self.integer(top["trials"][1], "trials", 1, 100))
+        if "confirm" in top:
+            confirm = self.integer(top["confirm"][1], "confirm", 0, 50)
+            cfg = dataclasses.replace(cfg, confirm=confirm)
         if "thresholds" in top:
             cfg = dataclasses.replace(cfg, thresholds=self.thresholds(top["thresholds"][1]))
         if "report" in top:

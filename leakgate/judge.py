@@ -149,6 +149,29 @@ def _offered(trials: Sequence[Trial]) -> float | None:
     return next((t.offered_rate for t in trials if t.offered_rate), None)
 
 
+def inconclusive_metrics(verdict: Verdict) -> set[str]:
+    """Gated metrics whose comparison was over the threshold but not significant (`~`)."""
+    return {r.metric for r in verdict.comparisons if r.gated and r.verdict == "inconclusive"}
+
+
+def merge_confirmation(first: Verdict, confirmed: Verdict) -> Verdict:
+    """`confirm`: the metrics inconclusive in `first` take their verdict from `confirmed` (judged
+    on every trial, the extra ones included); every other check keeps its first verdict."""
+    redo = inconclusive_metrics(first)
+    redo_checks = {f"{m}_vs_baseline" for m in redo}
+    again = {c.name: c for c in confirmed.checks}
+    checks = tuple(again.get(c.name, c) if c.name in redo_checks else c for c in first.checks)
+    rows_again = {r.metric: r for r in confirmed.comparisons}
+    rows = tuple(rows_again.get(r.metric, r) if r.metric in redo else r for r in first.comparisons)
+    status = first.status
+    if status in ("pass", "fail"):
+        status = "fail" if any(c.status in ("fail", "error") for c in checks) else "pass"
+    notes = (*first.notes, f"confirmed with more trials: {', '.join(sorted(redo))}")
+    if confirmed.status == "interrupted":
+        status = "interrupted"
+    return Verdict(status=status, checks=checks, notes=notes, comparisons=rows)
+
+
 def exit_code(verdict: Verdict) -> int:
     """pass 0, fail 1, interrupted 2; a run that could not judge at all is an environment error."""
     return {"pass": 0, "fail": 1, "interrupted": 2, "error": 5}[verdict.status]

@@ -99,6 +99,17 @@ class _TrialState:
         )
 
 
+@dataclass(frozen=True)
+class _Prepared:
+    """What every trial of a run shares once the builds are done."""
+
+    binaries: dict[str, Path]
+    loadgen: Path
+    scenario: Path
+    service_cpus: list[int] | None
+    load_cpus: list[int] | None
+
+
 def split_cpus(enabled: bool) -> tuple[list[int] | None, list[int] | None]:
     """Disjoint CPU sets for the service and the load generator (service gets the first half)."""
     cpus = sorted(os.sched_getaffinity(0))
@@ -149,6 +160,7 @@ class Runner:
         self.reporter = reporter or Reporter()
         self.trials: list[Trial] = []
         self.current: _TrialState | None = None
+        self._prepared: _Prepared | None = None
         # A stored baseline's rate: both sides of a comparison must see the same offered load.
         self.offered_rate: float | None = offered_rate
         self.environment = Environment(leakgate_version=__version__)
@@ -205,19 +217,43 @@ class Runner:
             self.offered_rate = cfg.load.rate
         elif cfg.load.rate == "max":
             self.offered_rate = None
-        order = trial_order(cfg.trials or 1, sorted(self.sides), self.seed)
-        for index, side in enumerate(order):
-            self.current = _TrialState(index=index, side=side)
+        self._prepared = _Prepared(binaries, loadgen, scenario, service_cpus, load_cpus)
+        self._run_rounds(cfg.trials or 1, self.seed)
+        return self.record()
+
+    def run_more(self, rounds: int) -> RunRecord:
+        """`confirm`: more trials of every side with the same binaries and offered rate."""
+        if self._prepared is None or rounds <= 0:
+            return self.record()
+        if any(t.service.died for t in self.trials):
+            return self.record()
+        self.reporter.say(f"confirming: {rounds} more trial(s) per side")
+        self._run_rounds(rounds, self.seed + len(self.trials))
+        return self.record()
+
+    def _run_rounds(self, rounds: int, seed: int) -> None:
+        prepared = self._prepared
+        assert prepared is not None
+        order = trial_order(rounds, sorted(self.sides), seed)
+        first = len(self.trials)
+        total = first + len(order)
+        for offset, side in enumerate(order):
+            self.current = _TrialState(index=first + offset, side=side)
             self._run_trial(
-                self.current, binaries[side], self.sides[side], len(order), loadgen, scenario,
-                service_cpus, load_cpus,
-            )  # fmt: skip
+                self.current,
+                prepared.binaries[side],
+                self.sides[side],
+                total,
+                prepared.loadgen,
+                prepared.scenario,
+                prepared.service_cpus,
+                prepared.load_cpus,
+            )
             self.trials.append(self.current.freeze(self.offered_rate))
             died = self.current.service.died
             self.current = None
             if died:
                 break
-        return self.record()
 
     def _run_trial(
         self,
@@ -266,9 +302,17 @@ class Runner:
                 ) -> LoadResult:
                     out = trial_dir / f"load-{name}.json"
                     return self._drive(
-                        service, loadgen, scenario, duration, rate, load_cpus, out, name, label,
+                        service,
+                        loadgen,
+                        scenario,
+                        duration,
+                        rate,
+                        load_cpus,
+                        out,
+                        name,
+                        label,
                         sampler,
-                    )  # fmt: skip
+                    )
 
                 warmup = cfg.load.warmup
                 phase = "warm-up"

@@ -135,7 +135,9 @@ def test_compare_base_ref_interleaves_and_judges(
     assert len({t["offered_rate"] for t in record["trials"]}) == 1
     # A change that leaks in the working tree is caught against HEAD.
     main_go = svc / "main.go"
-    main_go.write_text(main_go.read_text().replace('parseLeak(getenv("LEAK"))', 'parseLeak("globalmap")', 1))
+    main_go.write_text(
+        main_go.read_text().replace('parseLeak(getenv("LEAK"))', 'parseLeak("globalmap")', 1)
+    )
     run = run_gate(
         ["compare", "--base", "HEAD", str(svc), "--env", marker], tmp_path / "ab", command="compare"
     )

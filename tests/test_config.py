@@ -201,3 +201,12 @@ def test_overrides_win() -> None:
     )
     assert (cfg.load.duration, cfg.load.warmup, cfg.trials, cfg.report_dir) == (3.0, 1.0, 2, "out")
     assert cfg.service.env == {"A": "1", "B": "2"}
+
+
+def test_confirm_and_trials() -> None:
+    cfg = parse_config("confirm: 3\n")
+    assert cfg.confirm == 3 and cfg.trials is None
+    assert cfg.trial_count(against_baseline=True) == 5
+    assert cfg.trial_count(against_baseline=False) == 1
+    assert parse_config("trials: 7\n").trial_count(against_baseline=True) == 7
+    assert "confirm: must be between 0 and 50" in _error("confirm: 99\n")

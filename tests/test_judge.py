@@ -1,8 +1,8 @@
 from __future__ import annotations
 
 from leakgate.config import Config, parse_config
-from leakgate.judge import exit_code, judge
-from leakgate.model import RunRecord
+from leakgate.judge import exit_code, inconclusive_metrics, judge, merge_confirmation
+from leakgate.model import Check, ComparisonRow, RunRecord, Verdict
 
 from .factories import heap_series, trial
 
@@ -117,3 +117,51 @@ def test_no_latency_verdict_from_an_invalid_trial() -> None:
     check = next(c for c in verdict.checks if c.name == "p95_latency")
     assert check.status == "warn" and "error rate 5.00% is over the 1.00% limit" in check.summary
     assert verdict.status == "fail"  # the error rate itself fails the gate
+
+
+def _comparison_verdict(inconclusive: bool, fail: bool = False) -> Verdict:
+    status = "fail" if fail else ("warn" if inconclusive else "pass")
+    verdict = "fail" if fail else ("inconclusive" if inconclusive else "pass")
+    check = Check(name="p95_latency_vs_baseline", status=status, summary=verdict)  # type: ignore[arg-type]
+    heap = Check(name="heap_live_vs_baseline", status="pass", summary="pass")
+    row = ComparisonRow(
+        metric="p95_latency",
+        label="p95 latency",
+        unit="s",
+        baseline_median=1.0,
+        candidate_median=1.2,
+        change=0.2,
+        p_value=0.1,
+        n_baseline=5,
+        n_candidate=5,
+        verdict=verdict,
+        symbol="~",
+        gated=True,
+        reason=verdict,
+    )
+    return Verdict(status="fail" if fail else "pass", checks=(check, heap), comparisons=(row,))
+
+
+def test_confirm_redecides_only_inconclusive_metrics() -> None:
+    first = _comparison_verdict(inconclusive=True)
+    assert inconclusive_metrics(first) == {"p95_latency"}
+    merged = merge_confirmation(first, _comparison_verdict(inconclusive=False, fail=True))
+    assert merged.status == "fail"
+    assert {c.name: c.status for c in merged.checks}["p95_latency_vs_baseline"] == "fail"
+    assert merged.comparisons[0].verdict == "fail"
+    assert "confirmed with more trials: p95_latency" in merged.notes[-1]
+    # a metric that was decided the first time keeps its verdict
+    decided = _comparison_verdict(inconclusive=False)
+    assert inconclusive_metrics(decided) == set()
+
+
+def test_trial_order_is_balanced_and_randomised() -> None:
+    from leakgate.runner import trial_order
+
+    order = trial_order(20, ["baseline", "candidate"], seed=1)
+    assert order.count("baseline") == order.count("candidate") == 20
+    pairs = [tuple(order[i : i + 2]) for i in range(0, 40, 2)]
+    assert all(sorted(p) == ["baseline", "candidate"] for p in pairs)
+    assert len(set(pairs)) == 2  # both orders occur
+    assert trial_order(3, ["candidate"], seed=5) == ["candidate"] * 3
+    assert trial_order(20, ["baseline", "candidate"], seed=1) == order  # reproducible from the seed
