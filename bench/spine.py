@@ -44,6 +44,17 @@ def run_once(env: list[str], out: Path) -> dict[str, object]:
     start = time.monotonic()
     proc = subprocess.run(args, capture_output=True, text=True, cwd=REPO, timeout=600)
     wall = time.monotonic() - start
+    if not (out / "verdict.json").exists():
+        return {
+            "rc": proc.returncode,
+            "overhead": wall,
+            "retained": None,
+            "goroutines": None,
+            "failed": [],
+            "why": [proc.stderr.strip()[-300:]],
+            "rate": None,
+            "p95": None,
+        }
     record = json.loads((out / "run.json").read_text())
     verdict = json.loads((out / "verdict.json").read_text())
     load_cfg = record["config"]["load"]

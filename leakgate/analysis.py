@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from scipy import stats
 
-from leakgate.model import Trial
+from leakgate.model import RunRecord, Trial
 
 TREND_ALPHA = 0.01
 MIN_TREND_POINTS = 8
@@ -124,14 +124,6 @@ def goroutine_growth(trial: Trial) -> int | None:
     return after.goroutines - before.goroutines
 
 
-def heap_growth(trial: Trial) -> int | None:
-    before = trial.checkpoints.get("warmup")
-    after = trial.checkpoints.get("drain")
-    if before is None or after is None or before.heap_alloc is None or after.heap_alloc is None:
-        return None
-    return after.heap_alloc - before.heap_alloc
-
-
 OFFERED_RATE_SHARE = 0.95
 
 
@@ -155,10 +147,6 @@ def invalid_reason(trial: Trial, error_limit: float | None) -> str | None:
     if error_limit is not None and rate > error_limit:
         return f"its error rate {rate:.2%} is over the {error_limit:.2%} limit"
     return None
-
-
-def p95_latency(trial: Trial) -> float | None:
-    return trial.load.latency.percentile(95) if trial.load else None
 
 
 def error_rate(trial: Trial) -> float | None:
@@ -217,3 +205,21 @@ def heap_live_after_drain(trial: Trial) -> float | None:
 
 def rss_peak(trial: Trial) -> float | None:
     return float(trial.rss_peak) if trial.rss_peak else None
+
+
+BASELINE_SIDES = ("candidate", "baseline")
+
+
+def baseline_trials(record: RunRecord) -> list[Trial]:
+    """The trials of `record` that stand for the baseline, in record order.
+
+    The record's own measurement: its "candidate" trials (what `baseline record` and `check`
+    store; in a `compare` record, the code that would become the new baseline), or its
+    "baseline" trials when it has no candidate side. Trials whose service died are left out:
+    what they measured stopped partway.
+    """
+    for side in BASELINE_SIDES:
+        side_trials = [t for t in record.trials if t.side == side]
+        if side_trials:
+            return [t for t in side_trials if not t.service.died]
+    return []

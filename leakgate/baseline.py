@@ -9,13 +9,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from leakgate.analysis import BASELINE_SIDES, baseline_trials
 from leakgate.atomic import write_atomic
 from leakgate.errors import UsageError
-from leakgate.model import SCHEMA_VERSION, RunRecord, Trial
+from leakgate.model import SCHEMA_VERSION, RunRecord
 from leakgate.units import format_size
 
 MAX_BASELINE_BYTES = 256 * 1024 * 1024
-BASELINE_SIDES = ("candidate", "baseline")
 
 
 class BaselineError(UsageError):
@@ -142,21 +142,6 @@ def _json_kind(value: object) -> str:
     if value is None:
         return "null"
     return f"a {type(value).__name__}"
-
-
-def baseline_trials(record: RunRecord) -> list[Trial]:
-    """The trials of `record` that stand for the baseline, in record order.
-
-    The record's own measurement: its "candidate" trials (what `baseline record` and `check`
-    store; in a `compare` record, the code that would become the new baseline), or its
-    "baseline" trials when it has no candidate side. Trials whose service died are left out:
-    what they measured stopped partway.
-    """
-    for side in BASELINE_SIDES:
-        side_trials = [t for t in record.trials if t.side == side]
-        if side_trials:
-            return [t for t in side_trials if not t.service.died]
-    return []
 
 
 def _why_unusable(record: RunRecord) -> str:

@@ -16,7 +16,8 @@ from types import FrameType
 from typing import NoReturn
 
 from leakgate import __version__
-from leakgate.baseline import baseline_trials, load_baseline, save_baseline
+from leakgate.analysis import baseline_trials
+from leakgate.baseline import load_baseline, save_baseline
 from leakgate.config import Config, apply_overrides, find_config, load_config
 from leakgate.errors import (
     EXIT_INTERNAL,
@@ -128,6 +129,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return e.exit_code
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `leakgate check | head`: the reports are already written
+        return EXIT_INTERNAL
+    except Exception:  # a bug in leakgate: say so with exit 3, never as a gate verdict
+        traceback.print_exc()
+        print("leakgate: internal error (a bug in leakgate; please report it)", file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 def main_entry() -> NoReturn:
@@ -201,7 +208,9 @@ def _check_writable(report_dir: Path) -> None:
 
 
 class _Signals:
-    """First SIGINT/SIGTERM: stop gracefully (exit 2, reports written). Second: kill now."""
+    """First SIGINT/SIGTERM: stop gracefully (exit 2, reports written). A second SIGINT: kill
+    everything and exit at once. A SIGTERM after the SIGINT (how CI cancels a job): kill
+    everything, then still write the reports; a third signal exits at once."""
 
     def __init__(self) -> None:
         self.count = 0
@@ -209,10 +218,15 @@ class _Signals:
 
     def __call__(self, signum: int, frame: FrameType | None) -> None:
         self.count += 1
+        name = signal.Signals(signum).name
         if self.count > 1:
             kill_all_groups()
-            os._exit(EXIT_INTERRUPTED)
-        name = signal.Signals(signum).name
+            if signum == signal.SIGINT or self.count > 2:
+                os._exit(EXIT_INTERRUPTED)
+            # CI cancels with SIGINT then SIGTERM a few seconds later: everything leakgate
+            # started is dead now, and the reports of what was measured still get written.
+            print(f"\nleakgate: {name}: children killed; writing reports", file=sys.stderr)
+            return
         if self.reporting:
             print(f"\nleakgate: {name}: writing reports (send again to stop now)", file=sys.stderr)
             return
@@ -238,6 +252,8 @@ def _run(args: argparse.Namespace) -> int:
     if command == "compare":
         resolve_ref(package, args.base)  # a REF that does not exist is a usage error: exit 4
     _check_writable(report_dir)
+    if command == "baseline record":
+        _check_writable(Path(args.output).parent)
     live = sys.stderr.isatty()
 
     def progress(line: str) -> None:

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import yaml
 
 from leakgate.errors import ConfigError
+from leakgate.templates import parse_template
 from leakgate.units import parse_duration, parse_percent, parse_size
 
 CONFIG_NAMES = ("leakgate.yml", "leakgate.yaml")
@@ -272,9 +273,16 @@ class _Walker:
         value = self.scalar(node, keypath)
         if isinstance(value, bool) or value is None or isinstance(value, (list, dict)):
             raise self.error(node, keypath, f"expected a string, got {_describe(value)}")
-        if isinstance(value, float) and not math.isfinite(value):
-            raise self.error(node, keypath, "expected a string")
-        return str(value)
+        # The text as written: `GOGC: 0100` stays "0100", not YAML 1.1's octal 64.
+        return str(node.value)
+
+    def template(self, node: yaml.Node, keypath: str) -> str:
+        text = self.string(node, keypath)
+        try:
+            parse_template(text)
+        except ValueError as e:
+            raise self.error(node, keypath, str(e)) from None
+        return text
 
     def strings(self, node: yaml.Node, keypath: str) -> tuple[str, ...]:
         return tuple(
@@ -451,7 +459,7 @@ class _Walker:
         return float(value)
 
     def request_path(self, node: yaml.Node, keypath: str) -> str:
-        path = self.string(node, keypath)
+        path = self.template(node, keypath)
         if not path.startswith("/"):
             raise self.error(node, keypath, f"a path must start with '/', got {path!r}")
         return path
@@ -471,11 +479,11 @@ class _Walker:
                 )
             values["method"] = method
         if "body" in m:
-            values["body"] = self.string(m["body"][1], f"{keypath}.body")
+            values["body"] = self.template(m["body"][1], f"{keypath}.body")
         if "headers" in m:
             hp = f"{keypath}.headers"
             values["headers"] = {
-                k: self.string(v, f"{hp}.{k}")
+                k: self.template(v, f"{hp}.{k}")
                 for k, (_, v) in self.mapping(m["headers"][1], hp, None).items()
             }
         if "weight" in m:
@@ -507,7 +515,12 @@ class _Walker:
         merged = dict(DEFAULT_THRESHOLDS)
         for metric, (_, value) in self.mapping(node, "thresholds", tuple(METRIC_KINDS)).items():
             kp = f"thresholds.{metric}"
-            m = self.mapping(value, kp, ("max_increase", "floor", "max"))
+            keys = (
+                ("max_increase", "floor")
+                if metric == "throughput"
+                else ("max_increase", "floor", "max")
+            )
+            m = self.mapping(value, kp, keys)
             current = merged.get(metric, Threshold())
             updates: dict[str, float | None] = {}
             for key, (_, v) in m.items():

@@ -333,8 +333,9 @@ class Runner:
                 phase = "checkpoint after warm-up"
                 state.checkpoints["warmup"] = self._checkpoint("warmup", source, service, trial_dir)
                 phase = "load"
+                # Started by _drive once the generator is running: no thread may be alive
+                # while a child is forked (preexec_fn is not safe beside other threads).
                 sampler = Sampler(source, service.pid or 0, cfg.probes.interval)
-                sampler.start()
                 t0 = time.monotonic()
                 try:
                     state.load = load(cfg.load.duration, rate, "measure", sampler)
@@ -343,6 +344,8 @@ class Runner:
                     state.measure_seconds = time.monotonic() - t0
                     state.series = _series(sampler)
                     state.rss_peak = sampler.rss_peak
+                    if sampler.errors:
+                        state.notes.append(f"{sampler.errors} runtime samples could not be read")
                 phase = "drain"
                 state.checkpoints["drain"] = self._checkpoint("drain", source, service, trial_dir)
                 _, hwm = read_rss(service.pid or 0)
@@ -358,7 +361,11 @@ class Runner:
                     raise
                 where = e.phase if isinstance(e, _ServiceDied) else phase
                 if phase == "start-up":
-                    raise  # never became ready: an environment problem, not a verdict
+                    # never became ready: an environment problem, not a verdict on the code
+                    raise ServiceStartError(
+                        f"the service {ended.describe()} during start-up",
+                        details=service.log_tail(),
+                    ) from None
                 state.service = dataclasses.replace(
                     state.service,
                     died=True,
@@ -426,6 +433,8 @@ class Runner:
             cpus=cpus,
         )
         proc.start()
+        if sampler is not None:
+            sampler.start()
         start = time.monotonic()
         every = PROGRESS_EVERY_TTY if self.reporter.live else PROGRESS_EVERY_LOG
         next_progress = start + every

@@ -9,7 +9,6 @@ import os
 import signal
 import socket
 import subprocess
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -23,26 +22,22 @@ LOG_TAIL_LINES = 20
 _PR_SET_PDEATHSIG = 1
 
 # Process groups started by leakgate and not yet reaped: a second Ctrl-C or an exit hook kills
-# them without waiting for the orderly stop.
+# them without waiting for the orderly stop. No lock: a signal handler reads it, and set.add,
+# set.discard and copying a set are atomic under the GIL.
 _live_groups: set[int] = set()
-_live_lock = threading.Lock()
 
 
 def register_group(pgid: int) -> None:
-    with _live_lock:
-        _live_groups.add(pgid)
+    _live_groups.add(pgid)
 
 
 def unregister_group(pgid: int) -> None:
-    with _live_lock:
-        _live_groups.discard(pgid)
+    _live_groups.discard(pgid)
 
 
 def kill_all_groups() -> None:
     """SIGKILL every process group leakgate started. Safe to call from a signal handler."""
-    with _live_lock:
-        groups = list(_live_groups)
-    for pgid in groups:
+    for pgid in set(_live_groups):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, signal.SIGKILL)
 
@@ -97,13 +92,14 @@ def stop_group(proc: subprocess.Popen[bytes], timeout: float) -> None:
                 os.killpg(pgid, signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=timeout)
-        # The leader may be gone while children it started live on in its group.
+    finally:
+        # Also when an interrupt lands mid-wait: the leader may be gone while children it
+        # started live on in its group, so the group is killed before it is forgotten.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=5)
-    finally:
         unregister_group(pgid)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=5)
 
 
 @dataclass(frozen=True, slots=True)

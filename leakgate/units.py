@@ -72,6 +72,8 @@ def parse_percent(text: str | int | float) -> float:
     if isinstance(text, (int, float)):
         if not math.isfinite(text) or text < 0:
             raise ValueError("a fraction must be finite and non-negative")
+        if text > 1:
+            raise ValueError(f"{text} is ambiguous: write {text}% (or a fraction such as 0.1)")
         return float(text)
     m = _PERCENT.fullmatch(text.strip())
     if not m:

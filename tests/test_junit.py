@@ -74,7 +74,7 @@ def test_console_is_short_and_names_failures() -> None:
     record = RunRecord(trials=(leaky,))
     text = console.render(judge(record, Config()), record, [Path(".leakgate/junit.xml")])
     first = text.splitlines()[0]
-    assert first.startswith("leakgate: FAIL: 1 of 4 checks failed")
+    assert first.startswith("leakgate: FAIL: 1 failed, 3 passed")
     assert "FAIL    goroutine_growth" in text
     assert "quiet goroutines: 12 after warm-up -> 5000 after drain" in text
     assert text.rstrip().endswith("reports: .leakgate/junit.xml")

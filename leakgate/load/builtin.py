@@ -191,7 +191,7 @@ def parse_result(text: str) -> LoadResult:
             seconds=seconds,
             first_error=str(data.get("first_error") or "")[:500],
         )
-    except (TypeError, ValueError, KeyError, AttributeError) as e:
+    except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as e:
         raise LoadError(f"load generator result is malformed: {e!r}") from None
 
 

@@ -54,6 +54,7 @@ from leakgate.config import RequestSpec
 from leakgate.errors import LoadError
 from leakgate.model import Histogram, LoadResult
 from leakgate.service import spawn, stop_group
+from leakgate.templates import Part, parse_template
 
 WRK_SCRIPT = Path(__file__).with_name("wrk_report.lua")
 MARKER = "LEAKGATE_WRK_JSON"
@@ -64,15 +65,11 @@ INSTALL_HINT = (
 MAX_OUTPUT_BYTES = 16 * 1024 * 1024
 MAX_SCENARIO_BYTES = 16 * 1024 * 1024
 MAX_PERCENTILES = 10_000
-MAX_LUA_INT = 2**53 - 1  # LuaJIT numbers are doubles: larger integers are not exact
 GROWTH = 1.02
 ERROR_KINDS = ("connect", "read", "write", "status", "timeout")
 _TOKEN_CHARS = frozenset(
     "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 )
-
-# A template part: a literal string, ("seq",), ("uuid",) or ("rand", lo, hi).
-Part = str | tuple[str] | tuple[str, int, int]
 
 
 def find_wrk() -> str:
@@ -84,68 +81,6 @@ def find_wrk() -> str:
 
 
 # -- the scenario as a Lua table ---------------------------------------------------------------
-
-
-def parse_template(text: str) -> list[Part]:
-    """Split `text` into literal and template parts, with the bundled generator's rules.
-
-    {seq}, {rand:A-B} (0 <= A <= B) and {uuid} are templates; {{ is a literal {, and so is a {
-    not followed by a letter (so JSON bodies need no escaping); any other {word...} is an error
-    (ValueError).
-    """
-    parts: list[Part] = []
-    literal: list[str] = []
-    i = 0
-    while i < len(text):
-        c = text[i]
-        if c != "{":
-            literal.append(c)
-            i += 1
-            continue
-        nxt = text[i + 1 : i + 2]
-        if nxt == "{":
-            literal.append("{")
-            i += 2
-            continue
-        if not (nxt.isascii() and nxt.isalpha()):
-            literal.append("{")
-            i += 1
-            continue
-        end = text.find("}", i)
-        if end < 0:
-            raise ValueError(f"unterminated template {text[i:]!r} (write {{{{ for a literal {{)")
-        part = _directive(text[i + 1 : end], text[i : end + 1])
-        if literal:
-            parts.append("".join(literal))
-            literal = []
-        parts.append(part)
-        i = end + 1
-    if literal:
-        parts.append("".join(literal))
-    return parts
-
-
-def _directive(word: str, shown: str) -> Part:
-    if word == "seq":
-        return ("seq",)
-    if word == "uuid":
-        return ("uuid",)
-    if word.startswith("rand:"):
-        lo_text, sep, hi_text = word[len("rand:") :].partition("-")
-        if not sep or not (lo_text.isascii() and lo_text.isdigit()):
-            raise ValueError(f"invalid template {shown!r}: want {{rand:A-B}} with 0 <= A <= B")
-        if not (hi_text.isascii() and hi_text.isdigit()):
-            raise ValueError(f"invalid template {shown!r}: want {{rand:A-B}} with 0 <= A <= B")
-        lo, hi = int(lo_text), int(hi_text)
-        if lo > hi:
-            raise ValueError(f"invalid template {shown!r}: lower bound greater than upper bound")
-        if hi > MAX_LUA_INT:
-            raise ValueError(f"invalid template {shown!r}: wrk handles bounds up to 2^53-1")
-        return ("rand", lo, hi)
-    raise ValueError(
-        f"invalid template {shown!r}: unknown template "
-        "(known: {seq}, {rand:A-B}, {uuid}; write {{ for a literal {)"
-    )
 
 
 def lua_string(text: str) -> str:
@@ -540,22 +475,13 @@ def parse_wrk_output(text: str) -> LoadResult:
         )
     if duration_us <= 0:
         raise LoadError("wrk result: duration_us must be above 0")
-    if status_errors >= requests:
-        raise LoadError(
-            f"every response was an error status ({status_errors:,} of {requests:,}; "
-            + ("4xx/5xx" if mode == "none" else "not the expected status")
-            + "): is the load path right?"
-        )
     if counts["timeout"] >= requests:
         raise LoadError(
             f"every response arrived after the timeout ({counts['timeout']:,} of {requests:,})"
         )
-    ok = requests - status_errors - counts["timeout"]
-    if ok <= 0:
-        raise LoadError(
-            f"no response was ok: {status_errors:,} error statuses and {counts['timeout']:,} "
-            f"later than the timeout, of {requests:,}"
-        )
+    # Every response an error status is a result, not a load failure: the gate's error_rate
+    # check fails it, as it would with the bundled generator.
+    ok = max(0, requests - status_errors - counts["timeout"])
 
     latency = _object(data, "latency", "")
     timed = max(0, requests - counts["timeout"])

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from leakgate.atomic import write_atomic as write_atomic  # the name reporters have always used
+from leakgate.atomic import write_atomic as write_atomic  # re-exported for the reporters
 
 Render = Callable[[], str]
 

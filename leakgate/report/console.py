@@ -25,13 +25,24 @@ def render(verdict: Verdict, record: RunRecord, reports: Sequence[Path] = ()) ->
         lines.extend(comparison_table(verdict))
         lines.append("")
     lines.extend(f"  note: {n}" for n in verdict.notes)
-    failed = len(verdict.failed)
+    counts = {s: sum(c.status == s for c in verdict.checks) for s in LABELS}
+    tally = ", ".join(
+        f"{counts[s]} {word}"
+        for s, word in (
+            ("fail", "failed"),
+            ("error", "could not run"),
+            ("no_data", "no data"),
+            ("warn", "warnings"),
+            ("pass", "passed"),
+        )
+        if counts[s]
+    )
     headline = {
-        "pass": f"PASS: all {len(verdict.checks)} checks passed",
-        "fail": f"FAIL: {failed} of {len(verdict.checks)} checks failed",
-        "interrupted": "INTERRUPTED: partial results below",
-        "error": "ERROR: the run could not be judged",
-    }[verdict.status]
+        "pass": "PASS",
+        "fail": "FAIL",
+        "interrupted": "INTERRUPTED (partial results)",
+        "error": "ERROR: could not judge everything",
+    }[verdict.status] + (f": {tally}" if tally else "")
     trials = len(record.trials)
     rate = next((t.offered_rate for t in record.trials if t.offered_rate), None)
     context = f"{trials} trial{'s' if trials != 1 else ''}"

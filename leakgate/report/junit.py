@@ -61,7 +61,12 @@ def render(
         case = TestCase(name="interrupted", classname=f"{CLASSNAME}.{suite_name}")
         case.add_error_info(message="the run was interrupted before it finished; partial results")
         cases.append(case)
-    suite = TestSuite(f"leakgate {suite_name}", cases, properties=_properties(record))
+    suite = TestSuite(
+        f"leakgate {suite_name}",
+        cases,
+        properties=_properties(record),
+        stdout="\n".join(verdict.notes) or None,
+    )
     return str(to_xml_report_string([suite], prettyprint=True, encoding="utf-8"))
 
 
