@@ -83,6 +83,9 @@ class _TrialState:
     notes: list[str] = field(default_factory=list)
     service: ServiceStatus = field(default_factory=ServiceStatus)
 
+    def measured_anything(self) -> bool:
+        return bool(self.warmup_load or self.load or self.checkpoints or self.service.died)
+
     def freeze(self, offered_rate: float | None) -> Trial:
         return Trial(
             index=self.index,
@@ -170,7 +173,8 @@ class Runner:
 
     def record(self, *, interrupted: bool = False, error: str | None = None) -> RunRecord:
         trials = list(self.trials)
-        if self.current is not None:  # a trial cut short by an interrupt or an error
+        if self.current is not None and self.current.measured_anything():
+            # a trial cut short by an interrupt or an error, after it had measured something
             trials.append(self.current.freeze(self.offered_rate))
         return RunRecord(
             created=self.created,
@@ -362,6 +366,8 @@ class Runner:
                 where = e.phase if isinstance(e, _ServiceDied) else phase
                 if phase == "start-up":
                     # never became ready: an environment problem, not a verdict on the code
+                    if isinstance(e, ServiceStartError):
+                        raise
                     raise ServiceStartError(
                         f"the service {ended.describe()} during start-up",
                         details=service.log_tail(),
