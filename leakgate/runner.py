@@ -8,10 +8,7 @@ import contextlib
 import dataclasses
 import datetime
 import os
-import platform
 import random
-import socket
-import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from leakgate import __version__
-from leakgate.build import GoToolchain, build_loadgen, build_service, find_go
+from leakgate.build import build_loadgen, build_service, find_go
 from leakgate.config import Config, environ_without_leakgate
+from leakgate.environment import describe_environment
 from leakgate.errors import LoadError, ServiceStartError
 from leakgate.load.builtin import LoadProcess, write_scenario
 from leakgate.load.wrk import WrkProcess, find_wrk
@@ -196,7 +194,7 @@ class Runner:
         go = find_go()
         if cfg.load.tool == "wrk":
             find_wrk()  # fail fast, before any build
-        self.environment = _environment(go, self.package_dir)
+        self.environment = describe_environment(go, self.package_dir)
         say = self.reporter.say
         started = time.monotonic()
         agent = ", agent injected" if cfg.service.inject_agent else ""
@@ -551,53 +549,3 @@ def _rel(path: Path, base: Path) -> str:
         return str(path.resolve().relative_to(base.resolve()))
     except ValueError:
         return str(path)
-
-
-def _environment(go: GoToolchain, package_dir: Path) -> Environment:
-    rev, dirty = _git_revision(package_dir)
-    return Environment(
-        leakgate_version=__version__,
-        python_version=platform.python_version(),
-        go_version=go.version,
-        goos=go.goos,
-        goarch=go.goarch,
-        num_cpu=os.cpu_count(),
-        cpu_model=_cpu_model(),
-        hostname=socket.gethostname(),
-        git_revision=rev,
-        git_dirty=dirty,
-    )
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _git_revision(path: Path) -> tuple[str, bool]:
-    try:
-        rev = subprocess.run(
-            ["git", "-C", str(path), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            stdin=subprocess.DEVNULL,
-        )
-        if rev.returncode != 0:
-            return "", False
-        status = subprocess.run(
-            ["git", "-C", str(path), "status", "--porcelain", "--untracked-files=no", "."],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            stdin=subprocess.DEVNULL,
-        )
-        return rev.stdout.strip(), bool(status.stdout.strip())
-    except (OSError, subprocess.SubprocessError):
-        return "", False

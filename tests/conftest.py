@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,7 +12,7 @@ REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "sample-go-service"
 
 
-def _require_go() -> bool:
+def _require_tools() -> bool:
     # CI sets LEAKGATE_REQUIRE_GO=1: a missing toolchain must fail the run, never skip it.
     return os.environ.get("LEAKGATE_REQUIRE_GO") == "1" or os.environ.get("CI") == "true"
 
@@ -31,7 +33,30 @@ def _guard_user_files(
 def go_bin() -> str:
     go = shutil.which("go")
     if go is None:
-        if _require_go():
+        if _require_tools():
             pytest.fail("the Go toolchain is required on CI but `go` is not on PATH")
         pytest.skip("Go toolchain not installed")
     return go
+
+
+@pytest.fixture(scope="session")
+def wrk() -> str:
+    path = shutil.which("wrk")
+    if path is None:
+        if _require_tools():
+            pytest.fail("wrk is required on CI but is not on PATH (apt-get install wrk)")
+        pytest.skip("wrk not installed")
+    return path
+
+
+@pytest.fixture
+def marker() -> Iterator[str]:
+    """An environment entry to pass with --env: finds the test's service processes, and fails
+    the test if any is still running after it."""
+    from .gate import kill_leftovers, processes_with_env
+
+    mark = f"LEAKGATE_TEST_RUN={uuid.uuid4().hex}"
+    yield mark
+    leftovers = processes_with_env(mark)
+    kill_leftovers(mark)
+    assert leftovers == [], f"processes left running: {leftovers}"

@@ -5,26 +5,16 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import uuid
 from pathlib import Path
 
 import pytest
 
 from .conftest import SAMPLE
-from .gate import kill_leftovers, processes_with_env, run_gate, write_config
+from .gate import run_gate, write_config
 
 pytestmark = [pytest.mark.go, pytest.mark.slow]
 
 FAST = "trials: 4\n"
-
-
-@pytest.fixture
-def marker() -> str:
-    mark = f"LEAKGATE_TEST_RUN={uuid.uuid4().hex}"
-    yield mark
-    leftovers = processes_with_env(mark)
-    kill_leftovers(mark)
-    assert leftovers == [], f"processes left running: {leftovers}"
 
 
 def _git(repo: Path, *args: str) -> str:

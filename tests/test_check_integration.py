@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,6 @@ from .conftest import SAMPLE
 from .gate import (
     GateRun,
     go_module,
-    kill_leftovers,
     processes_with_env,
     run_gate,
     start_gate,
@@ -34,15 +32,6 @@ LEAK_CHECKS = {
     "unclosed": {"goroutine_growth"},
     "context": {"retained_per_request"},
 }
-
-
-@pytest.fixture
-def marker() -> str:
-    mark = f"LEAKGATE_TEST_RUN={uuid.uuid4().hex}"
-    yield mark
-    leftovers = processes_with_env(mark)
-    kill_leftovers(mark)
-    assert leftovers == [], f"processes left running: {leftovers}"
 
 
 def _check(tmp_path: Path, marker: str, *env: str, config_extra: str = "") -> GateRun:
@@ -228,21 +217,9 @@ def test_without_agent_uses_the_services_own_pprof_and_expvar(
     assert record["environment"]["heap_live_source"] == "pprof+expvar"
 
 
-@pytest.fixture
-def wrk_bin() -> str:
-    import shutil
-
-    found = shutil.which("wrk")
-    if found is None:
-        if os.environ.get("CI") == "true" or os.environ.get("LEAKGATE_REQUIRE_GO") == "1":
-            pytest.fail("wrk is required on CI but is not installed")
-        pytest.skip("wrk not installed")
-    return found
-
-
 @pytest.mark.parametrize(("mode", "expected"), [("", 0), ("globalmap", 1)])
 def test_check_with_wrk(
-    go_bin: str, wrk_bin: str, tmp_path: Path, marker: str, mode: str, expected: int
+    go_bin: str, wrk: str, tmp_path: Path, marker: str, mode: str, expected: int
 ) -> None:
     config = write_config(tmp_path / "leakgate.yml")
     config.write_text(config.read_text().replace("  rate: auto\n", "  tool: wrk\n"))

@@ -8,7 +8,6 @@ import json
 import math
 import os
 import re
-import shutil
 import signal
 import subprocess
 import time
@@ -573,20 +572,6 @@ func main() {
 	http.Serve(ln, mux)
 }
 """
-
-
-def _require_tools() -> bool:
-    return os.environ.get("CI") == "true" or os.environ.get("LEAKGATE_REQUIRE_GO") == "1"
-
-
-@pytest.fixture(scope="session")
-def wrk() -> str:
-    path = shutil.which("wrk")
-    if path is None:
-        if _require_tools():
-            pytest.fail("wrk is required on CI but is not on PATH (apt-get install wrk)")
-        pytest.skip("wrk not installed")
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,64 @@
+"""The environment a run is recorded with, so a baseline from another machine is flagged."""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import subprocess
+from pathlib import Path
+
+from leakgate import __version__
+from leakgate.build import GoToolchain
+from leakgate.model import Environment
+
+
+def describe_environment(go: GoToolchain, package_dir: Path) -> Environment:
+    """What a baseline must match to be comparable: toolchain, CPU, leakgate, revision."""
+    rev, dirty = _git_revision(package_dir)
+    return Environment(
+        leakgate_version=__version__,
+        python_version=platform.python_version(),
+        go_version=go.version,
+        goos=go.goos,
+        goarch=go.goarch,
+        num_cpu=os.cpu_count(),
+        cpu_model=_cpu_model(),
+        hostname=socket.gethostname(),
+        git_revision=rev,
+        git_dirty=dirty,
+    )
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _git_revision(path: Path) -> tuple[str, bool]:
+    try:
+        rev = subprocess.run(
+            ["git", "-C", str(path), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            stdin=subprocess.DEVNULL,
+        )
+        if rev.returncode != 0:
+            return "", False
+        status = subprocess.run(
+            ["git", "-C", str(path), "status", "--porcelain", "--untracked-files=no", "."],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            stdin=subprocess.DEVNULL,
+        )
+        return rev.stdout.strip(), bool(status.stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        return "", False
