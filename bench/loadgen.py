@@ -15,6 +15,7 @@ first half of the CPUs, generator on the other half) and print each ratio:
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -81,6 +82,11 @@ def drive(
         return proc.result()
     finally:
         proc.stop()
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> int:
@@ -218,7 +224,8 @@ def main() -> int:
                     if sampler:
                         sampler.stop()
 
-            for r in range(opts.rounds):
+            # The noisiest figure (one 5 s run varies by about 10% on a shared VM): 3x the pairs.
+            for r in range(opts.rounds * 3):
                 # ABBA order, so a drift within a round does not favour one side
                 if r % 2 == 0:
                     without = closed_rate(False, "n.json")
@@ -231,6 +238,16 @@ def main() -> int:
                     f"  round {r + 1}: without probes {without:,.0f}, with {with_probes:,.0f}, "
                     f"ratio {with_probes / without:.3f}"
                 )
+            # The probe's own cost, directly: the service's CPU time per sample.
+            cpu_before = _cpu_seconds(svc.pid or 0)
+            source = AgentSource(addr)
+            for _ in range(200):
+                source.sample()
+            per_sample = (_cpu_seconds(svc.pid or 0) - cpu_before) / 200
+        print(
+            f"service CPU per probe sample: {per_sample * 1e3:.2f} ms, i.e. "
+            f"{per_sample:.2%} of one core at 1 Hz"
+        )
         pr = statistics.median(probe_ratios)
         print(
             f"throughput with 1 Hz probes / without, median of {len(probe_ratios)}: "
