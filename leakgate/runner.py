@@ -157,7 +157,7 @@ class Runner:
         self.command = command
         self.base_revision = base_revision
         self.seed = seed if seed is not None else random.SystemRandom().randrange(2**31)
-        self.report_dir = report_dir
+        self.report_dir = report_dir.resolve()
         self.reporter = reporter or Reporter()
         self.trials: list[Trial] = []
         self.current: _TrialState | None = None

@@ -145,6 +145,8 @@ class Service:
         self.env["PORT"] = str(self.port)
         if gomaxprocs and "GOMAXPROCS" not in env:
             self.env["GOMAXPROCS"] = str(gomaxprocs)
+        # Absolute: the service runs in its own directory, not leakgate's.
+        log_path = log_path.resolve()
         self.agent_file = log_path.with_name(log_path.stem + ".agent-addr")
         if agent:
             self.env["LEAKGATE_AGENT_ADDR"] = "127.0.0.1:0"

@@ -263,3 +263,33 @@ def test_wrk_missing_exits_5_with_install_hint(go_bin: str, tmp_path: Path, mark
     )
     assert proc.returncode == 5, proc.stdout + proc.stderr
     assert "wrk is not installed" in proc.stderr and "apt-get install wrk" in proc.stderr
+
+
+def test_default_relative_report_dir(go_bin: str, tmp_path: Path, marker: str) -> None:
+    """With no --out, reports go to ./.leakgate of the working directory, whichever directory
+    the service runs in."""
+    import subprocess
+    import sys
+
+    config = write_config(tmp_path / "leakgate.yml", warmup="1s", duration="3s")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "leakgate",
+            "check",
+            str(SAMPLE),
+            "--config",
+            str(config),
+            "--env",
+            marker,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (tmp_path / ".leakgate" / "junit.xml").is_file()
+    assert (tmp_path / ".leakgate" / "trial-1" / "heap-drain.pb.gz").is_file()
