@@ -41,7 +41,10 @@ def judge(record: RunRecord, config: Config, baseline: RunRecord | None = None) 
     if not trials:
         notes.append("no trial completed: nothing was judged")
     else:
-        checks.append(_combine("service_alive", trials, _service_alive, limit=None, unit=""))
+        # One trial whose service died is enough: a crash is never noise.
+        checks.append(
+            _combine("service_alive", trials, _service_alive, None, "", any_fail_fails=True)
+        )
         for name in _limit_order(config):
             limit = config.threshold(name).max
             assert limit is not None
@@ -51,7 +54,7 @@ def judge(record: RunRecord, config: Config, baseline: RunRecord | None = None) 
                     trials,
                     _limit_rule(name, limit, error_limit),
                     limit,
-                    _LIMIT_UNITS.get(name, METRICS[name].unit),
+                    METRICS[name].unit,
                 )
             )
     if baseline is not None:
@@ -209,7 +212,11 @@ def _combine(
     judge_trial: Callable[[Trial], TrialResult],
     limit: float | None,
     unit: str,
+    *,
+    any_fail_fails: bool = False,
 ) -> Check:
+    """One check over every trial: the median value; fails when at least half the trials fail
+    it, or when any does with `any_fail_fails`."""
     results = [judge_trial(t) for t in trials]
     values = [r.value for r in results if r.value is not None]
     value = analysis.median(values) if values else None
@@ -218,8 +225,7 @@ def _combine(
     status: CheckStatus
     if not judged:
         status = "no_data"
-    elif fails and (name == "service_alive" or fails * 2 >= len(results)):
-        # One trial whose service died is enough: a crash is never noise.
+    elif fails and (any_fail_fails or fails * 2 >= len(results)):
         status = "fail"
     elif any(r.status in ("fail", "warn") for r in results):
         status = "warn"
@@ -373,7 +379,6 @@ def _latency(
 
 
 _LEAK_CHECKS = ("retained_per_request", "goroutine_growth")
-_LIMIT_UNITS = {"retained_per_request": "B/request", "goroutine_growth": "goroutines"}
 _LATENCY_QUANTILES = {"p50_latency": 50.0, "p95_latency": 95.0, "p99_latency": 99.0}
 
 

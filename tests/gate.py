@@ -55,8 +55,13 @@ class GateRun:
         return cases
 
 
-def write_config(path: Path, warmup: str = "2s", duration: str = "8s", extra: str = "") -> Path:
-    path.write_text(SHORT_CONFIG.format(warmup=warmup, duration=duration) + extra)
+def write_config(
+    path: Path, warmup: str = "2s", duration: str = "8s", extra: str = "", tool: str = "builtin"
+) -> Path:
+    text = SHORT_CONFIG.format(warmup=warmup, duration=duration) + extra
+    if tool == "wrk":  # wrk runs closed loop only
+        text = text.replace("  rate: auto\n", "  tool: wrk\n")
+    path.write_text(text)
     return path
 
 
@@ -66,16 +71,26 @@ def gate_command(*args: str, command: str = "check") -> list[str]:
     return [sys.executable, "-m", "leakgate", *command.split(), *args]
 
 
-def run_gate(args: list[str], out: Path, timeout: float = 240, command: str = "check") -> GateRun:
+def run_gate(
+    args: list[str],
+    out: Path | None,
+    timeout: float = 240,
+    command: str = "check",
+    cwd: Path = REPO,
+    env: dict[str, str] | None = None,
+) -> GateRun:
+    """Run leakgate; `out` None leaves the report directory to its default (./.leakgate)."""
+    out_args = ["--out", str(out)] if out is not None else []
     proc = subprocess.run(
-        gate_command(*args, "--out", str(out), command=command),
+        gate_command(*args, *out_args, command=command),
         capture_output=True,
         text=True,
         timeout=timeout,
-        cwd=REPO,
+        cwd=cwd,
+        env=env,
         stdin=subprocess.DEVNULL,
     )
-    return GateRun(proc.returncode, proc.stdout, proc.stderr, out)
+    return GateRun(proc.returncode, proc.stdout, proc.stderr, out or cwd / ".leakgate")
 
 
 def start_gate(args: list[str], out: Path) -> subprocess.Popen[str]:

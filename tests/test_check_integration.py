@@ -221,8 +221,7 @@ def test_without_agent_uses_the_services_own_pprof_and_expvar(
 def test_check_with_wrk(
     go_bin: str, wrk: str, tmp_path: Path, marker: str, mode: str, expected: int
 ) -> None:
-    config = write_config(tmp_path / "leakgate.yml")
-    config.write_text(config.read_text().replace("  rate: auto\n", "  tool: wrk\n"))
+    config = write_config(tmp_path / "leakgate.yml", tool="wrk")
     run = run_gate(
         [str(SAMPLE), "--config", str(config), "--env", marker, "--env", f"LEAK={mode}"],
         tmp_path / "out",
@@ -234,62 +233,25 @@ def test_check_with_wrk(
 
 
 def test_wrk_missing_exits_5_with_install_hint(go_bin: str, tmp_path: Path, marker: str) -> None:
-    import subprocess
-    import sys
-
     bindir = tmp_path / "bin"
     bindir.mkdir()
     (bindir / "go").symlink_to(go_bin)
-    config = write_config(tmp_path / "leakgate.yml")
-    config.write_text(config.read_text().replace("  rate: auto\n", "  tool: wrk\n"))
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "leakgate",
-            "check",
-            str(SAMPLE),
-            "--config",
-            str(config),
-            "--out",
-            str(tmp_path / "out"),
-            "--env",
-            marker,
-        ],
-        capture_output=True,
-        text=True,
+    config = write_config(tmp_path / "leakgate.yml", tool="wrk")
+    run = run_gate(
+        [str(SAMPLE), "--config", str(config), "--env", marker],
+        tmp_path / "out",
         timeout=120,
         env={**os.environ, "PATH": str(bindir)},
     )
-    assert proc.returncode == 5, proc.stdout + proc.stderr
-    assert "wrk is not installed" in proc.stderr and "apt-get install wrk" in proc.stderr
+    assert run.returncode == 5, run.output
+    assert "wrk is not installed" in run.stderr and "apt-get install wrk" in run.stderr
 
 
 def test_default_relative_report_dir(go_bin: str, tmp_path: Path, marker: str) -> None:
     """With no --out, reports go to ./.leakgate of the working directory, whichever directory
     the service runs in."""
-    import subprocess
-    import sys
-
     config = write_config(tmp_path / "leakgate.yml", warmup="1s", duration="3s")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "leakgate",
-            "check",
-            str(SAMPLE),
-            "--config",
-            str(config),
-            "--env",
-            marker,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        cwd=tmp_path,
-        stdin=subprocess.DEVNULL,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run = run_gate([str(SAMPLE), "--config", str(config), "--env", marker], None, cwd=tmp_path)
+    assert run.returncode == 0, run.output
     assert (tmp_path / ".leakgate" / "junit.xml").is_file()
     assert (tmp_path / ".leakgate" / "trial-1" / "heap-drain.pb.gz").is_file()
