@@ -32,6 +32,15 @@ const (
 	defaultLeakBytes = 256
 	maxLeakBytes     = 1 << 20
 	maxSlowPercent   = 10000
+
+	// defaultStockLatency is the simulated round trip to the inventory
+	// database that every product and order request makes. It dominates the
+	// request's latency the way a real downstream call does, so SLOW=20
+	// shows as about 20% more latency end to end. 10 ms, not less: an idle
+	// Go scheduler wakes sleepers with millisecond granularity, which would
+	// blur a 20% change of a shorter wait.
+	defaultStockLatency = 10 * time.Millisecond
+	maxStockLatency     = 10 * time.Second
 )
 
 // Valid values of the LEAK environment variable ("" means clean).
@@ -63,8 +72,9 @@ func parseLeak(s string) (string, error) {
 		s, strings.Join(leakModes[:len(leakModes)-1], ", "), modeBoundedCache)
 }
 
-// parseSlow validates SLOW: an integer percentage of extra CPU work per
-// request ("20" or "20%"); empty means 0.
+// parseSlow validates SLOW: an integer percentage by which each product or
+// order request's own work (pricing CPU and the stock lookup) takes longer
+// ("20" or "20%"); empty means 0.
 func parseSlow(s string) (int, error) {
 	if s == "" {
 		return 0, nil
@@ -74,6 +84,19 @@ func parseSlow(s string) (int, error) {
 		return 0, fmt.Errorf("invalid SLOW=%q: want an integer percentage between 0 and %d", s, maxSlowPercent)
 	}
 	return n, nil
+}
+
+// parseStockLatency validates STOCK_LATENCY, a Go duration ("4ms", "0s");
+// empty means defaultStockLatency.
+func parseStockLatency(s string) (time.Duration, error) {
+	if s == "" {
+		return defaultStockLatency, nil
+	}
+	d, err := time.ParseDuration(strings.TrimSpace(s))
+	if err != nil || d < 0 || d > maxStockLatency {
+		return 0, fmt.Errorf("invalid STOCK_LATENCY=%q: want a duration between 0s and %s", s, maxStockLatency)
+	}
+	return d, nil
 }
 
 // parseLeakBytes validates LEAK_BYTES (bytes kept per request by globalmap).
@@ -122,6 +145,23 @@ func priceWork(seed string, rounds int) [32]byte {
 		sum = sha256.Sum256(buf[:])
 	}
 	return sum
+}
+
+// stockWait is the time the stock lookup takes: base, plus percent% of it
+// under SLOW.
+func stockWait(base time.Duration, percent int) time.Duration {
+	return base + base*time.Duration(percent)/100
+}
+
+// lookupStock simulates the inventory database round trip (a wait that
+// costs no CPU, like network I/O) and returns the stock level of sku.
+//
+//go:noinline
+func lookupStock(sku string, wait time.Duration) int {
+	if wait > 0 {
+		time.Sleep(wait)
+	}
+	return stockLevel(sku)
 }
 
 // slowRounds is the extra work SLOW=percent adds on top of baseRounds.

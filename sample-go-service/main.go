@@ -4,7 +4,10 @@
 //	LEAK=<mode>      "" (clean), globalmap, goroutine, keyedcache, unclosed,
 //	                 context, or boundedcache (a capped cache, not a leak)
 //	LEAK_BYTES=<n>   bytes kept per request by LEAK=globalmap (default 256)
-//	SLOW=<percent>   extra CPU work per request on top of the base (default 0)
+//	SLOW=<percent>   each product/order request's own work (pricing CPU and
+//	                 the stock lookup) takes this much longer (default 0)
+//	STOCK_LATENCY=<d> simulated inventory-database round trip per product or
+//	                 order request (Go duration, default 10ms; 0s disables it)
 //	PORT=<port>      listen on 127.0.0.1:PORT when -addr is not given
 //
 // The service serves /debug/pprof/ and /debug/vars from http.DefaultServeMux.
@@ -75,7 +78,8 @@ func main() {
 type config struct {
 	leak      string // "" means clean
 	leakBytes int
-	slow      int // percent of extra CPU work
+	slow      int           // percent of extra work per request
+	stock     time.Duration // simulated stock lookup latency
 }
 
 func loadConfig(getenv func(string) string) (config, error) {
@@ -88,6 +92,9 @@ func loadConfig(getenv func(string) string) (config, error) {
 		return cfg, err
 	}
 	if cfg.slow, err = parseSlow(getenv("SLOW")); err != nil {
+		return cfg, err
+	}
+	if cfg.stock, err = parseStockLatency(getenv("STOCK_LATENCY")); err != nil {
 		return cfg, err
 	}
 	return cfg, nil
@@ -149,8 +156,8 @@ func run(ctx context.Context, addr string, cfg config, mux *http.ServeMux, stdou
 		_ = srv.Close()
 		return err
 	}
-	log.Printf("serving on %s (leak=%q leak_bytes=%d slow=%d%%, pricing upstream %s)",
-		ln.Addr(), cfg.leak, cfg.leakBytes, cfg.slow, up.URL)
+	log.Printf("serving on %s (leak=%q leak_bytes=%d slow=%d%% stock_latency=%s, pricing upstream %s)",
+		ln.Addr(), cfg.leak, cfg.leakBytes, cfg.slow, cfg.stock, up.URL)
 
 	select {
 	case err := <-errc:
@@ -416,11 +423,13 @@ func priceCents(sum [32]byte) int64 {
 	return 199 + int64(binary.BigEndian.Uint32(sum[:4])%99800)
 }
 
-// product runs the per-request CPU work (pricing plus the SLOW share) and
-// builds the product for sku. The result does not depend on SLOW.
+// product runs the per-request work (pricing plus the SLOW share, and the
+// stock lookup) and builds the product for sku. The result does not depend
+// on SLOW.
 func (a *app) product(sku string) product {
 	sum := priceWork(sku, baseRounds)
 	_ = slowWork(sku, a.cfg.slow)
+	stock := lookupStock(sku, stockWait(a.cfg.stock, a.cfg.slow))
 	t1 := sum[7] % 8
 	t2 := (t1 + 1 + sum[8]%7) % 8
 	return product{
@@ -430,7 +439,7 @@ func (a *app) product(sku string) product {
 		PriceCents:  priceCents(sum),
 		Currency:    "EUR",
 		Tags:        []string{tagPool[t1], tagPool[t2]},
-		Stock:       stockLevel(sku),
+		Stock:       stock,
 	}
 }
 

@@ -287,6 +287,19 @@ func TestParseSlow(t *testing.T) {
 	if slowRounds(20) != baseRounds/5 || slowRounds(100) != baseRounds || slowRounds(0) != 0 {
 		t.Fatalf("slowRounds: 20%%->%d 100%%->%d", slowRounds(20), slowRounds(100))
 	}
+	if stockWait(4*time.Millisecond, 20) != 4800*time.Microsecond || stockWait(0, 50) != 0 {
+		t.Fatalf("stockWait(4ms, 20%%) = %s", stockWait(4*time.Millisecond, 20))
+	}
+	for in, want := range map[string]time.Duration{"": defaultStockLatency, "0s": 0, "2ms": 2 * time.Millisecond} {
+		if got, err := parseStockLatency(in); err != nil || got != want {
+			t.Errorf("parseStockLatency(%q) = %s, %v; want %s", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"4", "-1ms", "fast", "1h"} {
+		if _, err := parseStockLatency(in); err == nil {
+			t.Errorf("parseStockLatency(%q) accepted", in)
+		}
+	}
 	// SLOW only adds cost; the product is unchanged.
 	fast := (&app{}).product("sku-1")
 	slow := (&app{cfg: config{slow: 200}}).product("sku-1")
@@ -322,7 +335,7 @@ func TestParseLeak(t *testing.T) {
 	}
 	env := map[string]string{"LEAK": "globalmap", "LEAK_BYTES": "64", "SLOW": "20"}
 	cfg, err := loadConfig(func(k string) string { return env[k] })
-	if err != nil || cfg != (config{leak: modeGlobalMap, leakBytes: 64, slow: 20}) {
+	if err != nil || cfg != (config{leak: modeGlobalMap, leakBytes: 64, slow: 20, stock: defaultStockLatency}) {
 		t.Fatalf("loadConfig = %+v, %v", cfg, err)
 	}
 	env["SLOW"] = "fast"
