@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# action.yml, report step (runs even when the gate failed or was cancelled): append leakgate's
+# summary.md to the job summary and set the action's outputs from verdict.json.
+set -euo pipefail
+
+workdir=${INPUT_WORKING_DIRECTORY:-.}
+report_dir=${INPUT_REPORT_DIR:-.leakgate}
+case $report_dir in
+/*) ;;
+*) report_dir="$(cd -- "$workdir" 2>/dev/null && pwd || echo "$PWD/$workdir")/$report_dir" ;;
+esac
+
+verdict=error
+if [ -f "$report_dir/verdict.json" ]; then
+    verdict=$("${LEAKGATE_PYTHON:-python3}" -c '
+import json, sys
+status = json.load(open(sys.argv[1])).get("status")
+print(status if status in ("pass", "fail", "error", "interrupted") else "error")
+' "$report_dir/verdict.json" 2>/dev/null) || verdict=error
+fi
+
+summary="$report_dir/summary.md"
+if [ -n "${GITHUB_STEP_SUMMARY:-}" ]; then
+    # GitHub refuses a step summary over 1 MiB; leakgate keeps summary.md well under that.
+    if [ -s "$summary" ] && [ "$(wc -c <"$summary")" -lt 1048576 ]; then
+        cat -- "$summary" >>"$GITHUB_STEP_SUMMARY"
+    else
+        printf '**leakgate**: %s (exit code %s), no summary.md to show: %s\n' \
+            "$verdict" "${GATE_EXIT_CODE:-unknown}" 'the log of the step "Run leakgate" says why.' \
+            >>"$GITHUB_STEP_SUMMARY"
+    fi
+fi
+
+# The heredoc form, with a delimiter the value cannot contain, keeps any path on one output.
+output() {
+    local delimiter="leakgate_${RANDOM}${RANDOM}${RANDOM}"
+    while [[ $2 == *"$delimiter"* ]]; do
+        delimiter+=$RANDOM
+    done
+    printf '%s<<%s\n%s\n%s\n' "$1" "$delimiter" "$2" "$delimiter" >>"${GITHUB_OUTPUT:-/dev/null}"
+}
+
+junit="$report_dir/junit.xml"
+[ -f "$junit" ] || junit=""
+output verdict "$verdict"
+output report-dir "$report_dir"
+output junit "$junit"
