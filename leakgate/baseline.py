@@ -61,24 +61,7 @@ def load_baseline(path: Path) -> RunRecord:
     a newer leakgate (schema_version above this one's); a record without usable trials.
     The file is only read.
     """
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        raise BaselineError(f"{path}: no baseline there; {_record_hint(path)}") from None
-    except OSError as e:
-        raise BaselineError(f"{path}: cannot read the baseline: {e.strerror or e}") from None
-    if path.is_dir():
-        raise BaselineError(f"{path}: is a directory, not a baseline file")
-    if size > MAX_BASELINE_BYTES:
-        raise BaselineError(f"{path}: {size} bytes, over the {_size_limit()} limit for a baseline")
-    try:
-        with path.open("rb") as f:
-            raw = f.read(MAX_BASELINE_BYTES + 1)  # the file may have grown since stat
-    except OSError as e:
-        raise BaselineError(f"{path}: cannot read the baseline: {e.strerror or e}") from None
-    if len(raw) > MAX_BASELINE_BYTES:
-        raise BaselineError(f"{path}: over the {_size_limit()} limit for a baseline")
-    record = _parse(path, raw)
+    record = _read(path, "baseline", f"; {_record_hint(path)}")
     if not record.trials:
         raise BaselineError(f"{path}: the baseline has no trials; {_record_hint(path)}")
     if not baseline_trials(record):
@@ -89,13 +72,39 @@ def load_baseline(path: Path) -> RunRecord:
     return record
 
 
-def _parse(path: Path, raw: bytes) -> RunRecord:
+def load_run(path: Path) -> RunRecord:
+    """Read a saved run.json for `leakgate report`, refused like a baseline when unusable."""
+    return _read(path, "run record", "")
+
+
+def _read(path: Path, what: str, hint: str) -> RunRecord:
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise BaselineError(f"{path}: no {what} there{hint}") from None
+    except OSError as e:
+        raise BaselineError(f"{path}: cannot read the {what}: {e.strerror or e}") from None
+    if path.is_dir():
+        raise BaselineError(f"{path}: is a directory, not a {what} file")
+    if size > MAX_BASELINE_BYTES:
+        raise BaselineError(f"{path}: {size} bytes, over the {_size_limit()} limit for a {what}")
+    try:
+        with path.open("rb") as f:
+            raw = f.read(MAX_BASELINE_BYTES + 1)  # the file may have grown since stat
+    except OSError as e:
+        raise BaselineError(f"{path}: cannot read the {what}: {e.strerror or e}") from None
+    if len(raw) > MAX_BASELINE_BYTES:
+        raise BaselineError(f"{path}: over the {_size_limit()} limit for a {what}")
+    return _parse(path, raw, what, hint)
+
+
+def _parse(path: Path, raw: bytes, what: str, hint: str) -> RunRecord:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise BaselineError(f"{path}: not a baseline: not UTF-8 text (byte {e.start})") from None
+        raise BaselineError(f"{path}: not a {what}: not UTF-8 text (byte {e.start})") from None
     if not text.strip():
-        raise BaselineError(f"{path}: the baseline is empty; {_record_hint(path)}")
+        raise BaselineError(f"{path}: the {what} is empty{hint}")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
@@ -104,14 +113,14 @@ def _parse(path: Path, raw: bytes) -> RunRecord:
         body = text.strip()
         if e.pos >= len(body) or (body.startswith("{") and not body.endswith("}")):
             raise BaselineError(
-                f"{path}: the baseline is truncated (its JSON stops before the record is "
-                f"complete: {e.msg} at line {e.lineno}); {_record_hint(path)}"
+                f"{path}: the {what} is truncated (its JSON stops before the record is "
+                f"complete: {e.msg} at line {e.lineno}){hint}"
             ) from None
         raise BaselineError(
-            f"{path}: not a baseline: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}"
+            f"{path}: not a {what}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}"
         ) from None
     except RecursionError:
-        raise BaselineError(f"{path}: not a baseline: JSON nested too deeply") from None
+        raise BaselineError(f"{path}: not a {what}: JSON nested too deeply") from None
     if not isinstance(data, dict):
         raise BaselineError(
             f"{path}: not a leakgate run record: a JSON object was expected, "
@@ -125,7 +134,7 @@ def _parse(path: Path, raw: bytes) -> RunRecord:
     if version > SCHEMA_VERSION:
         raise BaselineError(
             f"{path}: was written by a newer leakgate (schema {version} > {SCHEMA_VERSION}); "
-            "upgrade leakgate or record the baseline again"
+            f"upgrade leakgate{' or record the baseline again' if what == 'baseline' else ''}"
         )
     del data  # from_json parses again; do not hold two copies of a large record
     try:
@@ -133,7 +142,7 @@ def _parse(path: Path, raw: bytes) -> RunRecord:
     except (ValueError, TypeError) as e:
         raise BaselineError(f"{path}: not a valid leakgate run record: {e}") from None
     except RecursionError:
-        raise BaselineError(f"{path}: not a baseline: JSON nested too deeply") from None
+        raise BaselineError(f"{path}: not a {what}: JSON nested too deeply") from None
 
 
 def _json_kind(value: object) -> str:

@@ -15,10 +15,10 @@ from pathlib import Path
 from types import FrameType
 from typing import NoReturn
 
-from leakgate import __version__
+from leakgate import __version__, leaksites
 from leakgate.analysis import baseline_trials
-from leakgate.baseline import load_baseline, save_baseline
-from leakgate.config import Config, apply_overrides, find_config, load_config
+from leakgate.baseline import load_baseline, load_run, save_baseline
+from leakgate.config import Config, apply_overrides, find_config, load_config, quick
 from leakgate.errors import (
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
@@ -29,8 +29,8 @@ from leakgate.errors import (
 from leakgate.gitref import resolve as resolve_ref
 from leakgate.gitref import worktree
 from leakgate.judge import exit_code, inconclusive_metrics, judge, merge_confirmation
-from leakgate.model import RunRecord, Verdict
-from leakgate.report import console, junit, write_all
+from leakgate.model import LeakSites, RunRecord, Verdict, from_plain
+from leakgate.report import Render, console, html, junit, markdown, write_all
 from leakgate.runner import Reporter, Runner
 from leakgate.service import kill_all_groups
 from leakgate.units import parse_duration
@@ -87,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="a RunRecord saved by `leakgate baseline record` to compare against",
     )
+    check.add_argument(
+        "--quick",
+        action="store_true",
+        help="one short trial, leak checks only (for a pre-push hook; under a minute)",
+    )
     baseline = sub.add_parser("baseline", help="record a baseline to compare later runs against")
     baseline_sub = baseline.add_subparsers(
         dest="baseline_command", metavar="ACTION", parser_class=_Parser, required=True
@@ -112,6 +117,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="GIT_REF",
         help="the commit to compare against (e.g. origin/main)",
     )
+    report = sub.add_parser(
+        "report",
+        help="judge a saved run.json again and regenerate every report from it",
+    )
+    report.add_argument("run", metavar="RUN.json", help="a run.json written by check or compare")
+    report.add_argument(
+        "--baseline", metavar="FILE", help="the stored baseline the run was checked against"
+    )
+    report.add_argument(
+        "--out", help="where to write the reports (default: the directory of RUN.json)"
+    )
     return parser
 
 
@@ -120,6 +136,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         if args.command in ("check", "compare", "baseline"):
             return _run(args)
+        if args.command == "report":
+            return _report(args)
         build_parser().print_help()
         return 0
     except SystemExit as e:  # --help and --version
@@ -242,6 +260,10 @@ def _run(args: argparse.Namespace) -> int:
     cfg, package = _load(args)
     command = "baseline record" if args.command == "baseline" else args.command
     baseline = None
+    if getattr(args, "quick", False):
+        if args.baseline or args.trials:
+            raise UsageError("--quick runs one short trial; it takes no --baseline or --trials")
+        cfg = quick(cfg)
     if command == "check" and args.baseline:
         baseline = load_baseline(Path(args.baseline))  # refused before anything starts
     against_baseline = baseline is not None or command in ("compare", "baseline record")
@@ -306,10 +328,18 @@ def _run(args: argparse.Namespace) -> int:
         finally:
             signals.reporting = True
             kill_all_groups()
-    verdict = judge(record, cfg, baseline)
+    verdict = judge(record, cfg, baseline, _leak_sites(record, report_dir))
     if unconfirmed is not None:
         verdict = merge_confirmation(unconfirmed, verdict)
-    written, problems = _write_reports(verdict, record, junit_path, json_path, report_dir, error)
+    written, problems = _write_reports(
+        verdict,
+        record,
+        report_dir,
+        error,
+        baseline=baseline,
+        junit_path=junit_path,
+        json_path=json_path,
+    )
     if command == "baseline record" and error is None and not record.interrupted:
         try:
             save_baseline(record, Path(args.output))
@@ -333,14 +363,45 @@ def _run(args: argparse.Namespace) -> int:
     return exit_code(verdict)
 
 
+def _report(args: argparse.Namespace) -> int:
+    """`leakgate report RUN.json`: the saved record judged again by the config it ran with."""
+    run_path = Path(args.run)
+    record = load_run(run_path)
+    baseline = load_baseline(Path(args.baseline)) if args.baseline else None
+    try:
+        cfg = from_plain(Config, dict(record.config))
+    except (TypeError, ValueError) as e:
+        raise UsageError(f"{run_path}: the run's config cannot be read back: {e}") from None
+    out = Path(args.out) if args.out else run_path.parent
+    _check_writable(out)
+    verdict = judge(record, cfg, baseline, _leak_sites(record, run_path.parent))
+    written, problems = _write_reports(verdict, record, out, None, baseline=baseline)
+    sys.stdout.write(console.render(verdict, record, written))
+    for problem in problems:
+        print(f"leakgate: could not write a report: {problem}", file=sys.stderr)
+    return EXIT_INTERNAL if problems else exit_code(verdict)
+
+
+def _leak_sites(record: RunRecord, profile_dir: Path) -> LeakSites:
+    """Where it leaks, from the profiles under `profile_dir`; a failure here costs a section of
+    the reports, never the verdict."""
+    try:
+        return leaksites.find(record, profile_dir)
+    except Exception as e:  # a bug in the profile analysis must not lose the judged run
+        return LeakSites(notes=(f"leak sites could not be computed: {type(e).__name__}: {e}",))
+
+
 def _write_reports(
     verdict: Verdict,
     record: RunRecord,
-    junit_path: Path,
-    json_path: Path,
     report_dir: Path,
     error: LeakgateError | None,
+    *,
+    baseline: RunRecord | None = None,
+    junit_path: Path | None = None,
+    json_path: Path | None = None,
 ) -> tuple[list[Path], list[str]]:
+    """Every report; run.json only when `json_path` is given (a re-render keeps the record)."""
     junit_error = None
     if error is not None:
         junit_error = (
@@ -348,10 +409,16 @@ def _write_reports(
             f"{error.kind}: {error.message}",
             error.details,
         )
-    return write_all(
-        [
-            (json_path, record.to_json),
-            (report_dir / "verdict.json", verdict.to_json),
-            (junit_path, lambda: junit.render(verdict, record, error=junit_error)),
-        ]
-    )
+    outputs: list[tuple[Path, Render]] = []
+    if json_path is not None:
+        outputs.append((json_path, record.to_json))
+    outputs += [
+        (report_dir / "verdict.json", verdict.to_json),
+        (
+            junit_path or report_dir / "junit.xml",
+            lambda: junit.render(verdict, record, error=junit_error),
+        ),
+        (report_dir / "summary.md", lambda: markdown.render(verdict, record)),
+        (report_dir / "report.html", lambda: html.render(verdict, record, baseline)),
+    ]
+    return write_all(outputs)

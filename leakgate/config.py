@@ -588,6 +588,29 @@ def apply_overrides(
     )
 
 
+# `check --quick`: one short trial that answers "does it leak?" in under a minute (a pre-push
+# hook). Latency limits need longer, steadier trials, so quick mode keeps only the leak checks
+# (and error_rate: leak figures from a service answering errors mean nothing).
+QUICK_WARMUP = 2.0
+QUICK_DURATION = 8.0
+QUICK_METRICS = ("retained_per_request", "goroutine_growth", "error_rate")
+
+
+def quick(cfg: Config) -> Config:
+    """The config for `check --quick`: one trial, short phases, leak checks only."""
+    load = dataclasses.replace(
+        cfg.load,
+        warmup=min(cfg.load.warmup, QUICK_WARMUP),
+        duration=min(cfg.load.duration, QUICK_DURATION),
+    )
+    thresholds = {
+        name: Threshold(max=t.max)
+        for name, t in cfg.thresholds.items()
+        if name in QUICK_METRICS and t.max is not None
+    }
+    return dataclasses.replace(cfg, load=load, trials=1, confirm=0, thresholds=thresholds)
+
+
 def environ_without_leakgate() -> dict[str, str]:
     """The environment for child processes, minus leakgate's own control variables."""
     return {k: v for k, v in os.environ.items() if not k.startswith("LEAKGATE_AGENT")}

@@ -7,6 +7,7 @@ at least half of the trials fail it, so one noisy trial cannot decide alone.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -14,7 +15,15 @@ from functools import partial
 from leakgate import analysis
 from leakgate.compare import METRICS, Comparison, compare, environment_mismatches, metric_values
 from leakgate.config import Config
-from leakgate.model import Check, CheckStatus, ComparisonRow, RunRecord, Trial, Verdict
+from leakgate.model import (
+    Check,
+    CheckStatus,
+    ComparisonRow,
+    LeakSites,
+    RunRecord,
+    Trial,
+    Verdict,
+)
 from leakgate.units import format_duration, format_metric, format_size
 
 
@@ -26,12 +35,18 @@ class TrialResult:
     note: str = ""
 
 
-def judge(record: RunRecord, config: Config, baseline: RunRecord | None = None) -> Verdict:
+def judge(
+    record: RunRecord,
+    config: Config,
+    baseline: RunRecord | None = None,
+    sites: LeakSites | None = None,
+) -> Verdict:
     """Every check of a run, in the order a reader wants them.
 
     Leak and limit checks judge the candidate's trials on their own. Against a baseline (the
     `baseline` side of a `compare` record, or a stored RunRecord) each gated metric is compared
-    too, one value per trial and side.
+    too, one value per trial and side. `sites` (from leaksites.find) are attached to the
+    failing leak checks, top three first.
     """
     trials = [t for t in record.trials if t.side == "candidate"]
     checks: list[Check] = []
@@ -100,7 +115,32 @@ def judge(record: RunRecord, config: Config, baseline: RunRecord | None = None) 
         status = "error"
     else:
         status = "pass"
-    return Verdict(status=status, checks=tuple(checks), notes=tuple(notes), comparisons=rows)  # type: ignore[arg-type]
+    sites = sites or LeakSites()
+    return Verdict(
+        status=status,  # type: ignore[arg-type]
+        checks=tuple(_with_sites(c, sites) for c in checks),
+        notes=tuple(notes),
+        comparisons=rows,
+        leak_sites=sites,
+    )
+
+
+# Which leak sites explain which failing check.
+_HEAP_CHECKS = ("retained_per_request", "heap_live_vs_baseline", "retained_per_request_vs_baseline")
+_GOROUTINE_CHECKS = ("goroutine_growth", "goroutine_growth_vs_baseline")
+TOP_SITES = 3
+
+
+def _with_sites(check: Check, sites: LeakSites) -> Check:
+    if check.status != "fail":
+        return check
+    if check.name in _HEAP_CHECKS:
+        top = sites.heap[:TOP_SITES]
+    elif check.name in _GOROUTINE_CHECKS:
+        top = sites.goroutines[:TOP_SITES]
+    else:
+        return check
+    return dataclasses.replace(check, leak_sites=top) if top else check
 
 
 _LATENCY_METRICS = ("p50_latency", "p95_latency", "p99_latency", "throughput")
@@ -198,7 +238,13 @@ def merge_confirmation(first: Verdict, confirmed: Verdict) -> Verdict:
     if status in ("pass", "fail"):
         status = "fail" if any(c.status == "fail" for c in checks) else "pass"
     notes = (*confirmed.notes, f"confirmed with more trials: {', '.join(sorted(redo))}")
-    return Verdict(status=status, checks=checks, notes=notes, comparisons=rows)
+    return Verdict(
+        status=status,
+        checks=checks,
+        notes=notes,
+        comparisons=rows,
+        leak_sites=confirmed.leak_sites,
+    )
 
 
 def exit_code(verdict: Verdict) -> int:

@@ -147,6 +147,7 @@ class Trial:
     measure_seconds: float = 0.0
     offered_rate: float | None = None
     notes: tuple[str, ...] = ()
+    trace: str | None = None  # runtime/trace taken while goroutines grew (report-dir relative)
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +212,7 @@ class Check:
     limit: float | None = None
     unit: str = ""
     evidence: tuple[str, ...] = ()
+    leak_sites: tuple[LeakSite, ...] = ()  # failing leak checks: the top sites, worst first
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,11 +235,48 @@ class ComparisonRow:
 
 
 @dataclass(frozen=True, slots=True)
+class LeakSite:
+    """Where the live heap or the goroutines grew between the warm-up and drain checkpoints.
+
+    `function`, `file` and `line` name the first frame from the leaf that is the service's own
+    code (not the runtime or the standard library); `stack` holds the frames as
+    "function (file:line)", leaf first. Figures are summed over the trials where the site grew.
+    """
+
+    kind: Literal["heap", "goroutine"]
+    function: str
+    file: str
+    line: int
+    growth: float  # bytes of inuse_space (heap) or goroutines
+    objects: int | None = None  # inuse_objects growth (heap only)
+    share: float = 0.0  # of the total growth of its kind, 0..1
+    state: str = ""  # goroutines: what they are blocked in ("chan send", "select", ...)
+    trials: int = 0  # trials in which this site grew
+    leaked: bool = False  # goroutines: also in the runtime's goroutineleak profile
+    caller: str = ""  # the service's own function that called `function`, when another one
+    stack: tuple[str, ...] = ()
+    description: str = ""  # one line a developer can act on
+
+
+@dataclass(frozen=True, slots=True)
+class LeakSites:
+    """The leak sites of one run's candidate trials, with the profiles they came from."""
+
+    heap: tuple[LeakSite, ...] = ()
+    goroutines: tuple[LeakSite, ...] = ()
+    heap_command: str = ""  # `go tool pprof -diff_base ...` for the trial shown
+    goroutine_command: str = ""
+    trace: str | None = None  # runtime/trace file captured while goroutines grew
+    notes: tuple[str, ...] = ()  # profiles that could not be read, and why
+
+
+@dataclass(frozen=True, slots=True)
 class Verdict:
     status: VerdictStatus
     checks: tuple[Check, ...] = ()
     notes: tuple[str, ...] = ()
     comparisons: tuple[ComparisonRow, ...] = ()
+    leak_sites: LeakSites = field(default_factory=LeakSites)
 
     @property
     def failed(self) -> tuple[Check, ...]:
@@ -264,6 +303,11 @@ def to_plain(obj: Any) -> Any:
 
 
 T = TypeVar("T")
+
+
+def from_plain(cls: type[T], data: Any) -> T:
+    """The inverse of to_plain for any of leakgate's dataclasses (a Config saved in a record)."""
+    return _build(cls, data)
 
 
 def _build(cls: type[T], data: Any) -> T:

@@ -3,6 +3,7 @@ net/http/pprof + expvar endpoints, and /proc. Every read is size-capped and pars
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
@@ -106,11 +107,26 @@ class RuntimeSource:
             raise ProbeError(f"empty {name} profile")
         if "debug=" not in query and not body.startswith(b"\x1f\x8b"):
             raise ProbeError(f"{name} profile is not gzip-compressed protobuf")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(dest.name + ".tmp")
-        tmp.write_bytes(body)
-        tmp.replace(dest)
-        return dest
+        return _save(body, dest)
+
+    def save_trace(self, dest: Path, seconds: float) -> Path:
+        """A runtime/trace of the next `seconds`, for `go tool trace`."""
+        body = fetch(
+            f"{self.base_url}/debug/pprof/trace?seconds={seconds:g}",
+            timeout=seconds + 15.0,
+            max_bytes=MAX_PROFILE_BYTES,
+        )
+        if not body.startswith(b"go 1."):  # every Go execution trace starts "go 1.NN trace"
+            raise ProbeError("the trace endpoint did not return a Go execution trace")
+        return _save(body, dest)
+
+
+def _save(body: bytes, dest: Path) -> Path:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".tmp")
+    tmp.write_bytes(body)
+    tmp.replace(dest)
+    return dest
 
 
 class AgentSource(RuntimeSource):
@@ -241,10 +257,24 @@ def quiet_goroutines(
         delay = min(delay * 1.6, 0.5)
 
 
-class Sampler:
-    """Samples the runtime and RSS at a fixed interval on a background thread."""
+@dataclass(frozen=True, slots=True)
+class TracePlan:
+    """Take a runtime/trace of `seconds` once `after` seconds have passed, if the goroutine
+    count has grown by more than `growth` since the first sample by then."""
 
-    def __init__(self, source: RuntimeSource, pid: int, interval: float) -> None:
+    after: float
+    seconds: float
+    growth: float
+    dest: Path
+
+
+class Sampler:
+    """Samples the runtime and RSS at a fixed interval on a background thread; with a
+    TracePlan, also captures an execution trace while goroutines leak."""
+
+    def __init__(
+        self, source: RuntimeSource, pid: int, interval: float, trace: TracePlan | None = None
+    ) -> None:
         self.source = source
         self.pid = pid
         self.interval = interval
@@ -257,6 +287,9 @@ class Sampler:
         self.rss_peak: int | None = None
         self.errors = 0
         self.latest: RuntimeSample | None = None
+        self.trace_plan = trace
+        self.trace_path: Path | None = None
+        self._tracer: threading.Thread | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="leakgate-sampler", daemon=True)
         self._t0 = 0.0
@@ -269,16 +302,34 @@ class Sampler:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=10)
+        if self._tracer is not None and self._tracer.is_alive() and self.trace_plan:
+            self._tracer.join(timeout=self.trace_plan.seconds + 15.0)
 
     def _run(self) -> None:
         tick = 0
         while not self._stop.is_set():
             t = time.monotonic() - self._t0
             self.sample_once(round(t, 3))
+            self._maybe_trace(t)
             tick += 1
             # Schedule against the start so slow reads do not drift the series.
             next_at = self._t0 + tick * self.interval
             self._stop.wait(max(0.0, next_at - time.monotonic()))
+
+    def _maybe_trace(self, t: float) -> None:
+        plan = self.trace_plan
+        if plan is None or self._tracer is not None or t < plan.after or not self.goroutines:
+            return
+        if self.goroutines[-1][1] - self.goroutines[0][1] <= plan.growth:
+            self._tracer = threading.Thread(target=lambda: None)  # no growth: never trace
+            return
+
+        def capture() -> None:
+            with contextlib.suppress(ProbeError, OSError):
+                self.trace_path = self.source.save_trace(plan.dest, plan.seconds)
+
+        self._tracer = threading.Thread(target=capture, name="leakgate-trace", daemon=True)
+        self._tracer.start()
 
     def sample_once(self, t: float) -> None:
         rss, hwm = read_rss(self.pid)

@@ -38,6 +38,7 @@ from leakgate.probes import (
     ProbeError,
     RuntimeSource,
     Sampler,
+    TracePlan,
     quiet_goroutines,
     read_rss,
 )
@@ -48,6 +49,8 @@ PROBE_MIN_SECONDS = 1.0
 PROBE_MAX_SECONDS = 3.0
 PROGRESS_EVERY_TTY = 1.0
 PROGRESS_EVERY_LOG = 5.0
+TRACE_SECONDS = 2.0
+DEFAULT_TRACE_GROWTH = 16.0
 
 
 class _ServiceDied(Exception):
@@ -80,6 +83,7 @@ class _TrialState:
     measure_seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
     service: ServiceStatus = field(default_factory=ServiceStatus)
+    trace: str | None = None
 
     def measured_anything(self) -> bool:
         return bool(self.warmup_load or self.load or self.checkpoints or self.service.died)
@@ -97,6 +101,7 @@ class _TrialState:
             measure_seconds=self.measure_seconds,
             offered_rate=offered_rate,
             notes=tuple(self.notes),
+            trace=self.trace,
         )
 
 
@@ -337,7 +342,12 @@ class Runner:
                 phase = "load"
                 # Started by _drive once the generator is running: no thread may be alive
                 # while a child is forked (preexec_fn is not safe beside other threads).
-                sampler = Sampler(source, service.pid or 0, cfg.probes.interval)
+                sampler = Sampler(
+                    source,
+                    service.pid or 0,
+                    cfg.probes.interval,
+                    trace=self._trace_plan(trial_dir),
+                )
                 t0 = time.monotonic()
                 try:
                     state.load = load(cfg.load.duration, rate, "measure", sampler)
@@ -346,6 +356,8 @@ class Runner:
                     state.measure_seconds = time.monotonic() - t0
                     state.series = _series(sampler)
                     state.rss_peak = sampler.rss_peak
+                    if sampler.trace_path is not None:
+                        state.trace = _rel(sampler.trace_path, self.report_dir)
                     if sampler.errors:
                         state.notes.append(f"{sampler.errors} runtime samples could not be read")
                 phase = "drain"
@@ -381,6 +393,19 @@ class Runner:
                 say(f"{label}: the service {ended.describe()} during {where}")
                 return
         say(f"{label}: done")
+
+    def _trace_plan(self, trial_dir: Path) -> TracePlan | None:
+        """While goroutines leak, trace the last seconds of the load for `go tool trace`."""
+        duration = self.config.load.duration
+        if duration < TRACE_SECONDS + 3:
+            return None
+        growth = self.config.threshold("goroutine_growth").max
+        return TracePlan(
+            after=duration - TRACE_SECONDS - 1,
+            seconds=TRACE_SECONDS,
+            growth=growth if growth is not None else DEFAULT_TRACE_GROWTH,
+            dest=trial_dir / "trace-measure.out",
+        )
 
     def _source(self, service: Service) -> RuntimeSource:
         if not self.config.service.inject_agent:

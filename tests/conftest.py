@@ -39,14 +39,30 @@ def go_bin() -> str:
     return go
 
 
-@pytest.fixture(scope="session")
-def wrk() -> str:
-    path = shutil.which("wrk")
+def _tool(name: str) -> str:
+    """The path of a command the integration tests need: skipped on a developer box without
+    it, a failure on CI (which installs it with apt-get)."""
+    path = shutil.which(name)
     if path is None:
         if _require_tools():
-            pytest.fail("wrk is required on CI but is not on PATH (apt-get install wrk)")
-        pytest.skip("wrk not installed")
+            pytest.fail(f"{name} is required on CI but is not on PATH (apt-get install {name})")
+        pytest.skip(f"{name} not installed")
     return path
+
+
+@pytest.fixture(scope="session")
+def wrk() -> str:
+    return _tool("wrk")
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    return _tool("chromium")
+
+
+@pytest.fixture(scope="session")
+def shellcheck() -> str:
+    return _tool("shellcheck")
 
 
 @pytest.fixture

@@ -47,6 +47,16 @@ class GateRun:
     def output(self) -> str:
         return self.stdout + self.stderr
 
+    def junit_failures(self) -> dict[str, str]:
+        """testcase name -> failure message, for the failing cases."""
+        xml = JUnitXml.fromfile(str(self.out / "junit.xml"))
+        return {
+            case.name: case.result[0].message
+            for suite in xml
+            for case in suite
+            if case.result and type(case.result[0]).__name__ == "Failure"
+        }
+
     def junit_cases(self) -> dict[str, str]:
         """testcase name -> 'passed' | 'failure' | 'error' | 'skipped'."""
         xml = JUnitXml.fromfile(str(self.out / "junit.xml"))

@@ -33,6 +33,17 @@ LEAK_CHECKS = {
     "context": {"retained_per_request"},
 }
 
+# The function each leak is in, as the reports must name it first, and the check whose JUnit
+# message must name it. An unclosed body's goroutines belong to net/http, so that check names
+# the connection loop; the heap site still names the function.
+LEAK_SITES = {
+    "globalmap": ("main.leakGlobalMap", "retained_per_request", "main.leakGlobalMap"),
+    "goroutine": ("main.leakBlockedGoroutine", "goroutine_growth", "main.leakBlockedGoroutine"),
+    "keyedcache": ("main.leakKeyedCache", "retained_per_request", "main.leakKeyedCache"),
+    "unclosed": ("main.leakUnclosedBody", "goroutine_growth", "persistConn"),
+    "context": ("main.leakContext", "retained_per_request", "main.leakContext"),
+}
+
 
 def _check(tmp_path: Path, marker: str, *env: str, config_extra: str = "") -> GateRun:
     config = write_config(tmp_path / "leakgate.yml", extra=config_extra)
@@ -67,6 +78,15 @@ def test_each_leak_fails_the_gate(go_bin: str, tmp_path: Path, marker: str, mode
     failing = {name for name, kind in cases.items() if kind == "failure"}
     assert LEAK_CHECKS[mode] <= failing, (failing, run.output)
     assert "FAIL" in run.stdout.splitlines()[0]
+    function, check, in_message = LEAK_SITES[mode]
+    message = run.junit_failures()[check]
+    assert "top leak sites: 1) " in message and in_message in message, message
+    summary = (run.out / "summary.md").read_text()
+    where = summary.split("### Where it leaks", 1)[1]
+    first_site = next(line for line in where.splitlines() if line.startswith("| 1 |"))
+    assert function in first_site, where
+    assert "go tool pprof -diff_base trial-1/" in where
+    assert "top leak site: " in run.stdout
 
 
 def test_build_failure_exits_5_with_compiler_message(

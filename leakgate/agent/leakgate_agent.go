@@ -21,6 +21,11 @@
 //	GET      /debug/pprof/trace?seconds=N    execution trace (0.1..30 s, default 1)
 //	GET      /debug/pprof/<name>?debug=N     any pprof.Lookup(name) profile
 //
+// LEAKGATE_AGENT_MEMPROFILERATE, when set, becomes runtime.MemProfileRate
+// (bytes allocated per heap-profile sample; Go's default is 512 KiB, too
+// coarse to place a leak of a few hundred kilobytes). It is set in init, before
+// main allocates, as the runtime documentation asks.
+//
 // Errors are reported on stderr prefixed with "leakgate agent: ". The agent
 // never writes to stdout, never panics out of init and never exits the
 // process.
@@ -52,6 +57,7 @@ import (
 const (
 	leakgateAgentEnvAddr     = "LEAKGATE_AGENT_ADDR"
 	leakgateAgentEnvAddrFile = "LEAKGATE_AGENT_ADDR_FILE"
+	leakgateAgentEnvMemRate  = "LEAKGATE_AGENT_MEMPROFILERATE"
 	leakgateAgentLogPrefix   = "leakgate agent: "
 
 	leakgateAgentMetricHeapLive    = "/gc/heap/live:bytes"
@@ -86,6 +92,13 @@ func init() {
 		}
 	}()
 	leakgateAgentStart = time.Now()
+	if rate := os.Getenv(leakgateAgentEnvMemRate); rate != "" {
+		if n, err := strconv.Atoi(rate); err == nil && n > 0 {
+			runtime.MemProfileRate = n
+		} else {
+			leakgateAgentLogf("ignoring %s=%q: want a positive integer", leakgateAgentEnvMemRate, rate)
+		}
+	}
 	leakgateAgentStartServer(addr, os.Getenv(leakgateAgentEnvAddrFile))
 }
 

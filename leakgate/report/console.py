@@ -1,4 +1,6 @@
-"""The terminal: short. Verdict, one line per check, evidence for the failing ones, report paths."""
+"""The terminal: short. Verdict, one line per check, the top leak site and a few lines of evidence
+for the failing ones (all of it for errors: a compiler message must be read whole), the side-by-side
+table, report paths. The full evidence is in junit.xml, summary.md and report.html."""
 
 from __future__ import annotations
 
@@ -6,9 +8,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from leakgate.model import RunRecord, Verdict
-from leakgate.units import format_metric
+from leakgate.report import table
 
 LABELS = {"pass": "PASS", "fail": "FAIL", "warn": "WARN", "no_data": "NO DATA", "error": "ERROR"}
+FAIL_EVIDENCE_LINES = 4
 
 
 def render(verdict: Verdict, record: RunRecord, reports: Sequence[Path] = ()) -> str:
@@ -16,61 +19,34 @@ def render(verdict: Verdict, record: RunRecord, reports: Sequence[Path] = ()) ->
     width = max((len(c.name) for c in verdict.checks), default=10)
     for check in verdict.checks:
         lines.append(f"  {LABELS[check.status]:7} {check.name:{width}}  {check.summary}")
+        indent = f"  {'':7} {'':{width}}  "
+        if check.leak_sites:
+            lines.append(f"{indent}top leak site: {check.leak_sites[0].description}")
         if check.status in ("fail", "error"):
-            for item in check.evidence:
-                for sub in item.splitlines():
-                    lines.append(f"  {'':7} {'':{width}}  {sub}")
+            evidence = [sub for item in check.evidence for sub in item.splitlines()]
+            if check.status == "fail" and len(evidence) > FAIL_EVIDENCE_LINES:
+                more = len(evidence) - FAIL_EVIDENCE_LINES
+                evidence = [
+                    *evidence[:FAIL_EVIDENCE_LINES],
+                    f"... {more} more lines in the reports",
+                ]
+            lines.extend(indent + sub for sub in evidence)
     if verdict.comparisons:
         lines.append("")
         lines.extend(comparison_table(verdict))
         lines.append("")
     lines.extend(f"  note: {n}" for n in verdict.notes)
-    counts = {s: sum(c.status == s for c in verdict.checks) for s in LABELS}
-    tally = ", ".join(
-        f"{counts[s]} {word}"
-        for s, word in (
-            ("fail", "failed"),
-            ("error", "could not run"),
-            ("no_data", "no data"),
-            ("warn", "warnings"),
-            ("pass", "passed"),
-        )
-        if counts[s]
-    )
-    headline = {
-        "pass": "PASS",
-        "fail": "FAIL",
-        "interrupted": "INTERRUPTED (partial results)",
-        "error": "ERROR: could not judge everything",
-    }[verdict.status] + (f": {tally}" if tally else "")
-    trials = len(record.trials)
-    rate = next((t.offered_rate for t in record.trials if t.offered_rate), None)
-    context = f"{trials} trial{'s' if trials != 1 else ''}"
-    if rate:
-        context += f" at {rate:,.0f} req/s"
-    lines.insert(0, f"leakgate: {headline} ({context})")
+    headline = table.headline(verdict)
+    lines.insert(0, f"leakgate: {headline} ({table.run_context(record)})")
     if reports:
         lines.append("reports: " + ", ".join(str(p) for p in reports))
     return "\n".join(lines) + "\n"
 
 
 def comparison_table(verdict: Verdict) -> list[str]:
-    """The side-by-side table: metric, baseline, candidate, change, p, n, verdict symbol."""
-    header = ("metric", "baseline", "candidate", "change", "p", "n", "")
-    rows = [header]
-    for row in verdict.comparisons:
-        rows.append(
-            (
-                row.label + ("" if row.gated else " (info)"),
-                format_metric(row.baseline_median, row.unit),
-                format_metric(row.candidate_median, row.unit),
-                "n/a" if row.change is None else f"{row.change:+.1%}",
-                "" if row.p_value is None else f"{row.p_value:.3f}",
-                f"{row.n_baseline}/{row.n_candidate}",
-                row.symbol,
-            )
-        )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    """The side-by-side table, aligned for a terminal."""
+    rows = table.comparison_rows(verdict)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(table.COMPARISON_HEADER))]
     return [
         "  "
         + "  ".join(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from junit_xml import TestCase, TestSuite, to_xml_report_string
 
-from leakgate.model import Check, RunRecord, Verdict
+from leakgate.model import Check, LeakSite, RunRecord, Verdict
 
 CLASSNAME = "leakgate"
 
@@ -28,15 +28,20 @@ def _properties(record: RunRecord) -> dict[str, str]:
 
 
 def _case(check: Check, suite: str) -> TestCase:
-    details = "\n".join(check.evidence)
+    details = "\n".join([*check.evidence, *_site_details(check.leak_sites)])
     case = TestCase(
         name=check.name,
         classname=f"{CLASSNAME}.{suite}",
         stdout=f"{check.summary}\n{details}".strip(),
     )
     if check.status == "fail":
+        # The message is what a CI test tab shows first: the figures, then where it leaks.
         message = f"{check.name}: {check.summary}"
-        if check.evidence:
+        if check.leak_sites:
+            message += " | top leak sites: " + "; ".join(
+                f"{i}) {s.description}" for i, s in enumerate(check.leak_sites, 1)
+            )
+        elif check.evidence:
             message += " | " + check.evidence[0]
         case.add_failure_info(message=message, output=details or check.summary, failure_type="gate")
     elif check.status == "error":
@@ -65,9 +70,30 @@ def render(
         f"leakgate {suite_name}",
         cases,
         properties=_properties(record),
-        stdout="\n".join(verdict.notes) or None,
+        stdout="\n".join(_suite_output(verdict)) or None,
     )
     return str(to_xml_report_string([suite], prettyprint=True, encoding="utf-8"))
+
+
+def _suite_output(verdict: Verdict) -> list[str]:
+    sites = verdict.leak_sites
+    lines = list(verdict.notes)
+    if sites.heap_command:
+        lines.append(f"heap profiles (in the report directory): {sites.heap_command}")
+    if sites.goroutine_command:
+        lines.append(f"goroutine profiles (in the report directory): {sites.goroutine_command}")
+    if sites.trace:
+        lines.append(f"execution trace: go tool trace {sites.trace}")
+    lines.extend(sites.notes)
+    return lines
+
+
+def _site_details(sites: tuple[LeakSite, ...]) -> list[str]:
+    lines = []
+    for i, site in enumerate(sites, 1):
+        lines.append(f"leak site {i}: {site.description}")
+        lines.extend(f"    {frame}" for frame in site.stack)
+    return lines
 
 
 def _suite_name(record: RunRecord) -> str:

@@ -1,0 +1,3 @@
+module leakgate.bench/bigprofile
+
+go 1.21

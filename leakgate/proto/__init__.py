@@ -1,0 +1,1 @@
+"""Generated protocol buffer modules (see each .proto for the command that regenerates it)."""

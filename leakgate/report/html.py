@@ -1,0 +1,355 @@
+"""One self-contained HTML page: verdict, checks, comparison, charts, leak sites, environment.
+
+Nothing is fetched when the page is opened: CSS is inline, charts are inline SVG, and there is
+no script. Every string that came from outside (service logs, evidence, paths) is escaped and
+stripped of terminal control sequences.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
+
+from leakgate.analysis import baseline_trials
+from leakgate.model import Check, Environment, LeakSite, LeakSites, RunRecord, Trial, Verdict
+from leakgate.report import table
+from leakgate.units import format_duration, format_metric, format_percent
+
+if TYPE_CHECKING:
+    from leakgate.report.charts import Chart
+
+SIDES = ("baseline", "candidate")
+_CHECK_ORDER = {"fail": 0, "error": 1, "warn": 2, "no_data": 3, "pass": 4}
+_CHECK_LABELS = {
+    "pass": "PASS",
+    "fail": "FAIL",
+    "warn": "WARN",
+    "no_data": "NO DATA",
+    "error": "ERROR",
+}
+_STATUS_LABELS = {"pass": "PASS", "fail": "FAIL", "error": "ERROR", "interrupted": "INTERRUPTED"}
+_SYMBOL_CLASSES = {"pass": "pass", "fail": "fail", "inconclusive": "warn"}
+
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?")
+# C0 controls but \t and \n, DEL, C1 controls, and lone surrogates (unencodable as UTF-8).
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+
+_CSS = """
+:root { color-scheme: light; }
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: #1f2328;
+  background: #fff; max-width: 1120px; margin: 0 auto; padding: 1.5em; }
+h1 { font-size: 1.6em; margin: 0 0 .2em; } h2 { font-size: 1.25em; margin: 1.6em 0 .5em;
+  border-bottom: 1px solid #d0d7de; padding-bottom: .2em; } h3 { font-size: 1.05em; }
+table { border-collapse: collapse; margin: .4em 0 1em; }
+th, td { border: 1px solid #d0d7de; padding: .3em .6em; text-align: left; vertical-align: top; }
+th { background: #f6f8fa; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+pre { background: #f6f8fa; padding: .5em .7em; margin: .3em 0; white-space: pre-wrap;
+  word-break: break-word; font: 12.5px/1.4 ui-monospace, Menlo, Consolas, monospace; }
+code { font: 12.5px ui-monospace, Menlo, Consolas, monospace; }
+.badge { display: inline-block; padding: .1em .5em; border-radius: 4px; color: #fff;
+  font-weight: 700; }
+.badge.pass { background: #1a7f37; } .badge.fail { background: #cf222e; }
+.badge.error, .badge.interrupted, .badge.warn { background: #9a6700; }
+.badge.no_data { background: #6e7781; }
+.sym.pass { color: #1a7f37; } .sym.fail { color: #cf222e; } .sym.warn { color: #9a6700; }
+.muted, .nodata { color: #57606a; } .nodata { font-style: italic; }
+figure { margin: .5em 0 1.2em; } figure svg { max-width: 100%; height: auto; }
+details summary { cursor: pointer; color: #57606a; }
+"""
+
+
+def render(verdict: Verdict, record: RunRecord, baseline: RunRecord | None = None) -> str:
+    """The whole report as one HTML document."""
+    # Imported here: matplotlib takes a noticeable time to load, and only this report needs it.
+    from leakgate.report import charts
+
+    sides = trial_sides(record, baseline)
+    title = f"leakgate {_STATUS_LABELS[verdict.status]}: {record.package or 'service'}"
+    body = [
+        _header(verdict, record, sides),
+        _checks(verdict.checks),
+        _comparisons(verdict),
+        _charts(charts.charts(sides)),
+        _leak_sites(verdict.leak_sites),
+        _trials(sides),
+        _run(record, baseline, sides),
+    ]
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{esc(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
+        + "\n".join(part for part in body if part)
+        + "\n</body>\n</html>\n"
+    )
+
+
+def trial_sides(record: RunRecord, baseline: RunRecord | None) -> dict[str, list[Trial]]:
+    """The trials to draw, by side: a compare record holds both; `check --baseline` keeps the
+    baseline's in its own record. Sides without trials are left out."""
+    sides = {side: [t for t in record.trials if t.side == side] for side in SIDES}
+    if not sides["baseline"] and baseline is not None:
+        sides["baseline"] = baseline_trials(baseline)
+    return {side: trials for side, trials in sides.items() if trials}
+
+
+def clean(text: str) -> str:
+    """Text safe to show: no terminal escape sequences or control characters but \\t and \\n."""
+    text = _ANSI.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
+    return _CONTROL.sub("\ufffd", text)
+
+
+def esc(value: object) -> str:
+    return html.escape(clean(str(value)))
+
+
+# -- sections ----------------------------------------------------------------------------------
+
+
+def _header(verdict: Verdict, record: RunRecord, sides: Mapping[str, Sequence[Trial]]) -> str:
+    counts = ", ".join(f"{len(trials)} {side}" for side, trials in sides.items())
+    context = [f"{counts or 'no'} trial{'s' if sum(map(len, sides.values())) != 1 else ''}"]
+    rate = _offered_rate(record.trials)
+    if rate:
+        context.append(f"at {rate:,.0f} req/s")
+    if record.package:
+        context.append(f"of {record.package}")
+    parts = [
+        f'<h1><span class="badge {verdict.status}">{_STATUS_LABELS[verdict.status]}</span> '
+        "leakgate</h1>",
+        f"<p><strong>{esc(table.headline(verdict))}</strong> ({esc(' '.join(context))})</p>",
+    ]
+    if verdict.notes:
+        parts.append(_list(verdict.notes))
+    if record.error:
+        parts.append(f"<h3>Error</h3>\n<pre>{esc(record.error)}</pre>")
+    return "\n".join(parts)
+
+
+def _checks(checks: Sequence[Check]) -> str:
+    if not checks:
+        return '<h2>Checks</h2>\n<p class="nodata">no check was run</p>'
+    rows = []
+    for check in sorted(checks, key=lambda c: _CHECK_ORDER.get(c.status, 9)):
+        evidence = "".join(f"<pre>{esc(item)}</pre>" for item in check.evidence)
+        if evidence and check.status not in ("fail", "error"):
+            evidence = f"<details><summary>evidence</summary>{evidence}</details>"
+        rows.append(
+            f'<tr><td><span class="badge {check.status}">{_CHECK_LABELS[check.status]}</span>'
+            f"</td><td><code>{esc(check.name)}</code></td>"
+            f"<td>{esc(check.summary)}{evidence}</td></tr>"
+        )
+    return _table("<h2>Checks</h2>", ("status", "check", "summary and evidence"), rows)
+
+
+def _comparisons(verdict: Verdict) -> str:
+    if not verdict.comparisons:
+        return ""
+    header, *cells = table.comparison_rows(verdict)
+    rows = []
+    for row, values in zip(verdict.comparisons, cells, strict=True):
+        *figures, symbol = values
+        tds = [f"<td>{esc(figures[0])}</td>"]
+        tds.extend(f'<td class="num">{esc(v)}</td>' for v in figures[1:])
+        kind = _SYMBOL_CLASSES.get(row.verdict, "")
+        tds.append(f'<td class="sym {kind}" title="{esc(row.verdict)}">{esc(symbol)}</td>')
+        tds.append(f'<td class="muted">{esc(row.reason)}</td>')
+        rows.append("<tr>" + "".join(tds) + "</tr>")
+    return _table("<h2>Baseline against candidate</h2>", (*header, "why"), rows)
+
+
+def _charts(charts: Sequence[Chart]) -> str:
+    parts = ["<h2>Charts</h2>"]
+    for chart in charts:
+        if chart.svg is None:
+            parts.append(f'<p class="nodata">{esc(chart.title)}: {esc(chart.note)}</p>')
+        else:
+            # matplotlib's own SVG output: its text is escaped by matplotlib, none comes from
+            # the run, so it is embedded as is.
+            parts.append(f'<figure id="chart-{esc(chart.key)}">{chart.svg}</figure>')
+    return "\n".join(parts)
+
+
+def _leak_sites(sites: LeakSites) -> str:
+    parts = ["<h2>Leak sites</h2>"]
+    if sites.heap:
+        rows = [
+            _row(
+                _function(s),
+                _where(s),
+                Num(format_metric(s.growth, "bytes", signed=True)),
+                Num("" if s.objects is None else f"{s.objects:+,}"),
+                Num(f"{s.share:.0%}"),
+                Num(str(s.trials)),
+            )
+            for s in sites.heap
+        ]
+        heap_header = ("function", "file:line", "growth", "objects", "share", "trials")
+        parts.append(_table("<h3>Live heap</h3>", heap_header, rows))
+    if sites.goroutines:
+        rows = [
+            _row(
+                Num(f"{s.growth:+,.0f}"),
+                esc(s.state),
+                _function(s),
+                _where(s),
+                "leaked" if s.leaked else "",
+            )
+            for s in sites.goroutines
+        ]
+        goroutine_header = ("count", "state", "function", "file:line", "leaked")
+        parts.append(_table("<h3>Goroutines</h3>", goroutine_header, rows))
+    for label, command in (("heap", sites.heap_command), ("goroutines", sites.goroutine_command)):
+        if command:
+            parts.append(f"<p>Explore the {label} growth:</p>\n<pre>{esc(command)}</pre>")
+    if sites.trace:
+        parts.append(
+            f"<p>Execution trace while goroutines grew: <code>{esc(sites.trace)}</code> "
+            f"(<code>go tool trace {esc(sites.trace)}</code>)</p>"
+        )
+    if sites.notes:
+        parts.append(_list(sites.notes))
+    if len(parts) == 1:
+        parts.append('<p class="nodata">no leak sites: no profiles were compared</p>')
+    return "\n".join(parts)
+
+
+def _trials(sides: Mapping[str, Sequence[Trial]]) -> str:
+    if not sides:
+        return ""
+    rows, logs = [], []
+    for side, trials in sides.items():
+        for t in trials:
+            load = t.load
+            served = load.requests if load else None
+            rows.append(
+                _row(
+                    esc(side),
+                    Num(str(t.index + 1)),
+                    Num("" if served is None else f"{served:,}"),
+                    Num("" if load is None else f"{load.achieved_rate:,.0f}"),
+                    Num(_optional(load.error_rate if load else None, format_percent)),
+                    Num(_optional(load.latency.percentile(50) if load else None, format_duration)),
+                    Num(_optional(load.latency.percentile(99) if load else None, format_duration)),
+                    _service(t),
+                    "<br>".join(esc(n) for n in t.notes),
+                )
+            )
+            if t.service.log_tail:
+                logs.append(
+                    f"<details{' open' if t.service.died else ''}><summary>service log, "
+                    f"{esc(side)} trial {t.index + 1}</summary>"
+                    f"<pre>{esc(t.service.log_tail)}</pre></details>"
+                )
+    header = ("side", "trial", "requests", "req/s", "errors", "p50", "p99", "service", "notes")
+    return "\n".join([_table("<h2>Trials</h2>", header, rows), *logs])
+
+
+def _run(
+    record: RunRecord, baseline: RunRecord | None, sides: Mapping[str, Sequence[Trial]]
+) -> str:
+    facts = [
+        ("package", record.package),
+        ("command", record.command),
+        ("trials", ", ".join(f"{len(t)} {side}" for side, t in sides.items())),
+        ("offered rate", _optional(_offered_rate(record.trials), lambda r: f"{r:,.0f} req/s")),
+        ("base revision", record.base_revision),
+        ("created", record.created),
+        ("trial order seed", _optional(record.trial_order_seed, str)),
+        ("interrupted", "yes" if record.interrupted else ""),
+    ]
+    if baseline is not None:
+        facts.append(("baseline created", baseline.created))
+        facts.append(("baseline revision", baseline.environment.git_revision))
+    rows = [_row(esc(name), esc(value)) for name, value in facts if value]
+    parts = [_table("<h2>Run</h2>", (), rows), _environment(record.environment, baseline)]
+    if record.config:
+        config = json.dumps(record.config, indent=1, sort_keys=True, default=str)
+        parts.append(f"<details><summary>configuration</summary><pre>{esc(config)}</pre></details>")
+    return "\n".join(parts)
+
+
+def _environment(env: Environment, baseline: RunRecord | None) -> str:
+    envs = [env] if baseline is None else [env, baseline.environment]
+    rows = []
+    for f in dataclasses.fields(Environment):
+        values = [_env_value(getattr(e, f.name)) for e in envs]
+        if any(values):
+            rows.append(_row(esc(f.name.replace("_", " ")), *(esc(v) for v in values)))
+    header = ("", "this run") if baseline is None else ("", "this run", "baseline")
+    return _table("<h2>Environment</h2>", header, rows)
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Num:
+    """A right-aligned table cell of plain text (escaped when written)."""
+
+    text: str
+
+
+def _row(*cells: str | Num) -> str:
+    """A table row; a str cell is HTML that is already escaped."""
+    tds = (
+        f'<td class="num">{esc(c.text)}</td>' if isinstance(c, Num) else f"<td>{c}</td>"
+        for c in cells
+    )
+    return "<tr>" + "".join(tds) + "</tr>"
+
+
+def _table(heading: str, header: Sequence[str], rows: Sequence[str]) -> str:
+    if not rows:
+        return f'{heading}\n<p class="nodata">nothing to show</p>'
+    head = "".join(f"<th>{esc(h)}</th>" for h in header)
+    thead = f"<thead><tr>{head}</tr></thead>" if any(header) else ""
+    return f"{heading}\n<table>{thead}<tbody>\n" + "\n".join(rows) + "\n</tbody></table>"
+
+
+def _list(items: Iterable[str]) -> str:
+    return "<ul>" + "".join(f"<li>{esc(item)}</li>" for item in items) + "</ul>"
+
+
+def _function(site: LeakSite) -> str:
+    text = f"<code>{esc(site.function)}</code>"
+    if site.description:
+        text += f'<br><span class="muted">{esc(site.description)}</span>'
+    if site.stack:
+        stack = "\n".join(site.stack)
+        text += f"<details><summary>stack</summary><pre>{esc(stack)}</pre></details>"
+    return text
+
+
+def _where(site: LeakSite) -> str:
+    return f"<code>{esc(site.file)}:{site.line}</code>" if site.file else ""
+
+
+def _service(trial: Trial) -> str:
+    s = trial.service
+    if not s.died:
+        return "ok"
+    how = f"exit {s.exit_code}" if s.exit_code is not None else (s.signal or "")
+    return esc(f"died during {s.phase or 'the run'}" + (f" ({how})" if how else ""))
+
+
+def _offered_rate(trials: Iterable[Trial]) -> float | None:
+    return next((t.offered_rate for t in trials if t.offered_rate), None)
+
+
+def _optional(value: T | None, fmt: Callable[[T], str]) -> str:
+    return "" if value is None else fmt(value)
+
+
+def _env_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else ""
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
+    return "" if value is None else str(value)

@@ -1,0 +1,196 @@
+"""Markdown for GitHub job summaries and GitLab merge-request notes.
+
+A verdict line, the checks, the side-by-side table with ✅ ❌ `~`, where it leaks, the pprof
+commands, and the evidence folded away. Service output is untrusted: every cell is escaped
+(HTML, pipes, control characters) and blocks are fenced longer than any backtick run inside
+them. The whole document stays under GitHub's 1 MiB step-summary limit.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Iterable, Sequence
+
+from leakgate.model import Check, LeakSite, RunRecord, Verdict
+from leakgate.report import table
+from leakgate.units import format_size
+
+MAX_BYTES = 1024 * 1024 - 4096  # GitHub refuses step summaries over 1 MiB
+MAX_EVIDENCE_CHARS = 20_000
+
+STATUS = {"pass": "✅", "fail": "❌", "warn": "⚠️", "no_data": "❔", "error": "💥"}
+VERDICT = {
+    "pass": "✅ PASS",
+    "fail": "❌ FAIL",
+    "error": "💥 ERROR",
+    "interrupted": "⏸️ INTERRUPTED",
+}
+COMPARISON = {"pass": "✅", "fail": "❌", "inconclusive": "`~`", "too_few": "❔", "no_data": "–"}
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def render(verdict: Verdict, record: RunRecord) -> str:
+    parts = [_headline(verdict, record), _checks(verdict.checks)]
+    if verdict.comparisons:
+        parts.append(_comparisons(verdict))
+    parts.append(_leak_sites(verdict))
+    if verdict.notes:
+        parts.append("\n".join(f"> {cell(n)}" for n in verdict.notes))
+    parts.append(_evidence(verdict.checks))
+    parts.append(_environment(record))
+    text = "\n\n".join(p for p in parts if p) + "\n"
+    return _fit(text)
+
+
+def cell(text: object) -> str:
+    """Safe inside a table cell or a line: no HTML, no pipes, no control characters."""
+    clean = _CONTROL.sub("", str(text)).replace("\n", " ")
+    return html.escape(clean, quote=False).replace("|", "\\|")
+
+
+def _headline(verdict: Verdict, record: RunRecord) -> str:
+    failed = sum(c.status == "fail" for c in verdict.checks)
+    tally = f"{failed} of {len(verdict.checks)} checks failed" if failed else ""
+    if not tally and verdict.checks:
+        tally = f"{len(verdict.checks)} checks"
+    line = f"## leakgate: {VERDICT[verdict.status]}"
+    if tally:
+        line += f" — {tally}"
+    return f"{line}\n\n{cell(table.run_context(record))}"
+
+
+def _checks(checks: Sequence[Check]) -> str:
+    if not checks:
+        return ""
+    rows = ["| | check | result |", "|---|---|---|"]
+    for c in sorted(checks, key=lambda c: c.status not in ("fail", "error")):
+        result = cell(c.summary)
+        if c.leak_sites:
+            result += f"<br>top leak site: {_site_cell(c.leak_sites[0])}"
+        rows.append(f"| {STATUS[c.status]} | `{cell(c.name)}` | {result} |")
+    return "\n".join(rows)
+
+
+def _comparisons(verdict: Verdict) -> str:
+    rows = [
+        "### Baseline vs candidate",
+        "",
+        "| metric | baseline | candidate | change | p | n | |",
+        "|---|--:|--:|--:|--:|--:|:-:|",
+    ]
+    for row in verdict.comparisons:
+        cells = table.comparison_cells(row)
+        *text, _ = (cell(c) for c in cells)
+        rows.append("| " + " | ".join(text) + f" | {COMPARISON[row.verdict]} |")
+    return "\n".join(rows)
+
+
+def _site_cell(site: LeakSite) -> str:
+    return cell(site.description)
+
+
+def _leak_sites(verdict: Verdict) -> str:
+    sites = verdict.leak_sites
+    failing = {c.name for c in verdict.checks if c.status == "fail" and c.leak_sites}
+    if not (sites.heap or sites.goroutines or sites.notes) and not failing:
+        return ""
+    out = ["### Where it leaks"]
+    if sites.heap:
+        out += [
+            "",
+            "Live heap grown from warm-up to drain (after forced GCs), by the first frame in "
+            "the service's own code:",
+            "",
+            "| # | site | growth | objects | share | trials |",
+            "|--:|---|--:|--:|--:|--:|",
+        ]
+        out += [
+            f"| {i} | `{cell(s.function)}` {cell(_where(s))} | +{format_size(s.growth)} | "
+            f"{s.objects or 0:,} | {s.share:.0%} | {s.trials} |"
+            for i, s in enumerate(sites.heap, 1)
+        ]
+        if sites.heap_command:
+            out += ["", _command(sites.heap_command)]
+    if sites.goroutines:
+        out += [
+            "",
+            "Goroutines added from warm-up to drain, by stack:",
+            "",
+            "| # | goroutines | blocked in | site | trials |",
+            "|--:|--:|---|---|--:|",
+        ]
+        out += [
+            f"| {i} | {int(s.growth):,}{' (leaked)' if s.leaked else ''} | {cell(s.state)} | "
+            f"`{cell(s.function)}` {cell(_where(s))} | {s.trials} |"
+            for i, s in enumerate(sites.goroutines, 1)
+        ]
+        top = sites.goroutines[0]
+        if top.stack:
+            out += ["", "Stack of the largest group:", "", _fence(top.stack)]
+        if sites.goroutine_command:
+            out += ["", _command(sites.goroutine_command)]
+    if sites.trace:
+        out += ["", f"Execution trace while goroutines grew: `go tool trace {cell(sites.trace)}`"]
+    out += [f"- {cell(n)}" for n in sites.notes]
+    if len(out) == 1:
+        return ""
+    return "\n".join(out)
+
+
+def _where(site: LeakSite) -> str:
+    name = site.file.rsplit("/", 1)[-1]
+    where = f"({name}:{site.line})" if name else ""
+    if site.caller:
+        where += f" ← {site.caller}"
+    return where
+
+
+def _command(command: str) -> str:
+    return f"Profiles (in the report directory): `{cell(command)}`"
+
+
+def _evidence(checks: Sequence[Check]) -> str:
+    blocks = []
+    for c in checks:
+        if c.status not in ("fail", "error") or not c.evidence:
+            continue
+        text = "\n".join(c.evidence)
+        if len(text) > MAX_EVIDENCE_CHARS:
+            text = text[:MAX_EVIDENCE_CHARS] + "\n… (truncated; see junit.xml)"
+        blocks.append(
+            f"<details><summary>{cell(c.name)}: evidence</summary>\n\n"
+            f"{_fence(text.splitlines())}\n\n</details>"
+        )
+    return "\n\n".join(blocks)
+
+
+def _fence(lines: Iterable[str]) -> str:
+    body = _CONTROL.sub("", "\n".join(lines))
+    longest = max((len(m) for m in re.findall(r"`+", body)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}text\n{body}\n{fence}"
+
+
+def _environment(record: RunRecord) -> str:
+    env = record.environment
+    facts = [
+        ("Go", env.go_version),
+        ("platform", f"{env.goos}/{env.goarch}" if env.goos else ""),
+        ("CPU", env.cpu_model),
+        ("GOMAXPROCS", str(env.gomaxprocs or "")),
+        ("revision", env.git_revision[:12] + (" (dirty)" if env.git_dirty else "")),
+        ("base", record.base_revision[:12]),
+        ("leakgate", env.leakgate_version),
+    ]
+    shown = [f"{k} {cell(v)}" for k, v in facts if v]
+    return "<sub>" + " · ".join(shown) + "</sub>" if shown else ""
+
+
+def _fit(text: str) -> str:
+    data = text.encode()
+    if len(data) <= MAX_BYTES:
+        return text
+    cut = data[:MAX_BYTES].decode("utf-8", "ignore")
+    return cut.rsplit("\n", 1)[0] + "\n\n… (truncated to fit the 1 MiB summary limit)\n"

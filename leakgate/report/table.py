@@ -1,0 +1,67 @@
+"""Formatting every reporter shares: the comparison table's cells and the verdict's tally."""
+
+from __future__ import annotations
+
+from leakgate.model import ComparisonRow, RunRecord, Verdict
+from leakgate.units import format_metric
+
+COMPARISON_HEADER = ("metric", "baseline", "candidate", "change", "p", "n", "")
+
+_TALLY_WORDS = (
+    ("fail", "failed"),
+    ("error", "could not run"),
+    ("no_data", "no data"),
+    ("warn", "warnings"),
+    ("pass", "passed"),
+)
+
+
+def comparison_cells(row: ComparisonRow) -> tuple[str, ...]:
+    """One row of the side-by-side table, in the order of COMPARISON_HEADER."""
+    return (
+        row.label + ("" if row.gated else " (info)"),
+        format_metric(row.baseline_median, row.unit),
+        format_metric(row.candidate_median, row.unit),
+        "n/a" if row.change is None else f"{row.change:+.1%}",
+        "" if row.p_value is None else f"{row.p_value:.3f}",
+        f"{row.n_baseline}/{row.n_candidate}",
+        row.symbol,
+    )
+
+
+def comparison_rows(verdict: Verdict) -> list[tuple[str, ...]]:
+    """The side-by-side table as strings: the header, then one row per compared metric."""
+    return [COMPARISON_HEADER, *(comparison_cells(row) for row in verdict.comparisons)]
+
+
+def tally(verdict: Verdict) -> str:
+    """How the checks came out, worst first: "1 failed, 3 passed"; empty without checks."""
+    counts = {s: sum(c.status == s for c in verdict.checks) for s, _ in _TALLY_WORDS}
+    return ", ".join(f"{counts[s]} {word}" for s, word in _TALLY_WORDS if counts[s])
+
+
+def headline(verdict: Verdict) -> str:
+    """The verdict in a few words, with the tally: "FAIL: 1 failed, 3 passed"."""
+    counts = tally(verdict)
+    return _HEADLINES[verdict.status] + (f": {counts}" if counts else "")
+
+
+_HEADLINES = {
+    "pass": "PASS",
+    "fail": "FAIL",
+    "interrupted": "INTERRUPTED (partial results)",
+    "error": "ERROR: could not judge everything",
+}
+
+
+def run_context(record: RunRecord) -> str:
+    """ "5 trials at 4,667 req/s": what the verdict rests on."""
+    trials = len(record.trials)
+    rate = next((t.offered_rate for t in record.trials if t.offered_rate), None)
+    context = f"{trials} trial{'s' if trials != 1 else ''}"
+    sides = {t.side for t in record.trials}
+    if len(sides) > 1 and trials % len(sides) == 0:
+        context = f"{trials // len(sides)} trials a side"
+    if rate:
+        context += f" at {rate:,.0f} req/s"
+    return context

@@ -1,0 +1,167 @@
+"""Reporters against checked-in golden files, rendered from one fixed compare RunRecord.
+
+On a mismatch the new output is written beside the golden file as `*.got`; when the change is
+intended, review the diff and move the `.got` file over the golden one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+import pytest
+from junitparser import Failure, JUnitXml
+
+from leakgate.config import Config
+from leakgate.judge import judge
+from leakgate.model import Environment, LeakSite, LeakSites, RunRecord, Trial, Verdict
+from leakgate.report import console, junit, markdown
+
+from .factories import heap_series, trial
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def fixed_record() -> RunRecord:
+    """5 baseline and 5 candidate trials; the candidate leaks 300 B/request and is 20% slower."""
+    trials: list[Trial] = []
+    for i in range(10):
+        side = "baseline" if i % 2 == 0 else "candidate"
+        leak = 30_000_000 if side == "candidate" else 20_000 * (i % 3)
+        t = trial(
+            index=i,
+            heap_before=10_000_000,
+            heap_after=10_000_000 + leak,
+            series=heap_series(10_000_000, leak / 20, seed=i),
+            goroutines_after=12 + (i % 2),
+            p_ms=2.0 * (1.2 if side == "candidate" else 1.0) * (1 + i / 100),
+        )
+        trials.append(dataclasses.replace(t, side=side, offered_rate=5000.0))
+    env = Environment(
+        leakgate_version="0.1.0",
+        python_version="3.11.7",
+        go_version="go1.26.8",
+        goos="linux",
+        goarch="amd64",
+        gomaxprocs=1,
+        num_cpu=2,
+        cpu_model="AMD EPYC",
+        git_revision="0123456789abcdef0123456789abcdef01234567",
+        service_cpus=(1,),
+        loadgen_cpus=(0,),
+    )
+    return RunRecord(
+        created="2026-11-27T08:00:00+00:00",
+        package="/src/orders-service",
+        command="compare",
+        environment=env,
+        trials=tuple(trials),
+        base_revision="fedcba9876543210fedcba9876543210fedcba98",
+        trial_order_seed=7,
+    )
+
+
+SITES = LeakSites(
+    heap=(
+        LeakSite(
+            kind="heap",
+            function="main.(*auditLog).record",
+            file="/src/orders-service/audit.go",
+            line=42,
+            growth=140_000_000.0,
+            objects=480_000,
+            share=0.93,
+            trials=5,
+            caller="main.(*server).createOrder",
+            stack=(
+                "main.(*auditLog).record (audit.go:42)",
+                "main.(*server).createOrder (orders.go:88)",
+                "net/http.HandlerFunc.ServeHTTP (server.go:2286)",
+            ),
+            description="+133.5 MiB in 480,000 objects retained at main.(*auditLog).record "
+            "(audit.go:42) called from main.(*server).createOrder (orders.go:88)",
+        ),
+        LeakSite(
+            kind="heap",
+            function="bufio.NewReaderSize",
+            file="/usr/local/go/src/bufio/bufio.go",
+            line=57,
+            growth=9_000_000.0,
+            objects=0,
+            share=0.06,
+            trials=3,
+            description="+8.6 MiB retained at bufio.NewReaderSize (bufio.go:57)",
+        ),
+    ),
+    heap_command="go tool pprof -diff_base trial-2/heap-warmup.pb.gz trial-2/heap-drain.pb.gz",
+)
+
+
+def fixed_verdict() -> tuple[Verdict, RunRecord]:
+    record = fixed_record()
+    return judge(record, Config(), sites=SITES), record
+
+
+def assert_golden(name: str, text: str) -> None:
+    golden = GOLDEN / name
+    got = golden.with_name(golden.name + ".got")
+    if not golden.exists() or golden.read_text() != text:
+        got.write_text(text)
+        pytest.fail(f"{name} differs from the golden file; new output in {got}")
+    got.unlink(missing_ok=True)
+
+
+def test_console_golden() -> None:
+    verdict, record = fixed_verdict()
+    assert verdict.status == "fail"
+    reports = [Path(".leakgate/junit.xml"), Path(".leakgate/summary.md")]
+    assert_golden("console.txt", console.render(verdict, record, reports))
+
+
+def test_markdown_golden() -> None:
+    verdict, record = fixed_verdict()
+    assert_golden("summary.md", markdown.render(verdict, record))
+
+
+def test_junit_golden_and_what_a_junit_reader_sees(tmp_path: Path) -> None:
+    verdict, record = fixed_verdict()
+    text = junit.render(verdict, record)
+    assert_golden("junit.xml", text)
+    path = tmp_path / "junit.xml"
+    path.write_text(text)
+    suites = list(JUnitXml.fromfile(str(path)))
+    assert len(suites) == 1
+    cases = {case.name: case for case in suites[0]}
+    heap = cases["heap_live_vs_baseline"]
+    failure = heap.result[0]
+    assert isinstance(failure, Failure)
+    # metric, value, baseline, change, p-value, threshold, then the top leak sites
+    for part in ("live heap after drain", "→", "%", "p=", "+10%", "1) +133.5 MiB"):
+        assert part in failure.message, failure.message
+    props = {p.name: p.value for p in suites[0].properties()}
+    assert props["go_version"] == "go1.26.8" and props["gomaxprocs"] == "1"
+    assert "main.(*auditLog).record (audit.go:42)" in (heap.system_out or "")
+
+
+def test_markdown_escapes_service_output_and_stays_under_1_mib() -> None:
+    record = fixed_record()
+    hostile = "<script>alert(1)</script> | pipe \x1b[31mred\x1b[0m ```fence```\n" * 40_000
+    dead = dataclasses.replace(
+        record.trials[1],
+        service=dataclasses.replace(
+            record.trials[1].service, died=True, exit_code=2, phase="load", log_tail=hostile
+        ),
+    )
+    record = dataclasses.replace(record, trials=(record.trials[0], dead, *record.trials[2:]))
+    verdict = judge(record, Config(), sites=SITES)
+    text = markdown.render(verdict, record)
+    assert len(text.encode()) < 1024 * 1024
+    assert "\x1b" not in text
+    # Inside a fenced block (fenced longer than any backtick run in it) HTML is shown as text;
+    # everywhere else it must be escaped.
+    outside = re.sub(r"(`{3,})text\n.*?\n\1(?!`)", "", text, flags=re.S)
+    assert "<script>" not in outside and "```fence```" not in outside
+    assert "````text\n" in text
+    xml = junit.render(verdict, record)
+    assert "\x1b" not in xml and "<script>" not in xml

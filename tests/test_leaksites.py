@@ -1,0 +1,148 @@
+"""Leak sites from hand-made profiles: attribution to the service's code, ranking, merging."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from leakgate import leaksites
+from leakgate.model import Checkpoint, LeakSites, RunRecord, Trial
+
+from .test_pprof import make_profile
+
+GOROUTINE = ("goroutine",)
+
+
+def _trial(tmp: Path, index: int, profiles: dict[str, bytes], side: str = "candidate") -> Trial:
+    """A trial whose warm-up and drain checkpoints point at the given profile bytes."""
+    paths: dict[str, str] = {}
+    for name, data in profiles.items():
+        rel = f"trial-{index + 1}/{name}.pb.gz"
+        (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp / rel).write_bytes(data)
+        paths[name] = rel
+    checkpoints = {
+        label: Checkpoint(
+            label,
+            heap_profile=paths.get(f"heap-{label}"),
+            goroutine_profile=paths.get(f"goroutine-{label}"),
+            goroutineleak_profile=paths.get(f"goroutineleak-{label}"),
+        )
+        for label in ("warmup", "drain")
+    }
+    return Trial(index=index, side=side, checkpoints=checkpoints)
+
+
+def heap(*samples: tuple[list[str], int]) -> bytes:
+    return make_profile([(stack, [max(1, v // 64), v]) for stack, v in samples])
+
+
+BASE = (["main.init"], 500_000)
+
+
+def test_growth_is_put_on_the_services_own_frame_and_summed_over_trials(tmp_path: Path) -> None:
+    trials = []
+    for i in range(3):
+        before = heap(BASE, (["runtime.mapassign", "main.audit", "main.handle"], 100_000))
+        after = heap(
+            BASE,
+            (["runtime.mapassign", "main.audit", "main.handle"], 2_100_000),
+            (["main.audit", "main.handle"], 1_000_000),  # same function, another line
+            (["bufio.NewReaderSize", "net/http.(*conn).serve"], 70_000 if i == 0 else 0),
+        )
+        trials.append(_trial(tmp_path, i, {"heap-warmup": before, "heap-drain": after}))
+    baseline = _trial(
+        tmp_path,
+        9,
+        {"heap-warmup": heap(BASE), "heap-drain": heap(BASE, (["main.x"], 9_000_000))},
+        side="baseline",
+    )
+    record = RunRecord(trials=(*trials, baseline))
+    sites = leaksites.find(record, tmp_path)
+    top = sites.heap[0]
+    assert top.function == "main.audit" and top.trials == 3
+    assert top.growth == 3 * 3_000_000
+    assert top.caller == "main.handle"
+    assert "retained at main.audit (main.go:10) called from main.handle" in top.description
+    assert [s.function for s in sites.heap] == ["main.audit", "bufio.NewReaderSize"]
+    assert "main.x" not in {s.function for s in sites.heap}  # the baseline side is not shown
+    assert sites.heap_command.startswith("go tool pprof -diff_base trial-")
+    assert 0.9 < top.share <= 1.0
+
+
+def test_own_code_ranks_before_a_larger_standard_library_site(tmp_path: Path) -> None:
+    before = heap(BASE)
+    after = heap(
+        BASE,
+        (["runtime.malg", "runtime.newproc1", "runtime.systemstack"], 5_000_000),
+        (["main.spawn", "main.handle"], 200_000),
+    )
+    record = RunRecord(trials=(_trial(tmp_path, 0, {"heap-warmup": before, "heap-drain": after}),))
+    sites = leaksites.find(record, tmp_path)
+    assert [s.function for s in sites.heap] == ["main.spawn", "runtime.malg"]
+    assert "goroutines are leaking" in sites.heap[1].description
+
+
+def test_noise_below_the_minimum_is_not_a_site(tmp_path: Path) -> None:
+    before = heap(BASE, (["main.a"], 10_000))
+    after = heap(BASE, (["main.a"], 10_000 + leaksites.MIN_HEAP_BYTES - 1))
+    record = RunRecord(trials=(_trial(tmp_path, 0, {"heap-warmup": before, "heap-drain": after}),))
+    assert leaksites.find(record, tmp_path).heap == ()
+
+
+def goroutines(*samples: tuple[list[str], int]) -> bytes:
+    return make_profile([(stack, [n]) for stack, n in samples], sample_types=GOROUTINE)
+
+
+IDLE = (["runtime.gopark", "runtime.netpollblock", "internal/poll.runtime_pollWait"], 3)
+BLOCKED = ["runtime.gopark", "runtime.chansend", "runtime.chansend1", "main.notify.func1"]
+POOL = ["runtime.gopark", "runtime.selectgo", "net/http.(*persistConn).readLoop"]
+
+
+def test_goroutines_are_grouped_with_what_they_are_blocked_in(tmp_path: Path) -> None:
+    before = goroutines(IDLE, (BLOCKED, 1))
+    after = goroutines(IDLE, (BLOCKED, 1205), (POOL, 40))
+    record = RunRecord(
+        trials=(_trial(tmp_path, 0, {"goroutine-warmup": before, "goroutine-drain": after}),)
+    )
+    sites = leaksites.find(record, tmp_path).goroutines
+    assert sites[0].description == (
+        "1,204 goroutines blocked in chan send at main.notify.func1 (main.go:10)"
+    )
+    assert sites[0].state == "chan send" and sites[0].stack[0].startswith("runtime.gopark")
+    assert sites[1].function == "net/http.(*persistConn).readLoop"
+    assert sites[1].state == "select" and "bodies not closed" in sites[1].description
+
+
+def test_the_runtimes_goroutineleak_profile_ranks_first(tmp_path: Path) -> None:
+    before = goroutines(IDLE)
+    after = goroutines(IDLE, (BLOCKED, 5), (POOL, 400))
+    leak = goroutines((BLOCKED, 5))
+    record = RunRecord(
+        trials=(
+            _trial(
+                tmp_path,
+                0,
+                {"goroutine-warmup": before, "goroutine-drain": after, "goroutineleak-drain": leak},
+            ),
+        )
+    )
+    sites = leaksites.find(record, tmp_path).goroutines
+    assert sites[0].function == "main.notify.func1" and sites[0].leaked
+    assert "goroutineleak profile confirms" in sites[0].description
+
+
+def test_an_unreadable_profile_is_a_note_not_a_crash(tmp_path: Path) -> None:
+    record = RunRecord(
+        trials=(
+            _trial(tmp_path, 0, {"heap-warmup": b"<html>502</html>", "heap-drain": heap(BASE)}),
+        )
+    )
+    sites = leaksites.find(record, tmp_path)
+    assert sites.heap == ()
+    assert len(sites.notes) == 1 and "got HTML" in sites.notes[0]
+    assert "trial 0: heap profile not used" in sites.notes[0]
+
+
+def test_trials_without_profiles_give_no_sites(tmp_path: Path) -> None:
+    record = RunRecord(trials=(Trial(index=0),))
+    assert leaksites.find(record, tmp_path) == LeakSites()

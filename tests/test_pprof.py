@@ -1,0 +1,195 @@
+"""pprof decoding on hand-made profiles: values, stacks, diffs, and every way a file can be bad."""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from pathlib import Path
+
+import pytest
+
+from leakgate import pprof
+from leakgate.proto import profile_pb2
+
+
+def make_profile(
+    samples: list[tuple[list[str], list[int]]],
+    sample_types: tuple[str, ...] = ("inuse_objects", "inuse_space"),
+) -> bytes:
+    """A profile whose stacks are lists of function names, leaf first; one line per function."""
+    p = profile_pb2.Profile()
+    strings = [""]
+
+    def s(text: str) -> int:
+        if text not in strings:
+            strings.append(text)
+        return strings.index(text)
+
+    for name in sample_types:
+        p.sample_type.add(type=s(name), unit=s("bytes" if "space" in name else "count"))
+    ids: dict[str, int] = {}
+    for stack, values in samples:
+        for fn in stack:
+            if fn not in ids:
+                ids[fn] = len(ids) + 1
+                p.function.add(id=ids[fn], name=s(fn), filename=s(f"/src/{fn.split('.')[0]}.go"))
+                p.location.add(id=ids[fn], line=[profile_pb2.Line(function_id=ids[fn], line=10)])
+        p.sample.add(location_id=[ids[fn] for fn in stack], value=values)
+    p.string_table.extend(strings)
+    return gzip.compress(p.SerializeToString())
+
+
+LEAKY = [
+    (["main.leak", "main.handle", "net/http.(*conn).serve"], [100, 6400]),
+    (["runtime.mapassign", "main.leak", "main.handle"], [10, 2048]),
+    (["bytes.growSlice", "main.render"], [1, 512]),
+]
+
+
+def test_totals_and_aggregation() -> None:
+    profile = pprof.parse(make_profile(LEAKY))
+    assert profile.totals() == {"inuse_objects": 111, "inuse_space": 8960}
+    flat = profile.by_function("inuse_space")
+    assert flat == {"main.leak": 6400, "runtime.mapassign": 2048, "bytes.growSlice": 512}
+    cum = profile.by_function("inuse_space", cumulative=True)
+    assert cum["main.leak"] == 8448 and cum["main.handle"] == 8448
+    stacks = profile.by_stack("inuse_objects")
+    assert sorted(stacks.values()) == [1, 10, 100]
+    first = next(iter(stacks))
+    assert str(profile.frames(first)[0]) == "main.leak (main.go:10)"
+
+
+def test_diff_keeps_only_growth_and_matches_stacks_across_profiles() -> None:
+    before = pprof.parse(make_profile([(["main.leak", "main.handle"], [1, 100])]))
+    after = pprof.parse(
+        make_profile(
+            [
+                (["bytes.growSlice", "main.render"], [1, 50]),  # other ids in this profile
+                (["main.leak", "main.handle"], [9, 900]),
+            ]
+        )
+    )
+    grown = pprof.diff(before, after, "inuse_space")
+    by_leaf = {stack[0].function: v for stack, v in grown.items()}
+    assert by_leaf == {"main.leak": 800, "bytes.growSlice": 50}
+    assert pprof.diff(after, before, "inuse_space") == {}
+
+
+def test_plain_protobuf_is_read_too() -> None:
+    raw = gzip.decompress(make_profile(LEAKY))
+    assert pprof.parse(raw).totals()["inuse_space"] == 8960
+
+
+@pytest.mark.parametrize(
+    ("function", "own"),
+    [
+        ("main.leak", True),
+        ("main.(*app).handle.func1", True),
+        ("github.com/acme/orders.(*Store).Add", True),
+        ("example.com/svc/internal/cache.Put", True),
+        ("runtime.mallocgc", False),
+        ("net/http.(*conn).serve", False),
+        ("encoding/json.Marshal", False),
+        ("internal/poll.runtime_pollWait", False),
+    ],
+)
+def test_own_code_is_told_from_the_standard_library(function: str, own: bool) -> None:
+    assert pprof.is_own_code(function) is own
+
+
+def test_unknown_sample_type_names_the_ones_there() -> None:
+    profile = pprof.parse(make_profile(LEAKY))
+    with pytest.raises(pprof.ProfileError, match=r"no 'goroutine' values.*inuse_objects"):
+        profile.by_stack("goroutine")
+
+
+def _invalid(mutate: str) -> bytes:
+    p = profile_pb2.Profile()
+    p.ParseFromString(gzip.decompress(make_profile(LEAKY)))
+    if mutate == "string_index":
+        p.function[0].name = 999
+    elif mutate == "location":
+        p.sample[0].location_id.append(77)
+    elif mutate == "function":
+        p.location[0].line[0].function_id = 55
+    elif mutate == "values":
+        p.sample[0].value.append(1)
+    elif mutate == "first_string":
+        p.string_table[0] = "x"
+    elif mutate == "duplicate_id":
+        p.function[1].id = p.function[0].id
+    return p.SerializeToString()
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        ("string_index", "function.name points at string 999"),
+        ("location", "names location 77"),
+        ("function", "names function 55"),
+        ("values", "has 3 values for 2 sample types"),
+        ("first_string", r"string_table\[0\] must be the empty string"),
+        ("duplicate_id", "function id 1 is zero or repeated"),
+    ],
+)
+def test_invalid_profiles_are_refused_with_the_reason(mutate: str, message: str) -> None:
+    with pytest.raises(pprof.ProfileError, match=message):
+        pprof.parse(_invalid(mutate))
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "empty"),
+        (b"<!DOCTYPE html><html><body>502 Bad Gateway</body></html>", "got HTML"),
+        (b"<html>oops</html>", "got HTML"),
+        (b"heap profile: 1: 2 [3: 4] @ heap/1048576\n", "text profile"),
+        (b"goroutine profile: total 4\n", "text profile"),
+        (b"404 page not found\n", "got text"),
+        (b'{"error": "no such profile"}', "got text"),
+        (b"\x0a\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01", "corrupt protobuf"),
+    ],
+)
+def test_what_is_not_a_profile_says_what_it_is(data: bytes, message: str) -> None:
+    with pytest.raises(pprof.ProfileError, match=message):
+        pprof.parse(data)
+
+
+def test_truncated_gzip_is_refused() -> None:
+    data = make_profile(LEAKY)
+    with pytest.raises(pprof.ProfileError, match="truncated gzip"):
+        pprof.parse(data[: len(data) // 2])
+
+
+def test_corrupt_gzip_is_refused() -> None:
+    data = bytearray(make_profile(LEAKY))
+    data[12:20] = b"\xff" * 8
+    with pytest.raises(pprof.ProfileError, match=r"gzip|protobuf"):
+        pprof.parse(bytes(data))
+
+
+def test_gzip_bomb_stops_at_the_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pprof, "MAX_DECOMPRESSED_BYTES", 8 * 1024 * 1024)
+    bomb = gzip.compress(b"\0" * (64 * 1024 * 1024), compresslevel=9)
+    assert len(bomb) < 100_000
+    with pytest.raises(pprof.ProfileError, match="gzip bomb"):
+        pprof.parse(bomb)
+
+
+def test_oversized_file_is_refused_before_decompressing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pprof, "MAX_COMPRESSED_BYTES", 1000)
+    path = tmp_path / "big.pb.gz"
+    path.write_bytes(zlib.compress(b"x" * 10) * 200)
+    with pytest.raises(pprof.ProfileError, match=r"big.pb.gz: larger than"):
+        pprof.load(path)
+
+
+def test_load_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "heap-drain.pb.gz"
+    path.write_bytes(b"<html>")
+    with pytest.raises(pprof.ProfileError, match=r"heap-drain.pb.gz: got HTML"):
+        pprof.load(path)
+    with pytest.raises(pprof.ProfileError, match="cannot read"):
+        pprof.load(tmp_path / "missing.pb.gz")
