@@ -7,7 +7,7 @@ returns plain results, so each can be tested with small hand-made inputs.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from scipy import stats
@@ -223,3 +223,8 @@ def baseline_trials(record: RunRecord) -> list[Trial]:
         if side_trials:
             return [t for t in side_trials if not t.service.died]
     return []
+
+
+def offered_rate(trials: Iterable[Trial]) -> float | None:
+    """The rate the trials were offered (the same for every trial of a run), if any."""
+    return next((t.offered_rate for t in trials if t.offered_rate), None)

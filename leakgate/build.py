@@ -30,6 +30,8 @@ class GoToolchain:
     version: str
     goos: str
     goarch: str
+    goroot: str = ""
+    goexperiment: str = ""  # as `go env` reports it: the environment or `go env -w`
 
 
 def find_go() -> GoToolchain:
@@ -40,7 +42,7 @@ def find_go() -> GoToolchain:
         )
     try:
         out = subprocess.run(
-            [go, "env", "-json", "GOVERSION", "GOOS", "GOARCH"],
+            [go, "env", "-json", "GOVERSION", "GOOS", "GOARCH", "GOROOT", "GOEXPERIMENT"],
             capture_output=True,
             text=True,
             timeout=60,
@@ -49,7 +51,24 @@ def find_go() -> GoToolchain:
         info = json.loads(out.stdout)
     except (subprocess.SubprocessError, OSError, ValueError) as e:
         raise EnvironmentProblem(f"`go env` failed: {e}") from None
-    return GoToolchain(go, info["GOVERSION"], info["GOOS"], info["GOARCH"])
+    return GoToolchain(go, info["GOVERSION"], info["GOOS"], info["GOARCH"], info.get("GOROOT", ""))
+
+
+LEAK_EXPERIMENT = "goroutineleakprofile"
+
+
+def goexperiment(go: GoToolchain) -> str | None:
+    """GOEXPERIMENT for a build with the agent: the user's, plus Go's goroutineleak profile
+    (the runtime finds goroutines blocked on what nothing can reach any more) when this
+    toolchain offers it as an experiment and the user has not said otherwise. None: unchanged.
+
+    The experiment only adds the profile; the leak-finding GC runs when the profile is read.
+    """
+    current = go.goexperiment
+    offered = Path(go.goroot, "src", "internal", "goexperiment", f"exp_{LEAK_EXPERIMENT}_on.go")
+    if not go.goroot or not offered.is_file() or LEAK_EXPERIMENT in current:
+        return None
+    return f"{current},{LEAK_EXPERIMENT}" if current else LEAK_EXPERIMENT
 
 
 def cache_dir() -> Path:
@@ -75,6 +94,19 @@ def module_root(package_dir: Path) -> Path:
         if (candidate / "go.mod").is_file():
             return candidate
     raise UsageError(f"{package_dir}: no go.mod found here or above; is this a Go module?")
+
+
+def module_path(package_dir: Path) -> str:
+    """The `module` line of the go.mod governing package_dir ("" when there is none)."""
+    try:
+        text = (module_root(package_dir) / "go.mod").read_text(errors="replace")
+    except (UsageError, OSError):
+        return ""
+    for line in text.splitlines():
+        words = line.split("//", 1)[0].split()
+        if len(words) == 2 and words[0] == "module":
+            return words[1].strip('"`')
+    return ""
 
 
 def tree_hash(root: Path, extra: list[str]) -> str:
@@ -122,7 +154,9 @@ def build_service(
     agent = agent_source()
     extra = [go.version, go.goos, go.goarch, str(package_dir.relative_to(root)), *build_flags]
     extra.append(hashlib.sha256(agent.read_bytes()).hexdigest() if inject_agent else "no-agent")
+    experiment = goexperiment(go) if inject_agent else None
     extra += [f"{k}={os.environ.get(k, '')}" for k in ("CGO_ENABLED", "GOFLAGS", "GOEXPERIMENT")]
+    extra.append(f"experiment={experiment or go.goexperiment}")
     digest = tree_hash(root, extra)
     target = cache_dir() / "bin" / f"{package_dir.name}-{digest}"
     if target.is_file():
@@ -136,7 +170,8 @@ def build_service(
             )
             cmd += ["-overlay", str(overlay)]
         cmd += [*build_flags, "."]
-        _go_build(cmd, package_dir, f"build of {package_dir}")
+        env = {**os.environ, "GOEXPERIMENT": experiment} if experiment else None
+        _go_build(cmd, package_dir, f"build of {package_dir}", env)
         _install(Path(tmp) / "service", target)
     return target
 

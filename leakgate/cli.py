@@ -30,7 +30,8 @@ from leakgate.gitref import resolve as resolve_ref
 from leakgate.gitref import worktree
 from leakgate.judge import exit_code, inconclusive_metrics, judge, merge_confirmation
 from leakgate.model import LeakSites, RunRecord, Verdict, from_plain
-from leakgate.report import Render, console, html, junit, markdown, write_all
+from leakgate.report import Render, clear_previous, console, html, junit, markdown, write_all
+from leakgate.report import openmetrics as om
 from leakgate.runner import Reporter, Runner
 from leakgate.service import kill_all_groups
 from leakgate.units import parse_duration
@@ -66,6 +67,11 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="report directory (default: report.dir or .leakgate)")
     parser.add_argument("--junit", help="JUnit XML path (default: OUT/junit.xml)")
     parser.add_argument("--json", help="RunRecord JSON path (default: OUT/run.json)")
+    parser.add_argument(
+        "--openmetrics",
+        metavar="FILE",
+        help="also write every judged metric and the verdict as OpenMetrics text",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -127,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument(
         "--out", help="where to write the reports (default: the directory of RUN.json)"
+    )
+    report.add_argument(
+        "--openmetrics", metavar="FILE", help="also write the judged metrics as OpenMetrics text"
     )
     return parser
 
@@ -276,6 +285,12 @@ def _run(args: argparse.Namespace) -> int:
     _check_writable(report_dir)
     if command == "baseline record":
         _check_writable(Path(args.output).parent)
+    if args.openmetrics:
+        _check_writable(Path(args.openmetrics).parent)
+    # From here on the run writes reports; what an earlier run left must not pass for them.
+    keep = [Path(p) for p in (getattr(args, "baseline", None), getattr(args, "output", None)) if p]
+    previous = [junit_path, json_path, *([Path(args.openmetrics)] if args.openmetrics else [])]
+    clear_previous(report_dir, previous, keep=keep)
     live = sys.stderr.isatty()
 
     def progress(line: str) -> None:
@@ -328,9 +343,15 @@ def _run(args: argparse.Namespace) -> int:
         finally:
             signals.reporting = True
             kill_all_groups()
-    verdict = judge(record, cfg, baseline, _leak_sites(record, report_dir))
-    if unconfirmed is not None:
-        verdict = merge_confirmation(unconfirmed, verdict)
+    try:
+        verdict = judge(record, cfg, baseline, _leak_sites(record, report_dir))
+        if unconfirmed is not None:
+            verdict = merge_confirmation(unconfirmed, verdict)
+    except Exception as e:  # a bug in judging: the measurements are still written
+        verdict = Verdict(status="error", notes=(f"judging failed: {type(e).__name__}: {e}",))
+        error = error or LeakgateError(
+            f"judging failed: {type(e).__name__}: {e}", details=traceback.format_exc()
+        )
     written, problems = _write_reports(
         verdict,
         record,
@@ -339,6 +360,7 @@ def _run(args: argparse.Namespace) -> int:
         baseline=baseline,
         junit_path=junit_path,
         json_path=json_path,
+        openmetrics=args.openmetrics,
     )
     if command == "baseline record" and error is None and not record.interrupted:
         try:
@@ -375,7 +397,9 @@ def _report(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else run_path.parent
     _check_writable(out)
     verdict = judge(record, cfg, baseline, _leak_sites(record, run_path.parent))
-    written, problems = _write_reports(verdict, record, out, None, baseline=baseline)
+    written, problems = _write_reports(
+        verdict, record, out, None, baseline=baseline, openmetrics=args.openmetrics
+    )
     sys.stdout.write(console.render(verdict, record, written))
     for problem in problems:
         print(f"leakgate: could not write a report: {problem}", file=sys.stderr)
@@ -400,6 +424,7 @@ def _write_reports(
     baseline: RunRecord | None = None,
     junit_path: Path | None = None,
     json_path: Path | None = None,
+    openmetrics: str | None = None,
 ) -> tuple[list[Path], list[str]]:
     """Every report; run.json only when `json_path` is given (a re-render keeps the record)."""
     junit_error = None
@@ -421,4 +446,6 @@ def _write_reports(
         (report_dir / "summary.md", lambda: markdown.render(verdict, record)),
         (report_dir / "report.html", lambda: html.render(verdict, record, baseline)),
     ]
+    if openmetrics:
+        outputs.append((Path(openmetrics), lambda: om.render(verdict, record)))
     return write_all(outputs)

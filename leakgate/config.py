@@ -105,6 +105,13 @@ class LoadConfig:
 class ProbeConfig:
     interval: float = 1.0
     quiet_timeout: float = 5.0
+    # auto: the injected agent, else the service's pprof + expvar; or one of those by name, or
+    # the service's Prometheus /metrics (client_golang names) at metrics_path.
+    source: str = "auto"
+    metrics_path: str = "/metrics"
+
+
+PROBE_SOURCES = ("auto", "agent", "pprof", "prometheus")
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,6 +347,12 @@ class _Walker:
             cfg = dataclasses.replace(cfg, load=self.load(top["load"][1]))
         if "probes" in top:
             cfg = dataclasses.replace(cfg, probes=self.probes(top["probes"][1]))
+            if cfg.probes.source == "agent" and not cfg.service.inject_agent:
+                raise self.error(
+                    top["probes"][1],
+                    "probes.source",
+                    "is agent, but service.inject_agent is false: use pprof or prometheus",
+                )
         if "trials" in top:
             cfg = dataclasses.replace(cfg, trials=self.integer(top["trials"][1], "trials", 1, 100))
         if "confirm" in top:
@@ -498,8 +511,22 @@ class _Walker:
         return RequestSpec(**values)
 
     def probes(self, node: yaml.Node) -> ProbeConfig:
-        m = self.mapping(node, "probes", ("interval", "quiet_timeout"))
-        values: dict[str, float] = {}
+        m = self.mapping(node, "probes", ("interval", "quiet_timeout", "source", "metrics_path"))
+        values: dict[str, Any] = {}
+        if "source" in m:
+            source = self.string(m["source"][1], "probes.source")
+            if source not in PROBE_SOURCES:
+                raise self.error(
+                    m["source"][1],
+                    "probes.source",
+                    f"must be one of {', '.join(PROBE_SOURCES)}, got {source!r}",
+                )
+            values["source"] = source
+        if "metrics_path" in m:
+            path = self.string(m["metrics_path"][1], "probes.metrics_path")
+            if not path.startswith("/"):
+                raise self.error(m["metrics_path"][1], "probes.metrics_path", "must start with /")
+            values["metrics_path"] = path
         if "interval" in m:
             interval = self.duration(m["interval"][1], "probes.interval", high=60.0)
             if interval < 0.05:

@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 from leakgate import __version__
-from leakgate.build import GoToolchain
+from leakgate.build import GoToolchain, module_path
 from leakgate.model import Environment
 
 
@@ -17,6 +17,7 @@ def describe_environment(go: GoToolchain, package_dir: Path) -> Environment:
     """What a baseline must match to be comparable: toolchain, CPU, leakgate, revision."""
     rev, dirty = _git_revision(package_dir)
     return Environment(
+        go_module=module_path(package_dir),
         leakgate_version=__version__,
         python_version=platform.python_version(),
         go_version=go.version,

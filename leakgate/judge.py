@@ -94,7 +94,10 @@ def judge(
         checks.extend(_comparison_check(c) for c in comparisons if c.gated)
         notes.extend(
             environment_mismatches(
-                base_env, record.environment, _offered(base_trials), _offered(trials)
+                base_env,
+                record.environment,
+                analysis.offered_rate(base_trials),
+                analysis.offered_rate(trials),
             )
         )
         tools = {t.load.tool for t in (*base_trials, *trials) if t.load}
@@ -205,10 +208,6 @@ def _comparison_check(c: Comparison) -> Check:
     )
 
 
-def _offered(trials: Sequence[Trial]) -> float | None:
-    return next((t.offered_rate for t in trials if t.offered_rate), None)
-
-
 def inconclusive_metrics(verdict: Verdict) -> set[str]:
     """Gated metrics whose comparison was over the threshold but not significant (`~`)."""
     return {r.metric for r in verdict.comparisons if r.gated and r.verdict == "inconclusive"}
@@ -225,7 +224,7 @@ def merge_confirmation(first: Verdict, confirmed: Verdict) -> Verdict:
     # Comparisons decided the first time keep that verdict; everything else (leaks, limits,
     # the service staying up) is judged again on every trial, the extra ones included.
     checks = tuple(
-        first_by_name[c.name]
+        _with_sites(first_by_name[c.name], confirmed.leak_sites)
         if c.name.endswith("_vs_baseline")
         and c.name.removesuffix("_vs_baseline") not in redo
         and c.name in first_by_name

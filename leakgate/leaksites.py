@@ -28,12 +28,10 @@ TOP = 10
 MIN_HEAP_BYTES = 64 * 1024
 MIN_GOROUTINES = 2
 
-# Runtime frames -> what a parked goroutine waits for; first match from the leaf wins.
+# Frames -> what a parked goroutine waits for. The first rule that matches any frame of the
+# stack wins, so the sync primitive a developer called is named, not the runtime.semacquire1
+# under it.
 _STATES: tuple[tuple[str, str], ...] = (
-    ("runtime.chansend", "chan send"),
-    ("runtime.chanrecv", "chan receive"),
-    ("runtime.selectgo", "select"),
-    ("runtime.block", "select (no cases)"),
     ("sync.(*Mutex).Lock", "sync.Mutex.Lock"),
     ("sync.(*RWMutex).", "sync.RWMutex"),
     ("sync.(*WaitGroup).Wait", "sync.WaitGroup.Wait"),
@@ -41,6 +39,10 @@ _STATES: tuple[tuple[str, str], ...] = (
     ("time.Sleep", "sleep"),
     ("internal/poll.runtime_pollWait", "IO wait"),
     ("runtime.netpollblock", "IO wait"),
+    ("runtime.chansend", "chan send"),
+    ("runtime.chanrecv", "chan receive"),
+    ("runtime.selectgo", "select"),
+    ("runtime.block", "select (no cases)"),
     ("runtime.semacquire", "semacquire"),
 )
 
@@ -83,17 +85,25 @@ class _Tally:
 
 
 def find(record: RunRecord, report_dir: Path, side: str = "candidate") -> LeakSites:
-    """Leak sites of `side`'s trials, from the profiles saved under `report_dir`."""
+    """Leak sites of `side`'s trials, from the profiles saved under `report_dir`.
+
+    The service's own code is the main package and its module (`environment.go_module`, so a
+    module named without a dot, `go mod init orders`, counts too)."""
+    module = record.environment.go_module
+
+    def own(function: str) -> bool:
+        return pprof.is_own_code(function, module)
+
     notes: list[str] = []
     heap, goroutines = _Tally(), _Tally()
     for trial in record.trials:
         if trial.side != side:
             continue
-        _trial_sites(trial, report_dir, "heap", heap, notes)
-        _trial_sites(trial, report_dir, "goroutine", goroutines, notes)
+        _trial_sites(trial, report_dir, "heap", heap, notes, own)
+        _trial_sites(trial, report_dir, "goroutine", goroutines, notes, own)
     return LeakSites(
-        heap=_top(heap, "heap"),
-        goroutines=_top(goroutines, "goroutine"),
+        heap=_top(heap, "heap", own),
+        goroutines=_top(goroutines, "goroutine", own),
         heap_command=heap.best_trial[1],
         goroutine_command=goroutines.best_trial[1],
         trace=next((t.trace for t in record.trials if t.side == side and t.trace), None),
@@ -101,8 +111,11 @@ def find(record: RunRecord, report_dir: Path, side: str = "candidate") -> LeakSi
     )
 
 
+Own = Callable[[str], bool]
+
+
 def _trial_sites(
-    trial: Trial, report_dir: Path, kind: Kind, tally: _Tally, notes: list[str]
+    trial: Trial, report_dir: Path, kind: Kind, tally: _Tally, notes: list[str], own: Own
 ) -> None:
     before, after = trial.checkpoints.get("warmup"), trial.checkpoints.get("drain")
     attr = "heap_profile" if kind == "heap" else "goroutine_profile"
@@ -113,36 +126,43 @@ def _trial_sites(
     paths = (first, last)
     try:
         profiles = [pprof.load(report_dir / p) for p in paths]
-    except pprof.ProfileError as e:
-        notes.append(f"trial {trial.index}: {kind} profile not used: {e}")
+        if kind == "heap":
+            sites = _heap_sites(profiles[0], profiles[1], own)
+        else:
+            leaked = _leaked_stacks(after, report_dir, notes, trial.index) if after else set()
+            sites = _goroutine_sites(profiles[0], profiles[1], leaked, own)
+    except pprof.ProfileError as e:  # one trial's unreadable profile costs only its sites
+        notes.append(f"trial {trial.index + 1}: {kind} profile not used: {e}")
         return
-    command = f"go tool pprof -diff_base {paths[0]} {paths[1]}"
-    if kind == "heap":
-        sites = _heap_sites(profiles[0], profiles[1])
-    else:
-        leaked = _leaked_stacks(after, report_dir, notes, trial.index) if after else set()
-        sites = _goroutine_sites(profiles[0], profiles[1], leaked)
-    tally.add(sites, command)
+    tally.add(sites, f"go tool pprof -diff_base {paths[0]} {paths[1]}")
 
 
-def _heap_sites(before: pprof.Profile, after: pprof.Profile) -> dict[SiteKey, _Site]:
-    space = _by_site(before, after, "inuse_space", lambda frames: "")
-    objects = _by_site(before, after, "inuse_objects", lambda frames: "")
+def _heap_sites(before: pprof.Profile, after: pprof.Profile, own: Own) -> dict[SiteKey, _Site]:
+    space = _by_site(before, after, "inuse_space", lambda frames: "", own)
+    objects = _by_site(before, after, "inuse_objects", lambda frames: "", own)
     out = {}
     for key, (growth, stack, stack_growth) in space.items():
         count = objects.get(key, (0.0, (), 0.0))[0]
-        out[key] = _Site(_site_frame(stack), "", growth, max(0, int(count)), 1, stack, stack_growth)
+        frame = _site_frame(stack, own)
+        out[key] = _Site(frame, "", growth, max(0, int(count)), 1, stack, stack_growth)
     return out
 
 
 def _goroutine_sites(
-    before: pprof.Profile, after: pprof.Profile, leaked: set[tuple[pprof.Frame, ...]]
+    before: pprof.Profile, after: pprof.Profile, leaked: set[tuple[pprof.Frame, ...]], own: Own
 ) -> dict[SiteKey, _Site]:
     sample_type = after.sample_types[0][0] if after.sample_types else "goroutine"
-    grown = _by_site(before, after, sample_type, _state)
+    grown = _by_site(before, after, sample_type, _state, own)
     return {
         key: _Site(
-            _site_frame(stack), key[1], growth, 0, 1, stack, stack_growth, leaked=stack in leaked
+            _site_frame(stack, own),
+            key[1],
+            growth,
+            0,
+            1,
+            stack,
+            stack_growth,
+            leaked=stack in leaked,
         )
         for key, (growth, stack, stack_growth) in grown.items()
     }
@@ -153,6 +173,7 @@ def _by_site(
     after: pprof.Profile,
     sample_type: str,
     state: Callable[[tuple[pprof.Frame, ...]], str],
+    own: Own,
 ) -> dict[SiteKey, tuple[float, tuple[pprof.Frame, ...], float]]:
     """(function, state) -> (net growth, the stack that grew most there, its growth).
 
@@ -163,9 +184,11 @@ def _by_site(
         for stack, value in profile.by_stack(sample_type).items():
             frames = profile.frames(stack)
             if frames:
-                net[_key(frames, state)] += sign * value
+                net[_key(frames, state, own)] += sign * value
     for frames, growth in pprof.diff(before, after, sample_type).items():
-        key = _key(frames, state)
+        if not frames:  # a sample without a stack has no site
+            continue
+        key = _key(frames, state, own)
         if growth > stacks.get(key, ((), 0.0))[1]:
             stacks[key] = (frames, float(growth))
     return {
@@ -176,17 +199,17 @@ def _by_site(
 
 
 def _key(
-    frames: tuple[pprof.Frame, ...], state: Callable[[tuple[pprof.Frame, ...]], str]
+    frames: tuple[pprof.Frame, ...], state: Callable[[tuple[pprof.Frame, ...]], str], own: Own
 ) -> SiteKey:
-    return (_site_frame(frames).function, state(frames))
+    return (_site_frame(frames, own).function, state(frames))
 
 
-def _site_frame(frames: Sequence[pprof.Frame]) -> pprof.Frame:
+def _site_frame(frames: Sequence[pprof.Frame], own: Own) -> pprof.Frame:
     """The service's own innermost frame; else the innermost outside the runtime (a goroutine
     net/http started has no frame of the service's)."""
-    own = pprof.first_own_frame(frames)
-    if own is not None:
-        return own
+    mine = next((f for f in frames if own(f.function)), None)
+    if mine is not None:
+        return mine
     return next((f for f in frames if not f.function.startswith(_RUNTIME)), frames[0])
 
 
@@ -202,10 +225,9 @@ _HINTS = (
 
 
 def _state(frames: Sequence[pprof.Frame]) -> str:
-    for frame in frames:
-        for prefix, state in _STATES:
-            if frame.function.startswith(prefix):
-                return state
+    for prefix, state in _STATES:
+        if any(frame.function.startswith(prefix) for frame in frames):
+            return state
     return "running" if frames and not frames[0].function.startswith("runtime.") else "waiting"
 
 
@@ -223,21 +245,21 @@ def _leaked_stacks(
     return {profile.frames(stack) for stack, _ in profile.samples}
 
 
-def _top(tally: _Tally, kind: Kind) -> tuple[LeakSite, ...]:
+def _top(tally: _Tally, kind: Kind, own: Own) -> tuple[LeakSite, ...]:
     minimum = MIN_HEAP_BYTES if kind == "heap" else MIN_GOROUTINES
     # The service's own code first: a developer fixes their code, and a standard-library site
     # (goroutine stacks, net/http buffers) is most often the consequence of it.
     ranked = sorted(
         (s for s in tally.sites.values() if s.growth >= minimum),
-        key=lambda s: (not s.leaked, not pprof.is_own_code(s.frame.function), -s.trials, -s.growth),
+        key=lambda s: (not s.leaked, not own(s.frame.function), -s.trials, -s.growth),
     )
-    return tuple(_leak_site(s, kind, tally.total) for s in ranked[:TOP])
+    return tuple(_leak_site(s, kind, tally.total, own) for s in ranked[:TOP])
 
 
-def _leak_site(site: _Site, kind: Kind, total: float) -> LeakSite:
+def _leak_site(site: _Site, kind: Kind, total: float, own: Own) -> LeakSite:
     frame = site.frame
     where = f"{frame.function} ({Path(frame.file).name}:{frame.line})"
-    caller = _caller(site.stack, frame)
+    caller = _caller(site.stack, frame, own)
     if caller is not None:
         where += f" called from {caller.function} ({Path(caller.file).name}:{caller.line})"
     if kind == "heap":
@@ -253,7 +275,7 @@ def _leak_site(site: _Site, kind: Kind, total: float) -> LeakSite:
     hint = next(
         (h for prefix, h in _HINTS for f in site.stack if f.function.startswith(prefix)), ""
     )
-    if hint and not pprof.is_own_code(frame.function):
+    if hint and not own(frame.function):
         description += f" ({hint})"
     return LeakSite(
         kind=kind,
@@ -272,12 +294,12 @@ def _leak_site(site: _Site, kind: Kind, total: float) -> LeakSite:
     )
 
 
-def _caller(stack: Sequence[pprof.Frame], frame: pprof.Frame) -> pprof.Frame | None:
+def _caller(stack: Sequence[pprof.Frame], frame: pprof.Frame, own: Own) -> pprof.Frame | None:
     """The service's own frame that called `frame`'s function, when it is another function."""
     if frame not in stack:
         return None
     outer = stack[stack.index(frame) + 1 :]
-    caller = pprof.first_own_frame(outer)
+    caller = next((f for f in outer if own(f.function)), None)
     if caller is None or caller.function == frame.function:
         return None
     return caller

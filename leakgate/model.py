@@ -166,6 +166,7 @@ class Environment:
     service_cpus: tuple[int, ...] = ()
     loadgen_cpus: tuple[int, ...] = ()
     heap_live_source: str = ""
+    go_module: str = ""  # the module path of the service's main package (from go.mod)
 
 
 @dataclass(frozen=True, slots=True)

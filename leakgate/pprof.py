@@ -282,9 +282,12 @@ def diff(before: Profile, after: Profile, sample_type: str) -> Counter[tuple[Fra
     return Counter({k: v for k, v in grown.items() if v > 0})
 
 
-def is_own_code(function: str) -> bool:
+def is_own_code(function: str, module: str = "") -> bool:
     """True for the service's own functions (and third-party modules), False for the runtime
-    and the standard library: a standard-library import path has no dot in its first element."""
+    and the standard library: a standard-library import path has no dot in its first element,
+    so a service module without one (`go mod init orders`) is named by `module`."""
+    if module and function.startswith((module + ".", module + "/")):
+        return True
     if function.startswith("main."):
         # leakgate's agent is injected into package main but is not the service's code.
         return not function.startswith("main.leakgateAgent")
@@ -293,9 +296,9 @@ def is_own_code(function: str) -> bool:
     return "." in package.split("/", 1)[0]
 
 
-def first_own_frame(frames: Iterable[Frame]) -> Frame | None:
+def first_own_frame(frames: Iterable[Frame], module: str = "") -> Frame | None:
     """The innermost frame that is the service's own code, or None."""
-    return next((f for f in frames if is_own_code(f.function)), None)
+    return next((f for f in frames if is_own_code(f.function, module)), None)
 
 
 def gzip_bytes(raw: bytes) -> bytes:

@@ -11,15 +11,18 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from leakgate import prometheus
 from leakgate.errors import EnvironmentProblem
 
 MAX_JSON_BYTES = 4 * 1024 * 1024
 MAX_PROFILE_BYTES = 64 * 1024 * 1024
+MAX_METRICS_BYTES = 16 * 1024 * 1024
+TRACE_FETCH_SLACK = 10.0  # seconds a trace request may take beyond the trace itself
 
 _opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -113,7 +116,7 @@ class RuntimeSource:
         """A runtime/trace of the next `seconds`, for `go tool trace`."""
         body = fetch(
             f"{self.base_url}/debug/pprof/trace?seconds={seconds:g}",
-            timeout=seconds + 15.0,
+            timeout=seconds + TRACE_FETCH_SLACK,
             max_bytes=MAX_PROFILE_BYTES,
         )
         if not body.startswith(b"go 1."):  # every Go execution trace starts "go 1.NN trace"
@@ -206,6 +209,56 @@ class PprofSource(RuntimeSource):
         )
 
 
+class PrometheusSource(RuntimeSource):
+    """The service's own Prometheus /metrics (client_golang's Go and process collectors).
+
+    Checkpoints force a GC through `/debug/pprof/heap?gc=1` where the service also serves
+    pprof and then read `go_memstats_heap_alloc_bytes`; without pprof there is no forced GC and
+    the checkpoint's heap is the live-heap estimate (see prometheus.parse), which the run notes.
+    """
+
+    name = "prometheus"
+
+    def __init__(self, base_url: str, metrics_path: str) -> None:
+        self.base_url = base_url
+        self.metrics_url = base_url + metrics_path
+        self.forced_gc: bool | None = None  # known after the first checkpoint
+
+    def read(self) -> prometheus.GoRuntime:
+        body = fetch(self.metrics_url, timeout=5.0, max_bytes=MAX_METRICS_BYTES)
+        try:
+            return prometheus.parse(body.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise ProbeError(f"{self.metrics_url}: not UTF-8 text (byte {e.start})") from None
+        except prometheus.MetricsError as e:
+            raise ProbeError(f"{self.metrics_url}: {e}") from None
+
+    def sample(self) -> RuntimeSample:
+        g = self.read()
+        return RuntimeSample(
+            heap_live=g.heap_live,
+            goroutines=g.goroutines,
+            gc_cycles=g.gc_cycles,
+            total_cpu_seconds=g.total_cpu_seconds,
+        )
+
+    def checkpoint(self) -> HeapCheckpoint:
+        try:
+            fetch(
+                f"{self.base_url}/debug/pprof/heap?gc=1", timeout=60.0, max_bytes=MAX_PROFILE_BYTES
+            )
+            self.forced_gc = True
+        except ProbeError:
+            self.forced_gc = False
+        g = self.read()
+        heap = g.heap_alloc if self.forced_gc and g.heap_alloc is not None else g.heap_live
+        return HeapCheckpoint(
+            heap_alloc=_int(heap),
+            heap_objects=_int(g.heap_objects) if self.forced_gc else None,
+            goroutines=_int(g.goroutines),
+        )
+
+
 def _heap_goal(data: dict[str, Any]) -> float | None:
     goal = _number(data, "memstats", "NextGC")
     if goal is None or goal >= 2**62:  # GOGC=off: no goal, fall back to the sawtooth
@@ -260,12 +313,24 @@ def quiet_goroutines(
 @dataclass(frozen=True, slots=True)
 class TracePlan:
     """Take a runtime/trace of `seconds` once `after` seconds have passed, if the goroutine
-    count has grown by more than `growth` since the first sample by then."""
+    count has grown by more than `growth` plus `slack` since the load settled.
+
+    The reference is the lowest count from `settle` seconds into the window on: before that
+    the generator is still connecting, and every connection (and request in flight) adds a
+    goroutine, which `slack` (one per connection) also covers later on."""
 
     after: float
     seconds: float
     growth: float
     dest: Path
+    slack: float = 0.0
+    settle: float = 1.0
+
+    def due(self, goroutines: Sequence[tuple[float, float]], t: float) -> bool:
+        settled = [v for at, v in goroutines if at >= self.settle]
+        if t < self.after or len(settled) < 2:
+            return False
+        return settled[-1] - min(settled) > self.growth + self.slack
 
 
 class Sampler:
@@ -303,7 +368,9 @@ class Sampler:
         if self._thread.is_alive():
             self._thread.join(timeout=10)
         if self._tracer is not None and self._tracer.is_alive() and self.trace_plan:
-            self._tracer.join(timeout=self.trace_plan.seconds + 15.0)
+            # Longer than the fetch's own timeout, so the thread has ended before the next
+            # trial forks a child.
+            self._tracer.join(timeout=self.trace_plan.seconds + TRACE_FETCH_SLACK + 5.0)
 
     def _run(self) -> None:
         tick = 0
@@ -318,9 +385,9 @@ class Sampler:
 
     def _maybe_trace(self, t: float) -> None:
         plan = self.trace_plan
-        if plan is None or self._tracer is not None or t < plan.after or not self.goroutines:
+        if plan is None or self._tracer is not None or t < plan.after:
             return
-        if self.goroutines[-1][1] - self.goroutines[0][1] <= plan.growth:
+        if not plan.due(self.goroutines, t):
             self._tracer = threading.Thread(target=lambda: None)  # no growth: never trace
             return
 

@@ -36,6 +36,7 @@ from leakgate.probes import (
     AgentSource,
     PprofSource,
     ProbeError,
+    PrometheusSource,
     RuntimeSource,
     Sampler,
     TracePlan,
@@ -362,6 +363,11 @@ class Runner:
                         state.notes.append(f"{sampler.errors} runtime samples could not be read")
                 phase = "drain"
                 state.checkpoints["drain"] = self._checkpoint("drain", source, service, trial_dir)
+                if isinstance(source, PrometheusSource) and source.forced_gc is False:
+                    state.notes.append(
+                        "no pprof endpoint to force a GC at the checkpoints: the heap figures "
+                        "are the live-heap estimate from /metrics"
+                    )
                 _, hwm = read_rss(service.pid or 0)
                 state.rss_peak = max(state.rss_peak or 0, hwm or 0) or None
                 ended = service.exited()
@@ -405,10 +411,14 @@ class Runner:
             seconds=TRACE_SECONDS,
             growth=growth if growth is not None else DEFAULT_TRACE_GROWTH,
             dest=trial_dir / "trace-measure.out",
+            slack=float(self.config.load.connections),
         )
 
     def _source(self, service: Service) -> RuntimeSource:
-        if not self.config.service.inject_agent:
+        probes = self.config.probes
+        if probes.source == "prometheus":
+            return PrometheusSource(service.base_url, probes.metrics_path)
+        if probes.source == "pprof" or not self.config.service.inject_agent:
             return PprofSource(service.base_url)
         addr = service.agent_address()
         if addr is None:

@@ -29,6 +29,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -222,6 +223,7 @@ func registerRoutes(mux *http.ServeMux, a *app) {
 	mux.HandleFunc("/products/", a.handleProduct)
 	mux.HandleFunc("/orders", a.handleCreateOrder)
 	mux.HandleFunc("/orders/", a.handleGetOrder)
+	mux.HandleFunc("/metrics", handleMetrics)
 }
 
 type endpoint struct {
@@ -237,6 +239,7 @@ var endpoints = []endpoint{
 	{"POST", "/orders", `create an order from {"sku":"...","qty":N}`},
 	{"GET", "/orders/{id}", "one of the last 1024 orders"},
 	{"GET", "/debug/vars", "expvar counters and runtime memstats"},
+	{"GET", "/metrics", "Prometheus text format, client_golang's Go and process metric names"},
 	{"GET", "/debug/pprof/", "runtime profiles"},
 }
 
@@ -579,4 +582,27 @@ func (s *orderStore) get(id uint64) (order, bool) {
 	defer s.mu.Unlock()
 	o := s.ring[id%orderRingSize]
 	return o, id != 0 && o.ID == id
+}
+
+// handleMetrics writes the Go runtime's figures in the Prometheus text
+// exposition format under the names client_golang's Go and process collectors
+// use, so tools that read /metrics (leakgate's probes.source: prometheus)
+// work on the sample without a dependency outside the standard library.
+func handleMetrics(w http.ResponseWriter, r *http.Request) {
+	if !allowMethod(w, r, http.MethodGet) {
+		return
+	}
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+	gauge := func(name, help string, value float64) {
+		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s gauge\n%s %g\n", name, help, name, name, value)
+	}
+	gauge("go_goroutines", "Number of goroutines that currently exist.", float64(runtime.NumGoroutine()))
+	gauge("go_memstats_heap_alloc_bytes", "Number of heap bytes allocated and still in use.", float64(ms.HeapAlloc))
+	gauge("go_memstats_heap_objects", "Number of allocated objects.", float64(ms.HeapObjects))
+	gauge("go_memstats_next_gc_bytes", "Number of heap bytes when next garbage collection will take place.", float64(ms.NextGC))
+	fmt.Fprintf(w, "# HELP go_gc_duration_seconds A summary of the pause duration of garbage collection cycles.\n"+
+		"# TYPE go_gc_duration_seconds summary\ngo_gc_duration_seconds_sum %g\ngo_gc_duration_seconds_count %d\n",
+		float64(ms.PauseTotalNs)/1e9, ms.NumGC)
 }

@@ -127,6 +127,30 @@ func TestHealthz(t *testing.T) {
 	}
 }
 
+func TestMetricsUseClientGolangNames(t *testing.T) {
+	ta := newTestApp(t, config{})
+	rec := ta.do("GET", "/metrics", "")
+	if rec.Code != http.StatusOK || !strings.HasPrefix(rec.Header().Get("Content-Type"), "text/plain; version=0.0.4") {
+		t.Fatalf("GET /metrics = %d %q", rec.Code, rec.Header().Get("Content-Type"))
+	}
+	values := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(rec.Body.String()), "\n") {
+		if strings.HasPrefix(line, "#") {
+			continue
+		}
+		name, value, ok := strings.Cut(line, " ")
+		if !ok {
+			t.Fatalf("malformed line %q", line)
+		}
+		values[name] = value
+	}
+	for _, name := range []string{"go_goroutines", "go_memstats_heap_alloc_bytes", "go_memstats_heap_objects", "go_memstats_next_gc_bytes", "go_gc_duration_seconds_count"} {
+		if values[name] == "" {
+			t.Errorf("/metrics has no %s:\n%s", name, rec.Body.String())
+		}
+	}
+}
+
 func TestIndex(t *testing.T) {
 	ta := newTestApp(t, config{})
 	rec := ta.do("GET", "/", "")

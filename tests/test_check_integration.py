@@ -217,24 +217,35 @@ def test_service_killed_during_load_fails_service_alive(
     assert "killed by SIGKILL during measure" in run.stdout
 
 
-@pytest.mark.parametrize(("mode", "expected"), [("", 0), ("globalmap", 1)])
-def test_without_agent_uses_the_services_own_pprof_and_expvar(
-    go_bin: str, tmp_path: Path, marker: str, mode: str, expected: int
+@pytest.mark.parametrize(
+    ("mode", "expected", "probes", "source"),
+    [
+        ("", 0, "", "pprof+expvar"),
+        ("globalmap", 1, "", "pprof+expvar"),
+        ("", 0, "probes: {source: prometheus}\n", "prometheus"),
+        ("globalmap", 1, "probes: {source: prometheus}\n", "prometheus"),
+    ],
+)
+def test_without_agent_uses_the_services_own_endpoints(
+    go_bin: str, tmp_path: Path, marker: str, mode: str, expected: int, probes: str, source: str
 ) -> None:
+    """pprof + expvar by default; the Prometheus /metrics (client_golang names) on request."""
     config = write_config(tmp_path / "leakgate.yml")
-    config.write_text(
-        config.read_text().replace(
-            "  ready_timeout: 20s\n", "  ready_timeout: 20s\n  inject_agent: false\n"
-        )
+    text = config.read_text().replace(
+        "  ready_timeout: 20s\n", "  ready_timeout: 20s\n  inject_agent: false\n"
     )
+    config.write_text(text.replace("probes:\n  interval: 250ms\n", "") + probes)
     run = run_gate(
         [str(SAMPLE), "--config", str(config), "--env", marker, "--env", f"LEAK={mode}"],
         tmp_path / "out2",
     )
     assert run.returncode == expected, run.output
     record = json.loads((run.out / "run.json").read_text())
-    assert record["trials"][0]["checkpoints"]["drain"]["source"] == "pprof+expvar"
-    assert record["environment"]["heap_live_source"] == "pprof+expvar"
+    assert record["trials"][0]["checkpoints"]["drain"]["source"] == source
+    assert record["environment"]["heap_live_source"] == source
+    assert len(record["trials"][0]["series"]["heap_live"]["points"]) >= 5
+    if expected:
+        assert "retained_per_request" in run.junit_failures()
 
 
 @pytest.mark.parametrize(("mode", "expected"), [("", 0), ("globalmap", 1)])

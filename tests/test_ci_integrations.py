@@ -425,6 +425,37 @@ def test_action_without_reports_says_error_even_over_a_stale_verdict(
     assert "stale" not in run.summary
 
 
+def test_report_step_ignores_a_previous_runs_reports_when_the_gate_did_not_run(
+    tmp_path: Path,
+) -> None:
+    """The install step failed, so the gate step was skipped: no exit code reaches the report
+    step, and the report directory holds what an earlier job on this runner left."""
+    stale = tmp_path / ".leakgate"
+    stale.mkdir()
+    (stale / "verdict.json").write_text('{"status": "pass"}')
+    (stale / "summary.md").write_text("stale PASS\n")
+    (stale / "junit.xml").write_text("<testsuites/>")
+    summary, outputs = tmp_path / "summary", tmp_path / "outputs"
+    env = {
+        "PATH": os.environ["PATH"],
+        "INPUT_WORKING_DIRECTORY": str(tmp_path),
+        "GITHUB_STEP_SUMMARY": str(summary),
+        "GITHUB_OUTPUT": str(outputs),
+    }
+    proc = subprocess.run(
+        ["bash", str(REPO / "ci" / "github" / "report.sh")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "stale" not in summary.read_text()
+    assert "error (exit code unknown)" in summary.read_text()
+    parsed = _parse_github_output(outputs.read_text())
+    assert parsed["verdict"] == "error" and parsed["junit"] == ""
+
+
 def test_action_compare_fetches_the_pull_request_base_into_a_shallow_checkout(
     tmp_path: Path, fake: tuple[Path, dict[str, str]], shallow_pr: tuple[Path, str]
 ) -> None:

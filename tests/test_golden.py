@@ -144,24 +144,46 @@ def test_junit_golden_and_what_a_junit_reader_sees(tmp_path: Path) -> None:
     assert "main.(*auditLog).record (audit.go:42)" in (heap.system_out or "")
 
 
-def test_markdown_escapes_service_output_and_stays_under_1_mib() -> None:
+def _hostile_record(log_tail: str) -> RunRecord:
     record = fixed_record()
-    hostile = "<script>alert(1)</script> | pipe \x1b[31mred\x1b[0m ```fence```\n" * 40_000
     dead = dataclasses.replace(
         record.trials[1],
         service=dataclasses.replace(
-            record.trials[1].service, died=True, exit_code=2, phase="load", log_tail=hostile
+            record.trials[1].service, died=True, exit_code=2, phase="load", log_tail=log_tail
         ),
     )
-    record = dataclasses.replace(record, trials=(record.trials[0], dead, *record.trials[2:]))
+    return dataclasses.replace(record, trials=(record.trials[0], dead, *record.trials[2:]))
+
+
+HOSTILE = "<script>alert(1)</script> | pipe \x1b[31mred\x1b[0m ```fence``` [x](http://e/) \x85\n"
+
+
+def test_service_output_cannot_inject_markup_into_markdown_junit_or_the_console() -> None:
+    record = _hostile_record(HOSTILE * 3 + "::stop-commands::token\n")
     verdict = judge(record, Config(), sites=SITES)
     text = markdown.render(verdict, record)
-    assert len(text.encode()) < 1024 * 1024
-    assert "\x1b" not in text
-    # Inside a fenced block (fenced longer than any backtick run in it) HTML is shown as text;
-    # everywhere else it must be escaped.
+    assert "\x1b" not in text and "\x85" not in text
+    # Inside a fenced block (fenced longer than any backtick run in it) markup is shown as
+    # text; everywhere else it must be escaped.
     outside = re.sub(r"(`{3,})text\n.*?\n\1(?!`)", "", text, flags=re.S)
     assert "<script>" not in outside and "```fence```" not in outside
+    assert "](http" not in outside
     assert "````text\n" in text
     xml = junit.render(verdict, record)
     assert "\x1b" not in xml and "<script>" not in xml
+    terminal = console.render(verdict, record)
+    assert "\x1b" not in terminal
+    assert not any(line.lstrip().startswith("::") for line in terminal.splitlines())
+
+
+def test_markdown_over_the_size_limit_drops_the_evidence_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    record = _hostile_record("a long log line\n" * 2000)
+    verdict = judge(record, Config(), sites=SITES)
+    full = markdown.render(verdict, record)
+    monkeypatch.setattr(markdown, "MAX_BYTES", len(full.encode()) - 1)
+    text = markdown.render(verdict, record)
+    assert len(text.encode()) < len(full.encode())
+    assert markdown.EVIDENCE_LEFT_OUT in text and "<details>" not in text
+    assert "### Where it leaks" in text and "| metric | baseline |" in text

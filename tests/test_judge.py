@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from leakgate.config import Config, parse_config
 from leakgate.judge import exit_code, inconclusive_metrics, judge, merge_confirmation
-from leakgate.model import Check, ComparisonRow, RunRecord, Verdict
+from leakgate.model import Check, ComparisonRow, LeakSite, LeakSites, RunRecord, Verdict
 
 from .factories import heap_series, trial
 
@@ -165,3 +165,19 @@ def test_trial_order_is_balanced_and_randomised() -> None:
     assert len(set(pairs)) == 2  # both orders occur
     assert trial_order(3, ["candidate"], seed=5) == ["candidate"] * 3
     assert trial_order(20, ["baseline", "candidate"], seed=1) == order  # reproducible from the seed
+
+
+def test_confirm_keeps_the_leak_sites_on_a_check_decided_the_first_time() -> None:
+    import dataclasses
+
+    site = LeakSite(kind="heap", function="main.audit", file="a.go", line=3, growth=9e6)
+    first = _comparison_verdict(inconclusive=True)
+    heap_fail = Check(name="heap_live_vs_baseline", status="fail", summary="+300%")
+    first = dataclasses.replace(first, checks=(first.checks[0], heap_fail))
+    confirmed = dataclasses.replace(
+        _comparison_verdict(inconclusive=False), leak_sites=LeakSites(heap=(site,))
+    )
+    merged = merge_confirmation(first, confirmed)
+    heap = next(c for c in merged.checks if c.name == "heap_live_vs_baseline")
+    assert heap.status == "fail" and heap.leak_sites == (site,)
+    assert merged.leak_sites.heap == (site,)

@@ -140,9 +140,60 @@ def test_an_unreadable_profile_is_a_note_not_a_crash(tmp_path: Path) -> None:
     sites = leaksites.find(record, tmp_path)
     assert sites.heap == ()
     assert len(sites.notes) == 1 and "got HTML" in sites.notes[0]
-    assert "trial 0: heap profile not used" in sites.notes[0]
+    assert "trial 1: heap profile not used" in sites.notes[0]
 
 
 def test_trials_without_profiles_give_no_sites(tmp_path: Path) -> None:
     record = RunRecord(trials=(Trial(index=0),))
     assert leaksites.find(record, tmp_path) == LeakSites()
+
+
+WAITGROUP = [
+    "runtime.gopark",
+    "runtime.goparkunlock",
+    "runtime.semacquire1",
+    "sync.runtime_SemacquireWaitGroup",
+    "sync.(*WaitGroup).Wait",
+    "main.fanOut",
+]
+MUTEX = [
+    "runtime.gopark",
+    "runtime.semacquire1",
+    "internal/sync.runtime_SemacquireMutex",
+    "internal/sync.(*Mutex).lockSlow",
+    "sync.(*Mutex).Lock",
+    "main.(*cache).get",
+]
+
+
+def test_a_sync_wait_is_named_by_the_primitive_not_by_semacquire(tmp_path: Path) -> None:
+    before = goroutines(IDLE)
+    after = goroutines(IDLE, (WAITGROUP, 30), (MUTEX, 20))
+    record = RunRecord(
+        trials=(_trial(tmp_path, 0, {"goroutine-warmup": before, "goroutine-drain": after}),)
+    )
+    states = {s.function: s.state for s in leaksites.find(record, tmp_path).goroutines}
+    assert states == {"main.fanOut": "sync.WaitGroup.Wait", "main.(*cache).get": "sync.Mutex.Lock"}
+
+
+def test_a_sample_without_a_stack_is_skipped(tmp_path: Path) -> None:
+    before = heap(BASE)
+    after = heap(BASE, ([], 900_000), (["main.a"], 900_000))
+    record = RunRecord(trials=(_trial(tmp_path, 0, {"heap-warmup": before, "heap-drain": after}),))
+    sites = leaksites.find(record, tmp_path)
+    assert [s.function for s in sites.heap] == ["main.a"] and sites.notes == ()
+
+
+def test_a_module_without_a_dot_is_the_services_own_code(tmp_path: Path) -> None:
+    import dataclasses
+
+    from leakgate.model import Environment
+
+    stack = ["runtime.mapassign", "orders/internal/store.(*Store).Add", "main.handle"]
+    before, after = heap(BASE), heap(BASE, (stack, 2_000_000))
+    trial = _trial(tmp_path, 0, {"heap-warmup": before, "heap-drain": after})
+    record = RunRecord(trials=(trial,))
+    assert leaksites.find(record, tmp_path).heap[0].function == "main.handle"
+    record = dataclasses.replace(record, environment=Environment(go_module="orders"))
+    top = leaksites.find(record, tmp_path).heap[0]
+    assert top.function == "orders/internal/store.(*Store).Add" and top.caller == "main.handle"

@@ -20,7 +20,7 @@ from leakgate.model import (
     Trial,
     Verdict,
 )
-from leakgate.report import charts, html
+from leakgate.report import charts, html, table
 
 from .factories import heap_series, trial
 
@@ -199,7 +199,7 @@ def test_output_is_deterministic() -> None:
 
 
 def test_clean_strips_terminal_sequences() -> None:
-    assert html.clean("a\x1b[31mb\x1b[0m\r\nc\x00d\te") == "ab\nc\ufffdd\te"
+    assert table.clean("a\x1b[31mb\x1b[0m\r\nc\x00d\te") == "ab\nc\ufffdd\te"
 
 
 def test_downsample_keeps_the_envelope() -> None:
@@ -252,3 +252,15 @@ def test_chromium_draws_the_report(chromium: str, tmp_path: Path) -> None:
     for hex_colour in charts.COLOURS.values():
         rgb = [int(hex_colour[i : i + 2], 16) / 255 for i in (1, 3, 5)]
         assert (abs(image - rgb).max(axis=2) < 0.06).sum() > 100, hex_colour
+
+
+def test_a_chart_that_fails_to_draw_costs_only_that_chart(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(*args: object) -> charts.Chart:
+        raise ValueError("odd data")
+
+    monkeypatch.setattr(charts, "_latency_distribution", broken)
+    page = html.render(compare_verdict(), compare_record())
+    assert "Latency distribution: chart not drawn: ValueError: odd data" in page
+    assert page.count("<svg") >= 4

@@ -10,8 +10,11 @@ case $report_dir in
 *) report_dir="$(cd -- "$workdir" 2>/dev/null && pwd || echo "$PWD/$workdir")/$report_dir" ;;
 esac
 
+# Reports count only when the gate step ran this time: if an earlier step failed, files in the
+# report directory are a previous run's (a self-hosted runner keeps its workspace).
+ran=${GATE_EXIT_CODE:+yes}
 verdict=error
-if [ -f "$report_dir/verdict.json" ]; then
+if [ -n "$ran" ] && [ -f "$report_dir/verdict.json" ]; then
     verdict=$("${LEAKGATE_PYTHON:-python3}" -c '
 import json, sys
 status = json.load(open(sys.argv[1])).get("status")
@@ -22,7 +25,7 @@ fi
 summary="$report_dir/summary.md"
 if [ -n "${GITHUB_STEP_SUMMARY:-}" ]; then
     # GitHub refuses a step summary over 1 MiB; leakgate keeps summary.md well under that.
-    if [ -s "$summary" ] && [ "$(wc -c <"$summary")" -lt 1048576 ]; then
+    if [ -n "$ran" ] && [ -s "$summary" ] && [ "$(wc -c <"$summary")" -lt 1048576 ]; then
         cat -- "$summary" >>"$GITHUB_STEP_SUMMARY"
     else
         printf '**leakgate**: %s (exit code %s), no summary.md to show: %s\n' \
@@ -41,7 +44,7 @@ output() {
 }
 
 junit="$report_dir/junit.xml"
-[ -f "$junit" ] || junit=""
+[ -n "$ran" ] && [ -f "$junit" ] || junit=""
 output verdict "$verdict"
 output report-dir "$report_dir"
 output junit "$junit"

@@ -12,6 +12,7 @@ import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal
 
 import matplotlib
@@ -83,10 +84,22 @@ def charts(sides: Mapping[str, Sequence[Trial]]) -> list[Chart]:
             "figure.facecolor": "white",
         }
     ):
-        out = [_series_chart(spec, sides) for spec in _SERIES_CHARTS]
-        out.append(_latency_over_time(sides))
-        out.append(_latency_distribution(sides))
-    return out
+        makers: list[tuple[str, str, Callable[[], Chart]]] = [
+            (spec.key, spec.title, partial(_series_chart, spec, sides)) for spec in _SERIES_CHARTS
+        ]
+        makers.append(("latency", "Latency per second", partial(_latency_over_time, sides)))
+        makers.append(
+            ("distribution", "Latency distribution", partial(_latency_distribution, sides))
+        )
+        return [_safely(key, title, make) for key, title, make in makers]
+
+
+def _safely(key: str, title: str, make: Callable[[], Chart]) -> Chart:
+    """One chart; a plotting failure costs that chart (a note says why), not the report."""
+    try:
+        return make()
+    except Exception as e:  # matplotlib on odd data: the rest of the report still renders
+        return Chart(key, title, None, f"chart not drawn: {type(e).__name__}: {e}")
 
 
 def downsample(points: Points, limit: int = MAX_POINTS) -> list[tuple[float, float]]:

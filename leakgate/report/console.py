@@ -10,7 +10,7 @@ from pathlib import Path
 from leakgate.model import RunRecord, Verdict
 from leakgate.report import table
 
-LABELS = {"pass": "PASS", "fail": "FAIL", "warn": "WARN", "no_data": "NO DATA", "error": "ERROR"}
+LABELS = table.CHECK_LABELS
 FAIL_EVIDENCE_LINES = 4
 
 
@@ -21,9 +21,9 @@ def render(verdict: Verdict, record: RunRecord, reports: Sequence[Path] = ()) ->
         lines.append(f"  {LABELS[check.status]:7} {check.name:{width}}  {check.summary}")
         indent = f"  {'':7} {'':{width}}  "
         if check.leak_sites:
-            lines.append(f"{indent}top leak site: {check.leak_sites[0].description}")
+            lines.append(f"{indent}top leak site: {_safe(check.leak_sites[0].description)}")
         if check.status in ("fail", "error"):
-            evidence = [sub for item in check.evidence for sub in item.splitlines()]
+            evidence = [_safe(sub) for item in check.evidence for sub in item.splitlines()]
             if check.status == "fail" and len(evidence) > FAIL_EVIDENCE_LINES:
                 more = len(evidence) - FAIL_EVIDENCE_LINES
                 evidence = [
@@ -41,6 +41,13 @@ def render(verdict: Verdict, record: RunRecord, reports: Sequence[Path] = ()) ->
     if reports:
         lines.append("reports: " + ", ".join(str(p) for p in reports))
     return "\n".join(lines) + "\n"
+
+
+def _safe(line: str) -> str:
+    """A line of service output for a CI log: no terminal sequences, and never a runner
+    command (GitHub runs `::command::` lines it finds in the log, after leading spaces)."""
+    line = table.clean(line)
+    return "| " + line if line.lstrip().startswith("::") else line
 
 
 def comparison_table(verdict: Verdict) -> list[str]:

@@ -10,12 +10,11 @@ from __future__ import annotations
 import dataclasses
 import html
 import json
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
-from leakgate.analysis import baseline_trials
+from leakgate.analysis import baseline_trials, offered_rate
 from leakgate.model import Check, Environment, LeakSite, LeakSites, RunRecord, Trial, Verdict
 from leakgate.report import table
 from leakgate.units import format_duration, format_metric, format_percent
@@ -25,19 +24,9 @@ if TYPE_CHECKING:
 
 SIDES = ("baseline", "candidate")
 _CHECK_ORDER = {"fail": 0, "error": 1, "warn": 2, "no_data": 3, "pass": 4}
-_CHECK_LABELS = {
-    "pass": "PASS",
-    "fail": "FAIL",
-    "warn": "WARN",
-    "no_data": "NO DATA",
-    "error": "ERROR",
-}
 _STATUS_LABELS = {"pass": "PASS", "fail": "FAIL", "error": "ERROR", "interrupted": "INTERRUPTED"}
 _SYMBOL_CLASSES = {"pass": "pass", "fail": "fail", "inconclusive": "warn"}
 
-_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?")
-# C0 controls but \t and \n, DEL, C1 controls, and lone surrogates (unencodable as UTF-8).
-_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
 
 _CSS = """
 :root { color-scheme: light; }
@@ -97,14 +86,8 @@ def trial_sides(record: RunRecord, baseline: RunRecord | None) -> dict[str, list
     return {side: trials for side, trials in sides.items() if trials}
 
 
-def clean(text: str) -> str:
-    """Text safe to show: no terminal escape sequences or control characters but \\t and \\n."""
-    text = _ANSI.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
-    return _CONTROL.sub("\ufffd", text)
-
-
 def esc(value: object) -> str:
-    return html.escape(clean(str(value)))
+    return html.escape(table.clean(str(value)))
 
 
 # -- sections ----------------------------------------------------------------------------------
@@ -113,7 +96,7 @@ def esc(value: object) -> str:
 def _header(verdict: Verdict, record: RunRecord, sides: Mapping[str, Sequence[Trial]]) -> str:
     counts = ", ".join(f"{len(trials)} {side}" for side, trials in sides.items())
     context = [f"{counts or 'no'} trial{'s' if sum(map(len, sides.values())) != 1 else ''}"]
-    rate = _offered_rate(record.trials)
+    rate = offered_rate(record.trials)
     if rate:
         context.append(f"at {rate:,.0f} req/s")
     if record.package:
@@ -139,7 +122,7 @@ def _checks(checks: Sequence[Check]) -> str:
         if evidence and check.status not in ("fail", "error"):
             evidence = f"<details><summary>evidence</summary>{evidence}</details>"
         rows.append(
-            f'<tr><td><span class="badge {check.status}">{_CHECK_LABELS[check.status]}</span>'
+            f'<tr><td><span class="badge {check.status}">{table.CHECK_LABELS[check.status]}</span>'
             f"</td><td><code>{esc(check.name)}</code></td>"
             f"<td>{esc(check.summary)}{evidence}</td></tr>"
         )
@@ -256,7 +239,7 @@ def _run(
         ("package", record.package),
         ("command", record.command),
         ("trials", ", ".join(f"{len(t)} {side}" for side, t in sides.items())),
-        ("offered rate", _optional(_offered_rate(record.trials), lambda r: f"{r:,.0f} req/s")),
+        ("offered rate", _optional(offered_rate(record.trials), lambda r: f"{r:,.0f} req/s")),
         ("base revision", record.base_revision),
         ("created", record.created),
         ("trial order seed", _optional(record.trial_order_seed, str)),
@@ -337,10 +320,6 @@ def _service(trial: Trial) -> str:
         return "ok"
     how = f"exit {s.exit_code}" if s.exit_code is not None else (s.signal or "")
     return esc(f"died during {s.phase or 'the run'}" + (f" ({how})" if how else ""))
-
-
-def _offered_rate(trials: Iterable[Trial]) -> float | None:
-    return next((t.offered_rate for t in trials if t.offered_rate), None)
 
 
 def _optional(value: T | None, fmt: Callable[[T], str]) -> str:

@@ -28,26 +28,52 @@ VERDICT = {
 }
 COMPARISON = {"pass": "✅", "fail": "❌", "inconclusive": "`~`", "too_few": "❔", "no_data": "–"}
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+# Punctuation that can start Markdown syntax (emphasis, links, images, code, HTML, tables,
+# strikethrough, entities); escaped with a backslash, which CommonMark allows before any of it.
+_ACTIVE = re.compile(r"([\\`*_\[\]<>|~&!#])")
 
 
 def render(verdict: Verdict, record: RunRecord) -> str:
-    parts = [_headline(verdict, record), _checks(verdict.checks)]
+    head = [_headline(verdict, record), _checks(verdict.checks)]
     if verdict.comparisons:
-        parts.append(_comparisons(verdict))
-    parts.append(_leak_sites(verdict))
+        head.append(_comparisons(verdict))
+    head.append(_leak_sites(verdict))
     if verdict.notes:
-        parts.append("\n".join(f"> {cell(n)}" for n in verdict.notes))
-    parts.append(_evidence(verdict.checks))
-    parts.append(_environment(record))
-    text = "\n\n".join(p for p in parts if p) + "\n"
+        head.append("\n".join(f"> {line(n)}" for n in verdict.notes))
+    tail = [_environment(record)]
+    text = _join([*head, _evidence(verdict.checks), *tail])
+    if len(text.encode()) > MAX_BYTES:  # the evidence goes first: junit.xml has all of it
+        text = _join([*head, EVIDENCE_LEFT_OUT, *tail])
     return _fit(text)
 
 
+EVIDENCE_LEFT_OUT = "_The evidence is left out to keep this summary under 1 MiB; junit.xml has it._"
+
+
+def _join(parts: Sequence[str]) -> str:
+    return "\n\n".join(p for p in parts if p) + "\n"
+
+
 def cell(text: object) -> str:
-    """Safe inside a table cell or a line: no HTML, no pipes, no control characters."""
-    clean = _CONTROL.sub("", str(text)).replace("\n", " ")
-    return html.escape(clean, quote=False).replace("|", "\\|")
+    """Untrusted text as literal text in a table cell or a line: no HTML, links, images,
+    emphasis or code spans can come out of it, and no control characters."""
+    flat = table.clean(str(text)).replace("\n", " ").replace("\t", " ")
+    return _ACTIVE.sub(r"\\\1", flat)
+
+
+def line(text: object) -> str:
+    """cell() for text that starts a line (a quote or list item): no list marker either."""
+    escaped = cell(text)
+    return "\\" + escaped if escaped[:1] in ("-", "+") else escaped
+
+
+def code(text: object) -> str:
+    """Untrusted text as an inline code span (in a table cell: pipes escaped, as GFM wants)."""
+    flat = table.clean(str(text)).replace("\n", " ").replace("|", "\\|")
+    ticks = max((len(m) for m in re.findall(r"`+", flat)), default=0)
+    fence = "`" * (ticks + 1)
+    pad = " " if flat.startswith("`") or flat.endswith("`") else ""
+    return f"{fence}{pad}{flat}{pad}{fence}"
 
 
 def _headline(verdict: Verdict, record: RunRecord) -> str:
@@ -69,7 +95,7 @@ def _checks(checks: Sequence[Check]) -> str:
         result = cell(c.summary)
         if c.leak_sites:
             result += f"<br>top leak site: {_site_cell(c.leak_sites[0])}"
-        rows.append(f"| {STATUS[c.status]} | `{cell(c.name)}` | {result} |")
+        rows.append(f"| {STATUS[c.status]} | {code(c.name)} | {result} |")
     return "\n".join(rows)
 
 
@@ -107,7 +133,7 @@ def _leak_sites(verdict: Verdict) -> str:
             "|--:|---|--:|--:|--:|--:|",
         ]
         out += [
-            f"| {i} | `{cell(s.function)}` {cell(_where(s))} | +{format_size(s.growth)} | "
+            f"| {i} | {code(s.function)} {cell(_where(s))} | +{format_size(s.growth)} | "
             f"{s.objects or 0:,} | {s.share:.0%} | {s.trials} |"
             for i, s in enumerate(sites.heap, 1)
         ]
@@ -123,7 +149,7 @@ def _leak_sites(verdict: Verdict) -> str:
         ]
         out += [
             f"| {i} | {int(s.growth):,}{' (leaked)' if s.leaked else ''} | {cell(s.state)} | "
-            f"`{cell(s.function)}` {cell(_where(s))} | {s.trials} |"
+            f"{code(s.function)} {cell(_where(s))} | {s.trials} |"
             for i, s in enumerate(sites.goroutines, 1)
         ]
         top = sites.goroutines[0]
@@ -132,23 +158,21 @@ def _leak_sites(verdict: Verdict) -> str:
         if sites.goroutine_command:
             out += ["", _command(sites.goroutine_command)]
     if sites.trace:
-        out += ["", f"Execution trace while goroutines grew: `go tool trace {cell(sites.trace)}`"]
-    out += [f"- {cell(n)}" for n in sites.notes]
+        trace = code(f"go tool trace {sites.trace}")
+        out += ["", f"Execution trace while goroutines grew: {trace}"]
+    out += [f"- {line(n)}" for n in sites.notes]
     if len(out) == 1:
         return ""
     return "\n".join(out)
 
 
 def _where(site: LeakSite) -> str:
-    name = site.file.rsplit("/", 1)[-1]
-    where = f"({name}:{site.line})" if name else ""
-    if site.caller:
-        where += f" ← {site.caller}"
-    return where
+    where = table.site_location(site)
+    return f"({where})" if where else ""
 
 
 def _command(command: str) -> str:
-    return f"Profiles (in the report directory): `{cell(command)}`"
+    return f"Profiles (in the report directory): {code(command)}"
 
 
 def _evidence(checks: Sequence[Check]) -> str:
@@ -160,14 +184,14 @@ def _evidence(checks: Sequence[Check]) -> str:
         if len(text) > MAX_EVIDENCE_CHARS:
             text = text[:MAX_EVIDENCE_CHARS] + "\n… (truncated; see junit.xml)"
         blocks.append(
-            f"<details><summary>{cell(c.name)}: evidence</summary>\n\n"
+            f"<details><summary>{html.escape(table.clean(c.name))}: evidence</summary>\n\n"
             f"{_fence(text.splitlines())}\n\n</details>"
         )
     return "\n\n".join(blocks)
 
 
 def _fence(lines: Iterable[str]) -> str:
-    body = _CONTROL.sub("", "\n".join(lines))
+    body = table.clean("\n".join(lines))
     longest = max((len(m) for m in re.findall(r"`+", body)), default=0)
     fence = "`" * max(3, longest + 1)
     return f"{fence}text\n{body}\n{fence}"

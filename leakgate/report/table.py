@@ -2,8 +2,40 @@
 
 from __future__ import annotations
 
-from leakgate.model import ComparisonRow, RunRecord, Verdict
+import re
+
+from leakgate.analysis import offered_rate
+from leakgate.model import ComparisonRow, LeakSite, RunRecord, Verdict
 from leakgate.units import format_metric
+
+# Check statuses in words, for text and HTML alike (Markdown shows symbols).
+CHECK_LABELS = {
+    "pass": "PASS",
+    "fail": "FAIL",
+    "warn": "WARN",
+    "no_data": "NO DATA",
+    "error": "ERROR",
+}
+
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?")
+# C0 controls but \t and \n, DEL, C1 controls, and lone surrogates (unencodable as UTF-8).
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def clean(text: str) -> str:
+    """Service output made safe to show anywhere: no terminal escape sequences, no control
+    characters but \\t and \\n (others become U+FFFD)."""
+    text = _ANSI.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
+    return _CONTROL.sub("\ufffd", text)
+
+
+def site_location(site: LeakSite) -> str:
+    """ "leaks.go:209 ← main.handle": where a site is, and who called it."""
+    where = f"{site.file.rsplit('/', 1)[-1]}:{site.line}" if site.file else ""
+    if site.caller:
+        where += f" ← {site.caller}"
+    return where.strip()
+
 
 COMPARISON_HEADER = ("metric", "baseline", "candidate", "change", "p", "n", "")
 
@@ -57,7 +89,7 @@ _HEADLINES = {
 def run_context(record: RunRecord) -> str:
     """ "5 trials at 4,667 req/s": what the verdict rests on."""
     trials = len(record.trials)
-    rate = next((t.offered_rate for t in record.trials if t.offered_rate), None)
+    rate = offered_rate(record.trials)
     context = f"{trials} trial{'s' if trials != 1 else ''}"
     sides = {t.side for t in record.trials}
     if len(sides) > 1 and trials % len(sides) == 0:
