@@ -30,6 +30,7 @@ from leakgate.gitref import resolve as resolve_ref
 from leakgate.gitref import worktree
 from leakgate.judge import exit_code, inconclusive_metrics, judge, merge_confirmation
 from leakgate.model import LeakSites, RunRecord, Verdict, from_plain
+from leakgate.remote import parse_target
 from leakgate.report import Render, clear_previous, console, html, junit, markdown, write_all
 from leakgate.report import openmetrics as om
 from leakgate.runner import Reporter, Runner
@@ -74,6 +75,20 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _attach_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--target",
+        metavar="URL",
+        help="attach to a service already running there: build and start nothing, load and "
+        "probe it over HTTP (DIR is not used)",
+    )
+    parser.add_argument(
+        "--probe-url",
+        metavar="URL",
+        help="with --target: where its pprof/expvar or /metrics answer (default: the target)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="leakgate",
@@ -93,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="a RunRecord saved by `leakgate baseline record` to compare against",
     )
+    _attach_options(check)
     check.add_argument(
         "--quick",
         action="store_true",
@@ -104,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     record = baseline_sub.add_parser("record", help="run trials and store them as the baseline")
     _run_options(record)
+    _attach_options(record)
     record.add_argument(
         "-o",
         "--output",
@@ -213,7 +230,9 @@ def _load(args: argparse.Namespace) -> tuple[Config, Path]:
         env=_parse_env(args.env),
         report_dir=args.out,
     )
-    if args.dir:
+    if getattr(args, "target", None):
+        package = Path(".")  # attach mode builds nothing
+    elif args.dir:
         package = Path(args.dir)
     elif config_path is not None and cfg.service.dir:
         package = config_path.parent / cfg.service.dir
@@ -273,6 +292,13 @@ def _run(args: argparse.Namespace) -> int:
         if args.baseline or args.trials:
             raise UsageError("--quick runs one short trial; it takes no --baseline or --trials")
         cfg = quick(cfg)
+    target = None
+    if getattr(args, "target", None):
+        target = parse_target(args.target, args.probe_url)
+        if cfg.probes.source == "agent":
+            raise UsageError("--target attaches to a running service: no agent can be injected")
+    elif getattr(args, "probe_url", None):
+        raise UsageError("--probe-url goes with --target")
     if command == "check" and args.baseline:
         baseline = load_baseline(Path(args.baseline))  # refused before anything starts
     against_baseline = baseline is not None or command in ("compare", "baseline record")
@@ -312,7 +338,15 @@ def _run(args: argparse.Namespace) -> int:
             base_rate = next(
                 (t.offered_rate for t in baseline_trials(baseline) if t.offered_rate), None
             )
-        runner = Runner(cfg, package, report_dir, reporter, command=command, offered_rate=base_rate)
+        runner = Runner(
+            cfg,
+            package,
+            report_dir,
+            reporter,
+            command=command,
+            offered_rate=base_rate,
+            target=target,
+        )
         error: LeakgateError | None = None
         unconfirmed: Verdict | None = None
         try:

@@ -324,7 +324,7 @@ def _service_alive(trial: Trial) -> TrialResult:
     s = trial.service
     if not s.died:
         return TrialResult("pass", 1.0)
-    how = f"killed by {s.signal}" if s.signal else f"exited with code {s.exit_code}"
+    how = s.reason or (f"killed by {s.signal}" if s.signal else f"exited with code {s.exit_code}")
     note = f"the service {how} during {s.phase or 'the run'}"
     evidence = [note]
     if s.log_tail:

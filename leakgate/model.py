@@ -129,6 +129,7 @@ class ServiceStatus:
     died: bool = False  # exited or was killed while leakgate still needed it
     exit_code: int | None = None
     signal: str | None = None
+    reason: str = ""  # attach mode: how the service was seen to end ("stopped answering ...")
     phase: str | None = None  # when it died: "warmup", "load", "drain", ...
     log_tail: str = ""
     log_file: str | None = None

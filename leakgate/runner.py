@@ -43,6 +43,7 @@ from leakgate.probes import (
     quiet_goroutines,
     read_rss,
 )
+from leakgate.remote import RemoteService, Target
 from leakgate.service import Exit, Service
 from leakgate.units import format_duration, format_size
 
@@ -51,6 +52,7 @@ PROBE_MAX_SECONDS = 3.0
 PROGRESS_EVERY_TTY = 1.0
 PROGRESS_EVERY_LOG = 5.0
 TRACE_SECONDS = 2.0
+AnyService = Service | RemoteService  # one the runner started, or one it attached to
 DEFAULT_TRACE_GROWTH = 16.0
 
 
@@ -154,8 +156,10 @@ class Runner:
         command: str = "check",
         seed: int | None = None,
         offered_rate: float | None = None,
+        target: Target | None = None,
     ) -> None:
         self.config = config
+        self.target = target  # attach mode: load and probe a running service, build nothing
         self.package_dir = package_dir
         self.sides: dict[str, Path] = {"candidate": package_dir}
         if base_dir is not None:
@@ -182,7 +186,7 @@ class Runner:
             trials.append(self.current.freeze(self.offered_rate))
         return RunRecord(
             created=self.created,
-            package=str(self.package_dir),
+            package=self.target.url if self.target else str(self.package_dir),
             command=self.command,
             config=to_plain(self.config),
             environment=self.environment,
@@ -205,7 +209,13 @@ class Runner:
         started = time.monotonic()
         agent = ", agent injected" if cfg.service.inject_agent else ""
         binaries: dict[str, Path] = {}
-        for side, package_dir in self.sides.items():
+        if self.target is not None:
+            # Nothing here describes the service's build: its Go and revision are unknown.
+            self.environment = dataclasses.replace(
+                self.environment, go_version="", git_revision="", git_dirty=False, go_module=""
+            )
+            say(f"attaching to {self.target.url} (probes at {self.target.probe_url})")
+        for side, package_dir in self.sides.items() if self.target is None else ():
             say(f"building {side} {package_dir} ({go.version}{agent})")
             binaries[side] = build_service(
                 package_dir, cfg.service.build_flags, cfg.service.inject_agent, go
@@ -249,7 +259,7 @@ class Runner:
             self.current = _TrialState(index=first + offset, side=side)
             self._run_trial(
                 self.current,
-                prepared.binaries[side],
+                prepared.binaries.get(side, Path()),
                 self.sides[side],
                 total,
                 prepared.loadgen,
@@ -278,17 +288,24 @@ class Runner:
         trial_dir = self.report_dir / f"trial-{state.index + 1}"
         trial_dir.mkdir(parents=True, exist_ok=True)
         env = {**environ_without_leakgate(), **cfg.service.env}
-        service = Service(
-            binary,
-            args=cfg.service.args,
-            env=env,
-            cwd=package_dir,
-            log_path=trial_dir / "service.log",
-            cpus=service_cpus,
-            gomaxprocs=len(service_cpus) if service_cpus else None,
-            agent=cfg.service.inject_agent,
-            stop_timeout=cfg.service.stop_timeout,
-        )
+        service: AnyService
+        if self.target is not None:
+            service = RemoteService(self.target, trial_dir / "service.log")
+            state.notes.append(
+                f"attached to {self.target.url}: no local process, so RSS is not measured"
+            )
+        else:
+            service = Service(
+                binary,
+                args=cfg.service.args,
+                env=env,
+                cwd=package_dir,
+                log_path=trial_dir / "service.log",
+                cpus=service_cpus,
+                gomaxprocs=len(service_cpus) if service_cpus else None,
+                agent=cfg.service.inject_agent,
+                stop_timeout=cfg.service.stop_timeout,
+            )
         say = self.reporter.say
         label = f"trial {state.index + 1}/{total}"
         if len(self.sides) > 1:
@@ -371,12 +388,16 @@ class Runner:
                 _, hwm = read_rss(service.pid or 0)
                 state.rss_peak = max(state.rss_peak or 0, hwm or 0) or None
                 ended = service.exited()
+                if isinstance(service, RemoteService):
+                    ended = service.still_up(cfg.service.ready_path)
                 if ended is not None:
                     raise _ServiceDied("drain", ended)
             except (_ServiceDied, ProbeError, LoadError, ServiceStartError) as e:
                 ended = service.exited()
                 if ended is None and isinstance(e, _ServiceDied):
                     ended = e.ended
+                if ended is None and isinstance(service, RemoteService) and phase != "start-up":
+                    ended = service.still_up(cfg.service.ready_path)  # gone, or just an error?
                 if ended is None:
                     raise
                 where = e.phase if isinstance(e, _ServiceDied) else phase
@@ -393,6 +414,7 @@ class Runner:
                     died=True,
                     exit_code=ended.code,
                     signal=ended.signal,
+                    reason=ended.reason,
                     phase=where,
                     log_tail=service.log_tail(),
                 )
@@ -414,12 +436,13 @@ class Runner:
             slack=float(self.config.load.connections),
         )
 
-    def _source(self, service: Service) -> RuntimeSource:
+    def _source(self, service: AnyService) -> RuntimeSource:
         probes = self.config.probes
+        base = self.target.probe_url if self.target else service.base_url
         if probes.source == "prometheus":
-            return PrometheusSource(service.base_url, probes.metrics_path)
-        if probes.source == "pprof" or not self.config.service.inject_agent:
-            return PprofSource(service.base_url)
+            return PrometheusSource(base, probes.metrics_path)
+        if probes.source == "pprof" or not self.config.service.inject_agent or self.target:
+            return PprofSource(base)
         addr = service.agent_address()
         if addr is None:
             ended = service.exited()
@@ -447,7 +470,7 @@ class Runner:
 
     def _drive(
         self,
-        service: Service,
+        service: AnyService,
         loadgen: Path,
         scenario: Path,
         duration: float,
@@ -507,7 +530,7 @@ class Runner:
             self.reporter.progress("")
 
     def _checkpoint(
-        self, label: str, source: RuntimeSource, service: Service, trial_dir: Path
+        self, label: str, source: RuntimeSource, service: AnyService, trial_dir: Path
     ) -> Checkpoint:
         cfg = self.config
         count, stable = quiet_goroutines(source.goroutines, cfg.probes.quiet_timeout)

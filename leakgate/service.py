@@ -12,7 +12,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,8 +110,11 @@ def stop_group(proc: subprocess.Popen[bytes], timeout: float) -> None:
 class Exit:
     code: int | None
     signal: str | None
+    reason: str = ""  # how a service leakgate did not start was seen to end
 
     def describe(self) -> str:
+        if self.reason:
+            return self.reason
         return f"was killed by {self.signal}" if self.signal else f"exited with code {self.code}"
 
 
@@ -198,35 +201,9 @@ class Service:
 
     def wait_ready(self, path: str, timeout: float) -> float:
         """Poll `path` with back-off until it answers 2xx; returns the seconds it took."""
-        start = time.monotonic()
-        delay = 0.02
-        last_problem = "no answer yet"
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        while True:
-            ended = self.exited()
-            if ended is not None:
-                raise ServiceStartError(
-                    f"the service {ended.describe()} before it became ready",
-                    details=self.log_tail(),
-                )
-            try:
-                with opener.open(self.base_url + path, timeout=2.0) as resp:
-                    if 200 <= resp.status < 300:
-                        return time.monotonic() - start
-                    last_problem = f"HTTP {resp.status}"
-            except urllib.error.HTTPError as e:
-                last_problem = f"HTTP {e.code}"
-            except (urllib.error.URLError, OSError) as e:
-                last_problem = str(getattr(e, "reason", e))
-            elapsed = time.monotonic() - start
-            if elapsed >= timeout:
-                raise ServiceStartError(
-                    f"the service was not ready after {timeout:g}s: GET {path} on {self.addr} "
-                    f"gave {last_problem}",
-                    details=self.log_tail(),
-                )
-            time.sleep(min(delay, max(0.0, timeout - elapsed)))
-            delay = min(delay * 1.5, 0.5)
+        return wait_until_ready(
+            self.base_url, path, timeout, where=self.addr, exited=self.exited, log=self.log_tail
+        )
 
     def agent_address(self, timeout: float = 5.0) -> str | None:
         """The agent's listen address, written by the agent when it starts listening."""
@@ -262,3 +239,44 @@ class Service:
         with contextlib.suppress(FileNotFoundError):
             self.agent_file.unlink()
         return already
+
+
+def wait_until_ready(
+    base_url: str,
+    path: str,
+    timeout: float,
+    *,
+    where: str,
+    exited: Callable[[], Exit | None] = lambda: None,
+    log: Callable[[], str] = lambda: "",
+) -> float:
+    """Poll base_url + path with back-off until it answers 2xx; returns the seconds it took.
+    ServiceStartError when the process ends first (`exited`) or `timeout` passes."""
+    start = time.monotonic()
+    delay = 0.02
+    last_problem = "no answer yet"
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    while True:
+        ended = exited()
+        if ended is not None:
+            raise ServiceStartError(
+                f"the service {ended.describe()} before it became ready", details=log()
+            )
+        try:
+            with opener.open(base_url + path, timeout=2.0) as resp:
+                if 200 <= resp.status < 300:
+                    return time.monotonic() - start
+                last_problem = f"HTTP {resp.status}"
+        except urllib.error.HTTPError as e:
+            last_problem = f"HTTP {e.code}"
+        except (urllib.error.URLError, OSError) as e:
+            last_problem = str(getattr(e, "reason", e))
+        elapsed = time.monotonic() - start
+        if elapsed >= timeout:
+            raise ServiceStartError(
+                f"the service was not ready after {timeout:g}s: GET {path} on {where} "
+                f"gave {last_problem}",
+                details=log(),
+            )
+        time.sleep(min(delay, max(0.0, timeout - elapsed)))
+        delay = min(delay * 1.5, 0.5)
