@@ -32,6 +32,7 @@ class GoToolchain:
     goarch: str
     goroot: str = ""
     goexperiment: str = ""  # as `go env` reports it: the environment or `go env -w`
+    gomodcache: str = ""
 
 
 def find_go() -> GoToolchain:
@@ -42,7 +43,17 @@ def find_go() -> GoToolchain:
         )
     try:
         out = subprocess.run(
-            [go, "env", "-json", "GOVERSION", "GOOS", "GOARCH", "GOROOT", "GOEXPERIMENT"],
+            [
+                go,
+                "env",
+                "-json",
+                "GOVERSION",
+                "GOOS",
+                "GOARCH",
+                "GOROOT",
+                "GOEXPERIMENT",
+                "GOMODCACHE",
+            ],
             capture_output=True,
             text=True,
             timeout=60,
@@ -51,7 +62,15 @@ def find_go() -> GoToolchain:
         info = json.loads(out.stdout)
     except (subprocess.SubprocessError, OSError, ValueError) as e:
         raise EnvironmentProblem(f"`go env` failed: {e}") from None
-    return GoToolchain(go, info["GOVERSION"], info["GOOS"], info["GOARCH"], info.get("GOROOT", ""))
+    return GoToolchain(
+        go,
+        info["GOVERSION"],
+        info["GOOS"],
+        info["GOARCH"],
+        info.get("GOROOT", ""),
+        info.get("GOEXPERIMENT", ""),
+        info.get("GOMODCACHE", ""),
+    )
 
 
 LEAK_EXPERIMENT = "goroutineleakprofile"
@@ -162,18 +181,38 @@ def build_service(
     if target.is_file():
         return target
     with tempfile.TemporaryDirectory(prefix="leakgate-build-") as tmp:
+        build_dir = package_dir
+        if inject_agent and _in_module_cache(root, go):
+            # Go refuses overlays beneath GOMODCACHE: build a copy; the cache stays untouched.
+            build_dir = _writable_copy(root, Path(tmp) / "module") / package_dir.relative_to(root)
         cmd = [go.path, "build", "-o", str(Path(tmp) / "service")]
         if inject_agent:
             overlay = Path(tmp) / "overlay.json"
             overlay.write_text(
-                json.dumps({"Replace": {str(package_dir / AGENT_FILE_NAME): str(agent)}})
+                json.dumps({"Replace": {str(build_dir / AGENT_FILE_NAME): str(agent)}})
             )
             cmd += ["-overlay", str(overlay)]
         cmd += [*build_flags, "."]
         env = {**os.environ, "GOEXPERIMENT": experiment} if experiment else None
-        _go_build(cmd, package_dir, f"build of {package_dir}", env)
+        _go_build(cmd, build_dir, f"build of {package_dir}", env)
         _install(Path(tmp) / "service", target)
     return target
+
+
+def _in_module_cache(root: Path, go: GoToolchain) -> bool:
+    if not go.gomodcache:
+        return False
+    return root.resolve().is_relative_to(Path(go.gomodcache).resolve())
+
+
+def _writable_copy(root: Path, dest: Path) -> Path:
+    """Copy a module (read-only in the module cache) to dest, writable so it can be removed."""
+    shutil.copytree(
+        root, dest, copy_function=shutil.copyfile, ignore=shutil.ignore_patterns(".git")
+    )
+    for dirpath, _, _ in os.walk(dest):
+        os.chmod(dirpath, 0o755)
+    return dest
 
 
 def build_loadgen(go: GoToolchain) -> Path:
