@@ -65,6 +65,14 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
         type=int,
         help="fresh service processes per side (default 1; 5 against a baseline)",
     )
+    parser.add_argument(
+        "--load-results",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="with load.tool external: a result file load.command writes (repeatable: one per "
+        "load host); vegeta JSON lines or a leakgate/wrk result",
+    )
     parser.add_argument("--out", help="report directory (default: report.dir or .leakgate)")
     parser.add_argument("--junit", help="JUnit XML path (default: OUT/junit.xml)")
     parser.add_argument("--json", help="RunRecord JSON path (default: OUT/run.json)")
@@ -222,6 +230,14 @@ def _load(args: argparse.Namespace) -> tuple[Config, Path]:
     duration = _flag_duration("--duration", args.duration)
     if duration is not None and duration <= 0:
         raise UsageError("--duration must be longer than 0s")
+    if args.load_results:
+        if cfg.load.tool != "external":
+            raise UsageError("--load-results goes with load.tool: external and a load.command")
+        cfg = dataclasses.replace(
+            cfg, load=dataclasses.replace(cfg.load, results=tuple(args.load_results))
+        )
+    if cfg.load.tool == "external" and not cfg.load.results:
+        raise UsageError("load.tool external reads its results: give --load-results FILE")
     cfg = apply_overrides(
         cfg,
         duration=duration,

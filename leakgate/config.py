@@ -99,6 +99,10 @@ class LoadConfig:
     timeout: float = 10.0
     cpu_split: bool = True
     requests: tuple[RequestSpec, ...] = (RequestSpec(path="/"),)
+    # tool: external: the measure phase runs `command` (argv; {target}, {duration}, {rate},
+    # {results} filled in) and reads `results` (vegeta JSON lines, or leakgate/wrk results).
+    command: tuple[str, ...] = ()
+    results: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +116,7 @@ class ProbeConfig:
 
 
 PROBE_SOURCES = ("auto", "agent", "pprof", "prometheus")
+LOAD_TOOLS = ("builtin", "wrk", "external")
 
 
 @dataclass(frozen=True, slots=True)
@@ -415,6 +420,8 @@ class _Walker:
             "cpu_split",
             "paths",
             "requests",
+            "command",
+            "results",
         )
         m = self.mapping(node, "load", keys)
         values: dict[str, Any] = {}
@@ -423,9 +430,11 @@ class _Walker:
             kp = f"load.{key}"
             if key == "tool":
                 tool = self.string(value, kp)
-                if tool not in ("builtin", "wrk"):
-                    raise self.error(value, kp, f"must be builtin or wrk, got {tool!r}")
+                if tool not in LOAD_TOOLS:
+                    raise self.error(value, kp, f"must be builtin, wrk or external, got {tool!r}")
                 values[key] = tool
+            elif key in ("command", "results"):
+                values[key] = self.strings(value, kp)
             elif key in ("warmup", "duration", "timeout"):
                 values[key] = self.duration(value, kp)
             elif key == "connections":
@@ -453,6 +462,10 @@ class _Walker:
                     "wrk runs a closed loop only: use rate: max (or load.tool: builtin)",
                 )  # fmt: skip
             values["rate"] = "max"
+        if values.get("tool") == "external" and not values.get("command"):
+            raise self.error(
+                m["tool"][1], "load.command", "load.tool external needs the command to run"
+            )
         if values.get("duration", 1.0) <= 0:
             raise self.error(m["duration"][1], "load.duration", "must be longer than 0s")
         if values.get("timeout", 1.0) <= 0:

@@ -21,6 +21,7 @@ from leakgate.config import Config, environ_without_leakgate
 from leakgate.environment import describe_environment
 from leakgate.errors import LoadError, ServiceStartError
 from leakgate.load.builtin import LoadProcess, write_scenario
+from leakgate.load.external import ExternalProcess
 from leakgate.load.wrk import WrkProcess, find_wrk
 from leakgate.model import (
     Checkpoint,
@@ -482,18 +483,32 @@ class Runner:
         sampler: Sampler | None = None,
     ) -> LoadResult:
         cfg = self.config
-        driver = WrkProcess if cfg.load.tool == "wrk" else LoadProcess
-        proc: LoadProcess | WrkProcess = driver(
-            loadgen,
-            target=service.base_url,
-            scenario=scenario,
-            connections=cfg.load.connections,
-            duration=duration,
-            rate=rate,
-            timeout=cfg.load.timeout,
-            out_path=out,
-            cpus=cpus,
-        )
+        proc: LoadProcess | WrkProcess | ExternalProcess
+        if cfg.load.tool == "external" and name == "measure":
+            # The external tool measures; warm-up and the capacity probe stay leakgate's own.
+            proc = ExternalProcess(
+                cfg.load.command,
+                results=[Path(r) for r in cfg.load.results],
+                target=service.base_url,
+                duration=duration,
+                rate=rate,
+                log_path=out.with_suffix(".log"),
+                cpus=cpus,
+                timeout=cfg.load.timeout,
+            )
+        else:
+            driver = WrkProcess if cfg.load.tool == "wrk" else LoadProcess
+            proc = driver(
+                loadgen,
+                target=service.base_url,
+                scenario=scenario,
+                connections=cfg.load.connections,
+                duration=duration,
+                rate=rate,
+                timeout=cfg.load.timeout,
+                out_path=out,
+                cpus=cpus,
+            )
         proc.start()
         if sampler is not None:
             sampler.start()
