@@ -173,7 +173,10 @@ def load_config(path: Path | None) -> Config:
 
 
 def parse_config(text: str, filename: str = "leakgate.yml") -> Config:
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)  # its reader refuses characters YAML forbids (NUL, ...)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{filename}: invalid YAML: {e}") from None
     try:
         root = loader.get_single_node()
     except yaml.MarkedYAMLError as e:
@@ -328,9 +331,11 @@ class _Walker:
         self, node: yaml.Node, keypath: str, parse: Callable[[Any], float], high: float
     ) -> float:
         value = self.scalar(node, keypath)
+        if value is None or isinstance(value, bool):
+            raise self.error(node, keypath, f"expected a value with a unit, got {_describe(value)}")
         try:
             parsed = parse(value)
-        except (ValueError, TypeError) as e:
+        except (ValueError, TypeError, AttributeError) as e:
             raise self.error(node, keypath, str(e)) from None
         if parsed > high:
             raise self.error(node, keypath, f"{value} is over the limit of {high:g}")

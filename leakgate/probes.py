@@ -49,13 +49,24 @@ def fetch(url: str, *, method: str = "GET", timeout: float = 10.0, max_bytes: in
 
 def fetch_json(url: str, *, method: str = "GET", timeout: float = 10.0) -> dict[str, Any]:
     body = fetch(url, method=method, timeout=timeout, max_bytes=MAX_JSON_BYTES)
+    return parse_json_object(body, url)
+
+
+def parse_json_object(body: bytes, where: str) -> dict[str, Any]:
+    """A JSON object from a service's endpoint; ProbeError for anything else."""
     try:
         data = json.loads(body, parse_constant=lambda c: None)  # NaN/Infinity -> None
-    except ValueError as e:
-        raise ProbeError(f"{url}: not JSON ({e})") from None
+    except (ValueError, RecursionError) as e:  # RecursionError: nested deeper than Python goes
+        raise ProbeError(f"{where}: not JSON ({type(e).__name__}: {str(e)[:200]})") from None
     if not isinstance(data, dict):
-        raise ProbeError(f"{url}: expected a JSON object")
+        raise ProbeError(f"{where}: expected a JSON object")
     return data
+
+
+def expvar_sample(body: bytes, where: str) -> tuple[float | None, float | None]:
+    """(heap series value, GC cycles) from an expvar /debug/vars body."""
+    data = parse_json_object(body, where)
+    return _heap_goal(data), _number(data, "memstats", "NumGC")
 
 
 def _number(data: dict[str, Any], *path: str) -> float | None:
@@ -191,11 +202,12 @@ class PprofSource(RuntimeSource):
         return int(m.group(1)) if m else None
 
     def sample(self) -> RuntimeSample:
-        data = fetch_json(f"{self.base_url}/debug/vars", timeout=5.0)
+        url = f"{self.base_url}/debug/vars"
+        heap, gc_cycles = expvar_sample(fetch(url, timeout=5.0, max_bytes=MAX_JSON_BYTES), url)
         return RuntimeSample(
-            heap_live=_heap_goal(data),
+            heap_live=heap,
             goroutines=float(g) if (g := self.goroutines()) is not None else None,
-            gc_cycles=_number(data, "memstats", "NumGC"),
+            gc_cycles=gc_cycles,
         )
 
     def checkpoint(self) -> HeapCheckpoint:

@@ -1,0 +1,148 @@
+"""The parsers leakgate points at untrusted input, each with the one error it may raise.
+
+A parser fed anything must either return or raise its documented error: never another
+exception (an internal error, exit 3), never a hang. Used by tests/test_fuzz.py (a short
+hypothesis run) and bench/fuzz.py (>= 100,000 inputs per parser). Inputs are bytes; each
+target decodes them the way leakgate receives that input.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from leakgate import pprof, prometheus
+from leakgate.config import parse_config
+from leakgate.errors import ConfigError, LoadError
+from leakgate.load.builtin import parse_result
+from leakgate.load.external import read_results
+from leakgate.load.wrk import MARKER, parse_wrk_output
+from leakgate.probes import ProbeError, expvar_sample
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    name: str
+    run: Callable[[bytes], object]
+    allowed: tuple[type[BaseException], ...]
+    seeds: tuple[bytes, ...]  # valid inputs that mutations start from
+
+
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", "replace")
+
+
+def _vegeta(data: bytes) -> object:
+    with tempfile.NamedTemporaryFile(suffix=".json") as f:
+        f.write(data)
+        f.flush()
+        return read_results([Path(f.name)])
+
+
+def _seed_profile() -> bytes:
+    from leakgate.proto import profile_pb2
+
+    p = profile_pb2.Profile()
+    p.string_table.extend(["", "inuse_space", "bytes", "main.leak", "main.go"])
+    p.sample_type.add(type=1, unit=2)
+    p.function.add(id=1, name=3, filename=4)
+    p.location.add(id=1, line=[profile_pb2.Line(function_id=1, line=7)])
+    p.sample.add(location_id=[1], value=[4096])
+    return p.SerializeToString()
+
+
+_PROFILE = _seed_profile()
+_VEGETA = (
+    b'{"attack":"","seq":0,"code":200,"timestamp":"2026-11-27T08:00:00.000000001Z",'
+    b'"latency":1200000,"bytes_out":0,"bytes_in":2,"error":"","body":null}\n'
+)
+_WRK = (
+    MARKER
+    + " "
+    + json.dumps(
+        {
+            "version": 1,
+            "connections": 8,
+            "requests": 1000,
+            "duration_us": 2_000_000,
+            "errors": {"connect": 0, "read": 0, "write": 0, "status": 0, "timeout": 0},
+            "status_check": {"mode": "none", "responses": 0, "unexpected": 0},
+            "status_codes": {},
+            "latency": {
+                "min_us": 40,
+                "max_us": 2950,
+                "mean_us": 180.5,
+                "percentiles": [[i / 10, 40.0 + i] for i in range(1, 1001)],
+            },
+        }
+    )
+    + "\n"
+).encode()
+_LOADGEN = json.dumps(
+    {
+        "schema_version": 1,
+        "tool": "leakgate-loadgen",
+        "mode": "open",
+        "connections": 16,
+        "target_rate": 100.0,
+        "duration_s": 1.0,
+        "requests": 100,
+        "ok": 100,
+        "errors": {"connect": 0, "timeout": 0, "status": 0, "other": 0},
+        "status_codes": {"200": 100},
+        "achieved_rate": 100.0,
+        "planned": 100,
+        "latency": {
+            "unit": "ns",
+            "growth": 1.02,
+            "count": 100,
+            "min": 1000000,
+            "max": 2000000,
+            "sum": 150000000,
+            "buckets": [[697, 50], [732, 50]],
+        },
+        "seconds": [{"t": 0, "requests": 100, "errors": 0}],
+    }
+).encode()
+
+TARGETS: tuple[Target, ...] = (
+    Target(
+        "pprof",
+        pprof.parse,
+        (pprof.ProfileError,),
+        (_PROFILE, gzip.compress(_PROFILE)),
+    ),
+    Target(
+        "prometheus",
+        lambda d: prometheus.parse(_text(d)),
+        (prometheus.MetricsError,),
+        (b"# TYPE go_goroutines gauge\ngo_goroutines 12\ngo_gc_duration_seconds_count 3\n",),
+    ),
+    Target(
+        "expvar",
+        lambda d: expvar_sample(d, "/debug/vars"),
+        (ProbeError,),
+        (b'{"memstats": {"HeapAlloc": 123, "NextGC": 4194304, "NumGC": 2}, "cmdline": []}',),
+    ),
+    Target("wrk-output", lambda d: parse_wrk_output(_text(d)), (LoadError,), (_WRK,)),
+    Target(
+        "loadgen-result",
+        lambda d: parse_result(_text(d)),
+        (LoadError,),
+        (_LOADGEN,),
+    ),
+    Target("vegeta-results", _vegeta, (LoadError,), (_VEGETA, _VEGETA * 3)),
+    Target(
+        "config",
+        lambda d: parse_config(_text(d), "fuzz.yml"),
+        (ConfigError,),
+        (
+            b"service:\n  ready_path: /healthz\nload:\n  duration: 5s\n  rate: auto\n"
+            b"thresholds:\n  p95_latency: {max: 200ms, max_increase: 10%}\n",
+        ),
+    ),
+)
