@@ -107,6 +107,7 @@ def judge(
                 f"baseline and candidate were loaded with different tools ({used}): "
                 "their latencies are not comparable"
             )
+    notes.extend(_trial_notes(record.trials))
     unjudged = [c.name for c in checks if c.name in _LEAK_CHECKS and c.status == "no_data"]
     if unjudged:
         notes.append(f"could not judge {', '.join(unjudged)}: no data is never a pass")
@@ -126,6 +127,19 @@ def judge(
         comparisons=rows,
         leak_sites=sites,
     )
+
+
+def _trial_notes(trials: Sequence[Trial]) -> list[str]:
+    """What the trials noted (a profile not taken, samples lost), each once, with its trials."""
+    where: dict[str, list[int]] = {}
+    for t in trials:
+        for note in t.notes:
+            where.setdefault(note, []).append(t.index + 1)
+    out = []
+    for note, indexes in where.items():
+        label = "trial" if len(indexes) == 1 else "trials"
+        out.append(f"{note} ({label} {', '.join(map(str, indexes))})")
+    return out
 
 
 # Which leak sites explain which failing check.

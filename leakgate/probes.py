@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from leakgate import prometheus
+from leakgate import pprof, prometheus
 from leakgate.errors import EnvironmentProblem
 
 MAX_JSON_BYTES = 4 * 1024 * 1024
@@ -97,10 +97,22 @@ class HeapCheckpoint:
 
 
 class RuntimeSource:
-    """Where runtime numbers and profiles come from; two implementations below."""
+    """Where runtime numbers and profiles come from; implementations below."""
 
     name = "none"
     base_url = ""
+    forced_gc: bool | None = None  # whether the last checkpoint could force a GC
+
+    def force_gc(self) -> None:
+        """A GC through pprof's `?gc=1` (the profile itself is discarded). A service without
+        pprof cannot be asked: the checkpoint then reads the heap as it is, and says so."""
+        try:
+            fetch(
+                f"{self.base_url}/debug/pprof/heap?gc=1", timeout=60.0, max_bytes=MAX_PROFILE_BYTES
+            )
+            self.forced_gc = True
+        except ProbeError:
+            self.forced_gc = False
 
     def sample(self) -> RuntimeSample:
         raise NotImplementedError
@@ -119,8 +131,11 @@ class RuntimeSource:
         )
         if not body:
             raise ProbeError(f"empty {name} profile")
-        if "debug=" not in query and not body.startswith(b"\x1f\x8b"):
-            raise ProbeError(f"{name} profile is not gzip-compressed protobuf")
+        if "debug=" not in query:
+            try:  # checked now, so a report says what the endpoint served instead
+                pprof.parse(body)
+            except pprof.ProfileError as e:
+                raise ProbeError(f"{name} profile: {e}") from None
         return _save(body, dest)
 
     def save_trace(self, dest: Path, seconds: float) -> Path:
@@ -211,8 +226,7 @@ class PprofSource(RuntimeSource):
         )
 
     def checkpoint(self) -> HeapCheckpoint:
-        # ?gc=1 runs a GC before writing the profile; the profile itself is discarded here.
-        fetch(f"{self.base_url}/debug/pprof/heap?gc=1", timeout=60.0, max_bytes=MAX_PROFILE_BYTES)
+        self.force_gc()
         data = fetch_json(f"{self.base_url}/debug/vars", timeout=10.0)
         return HeapCheckpoint(
             heap_alloc=_int(_number(data, "memstats", "HeapAlloc")),
@@ -234,7 +248,6 @@ class PrometheusSource(RuntimeSource):
     def __init__(self, base_url: str, metrics_path: str) -> None:
         self.base_url = base_url
         self.metrics_url = base_url + metrics_path
-        self.forced_gc: bool | None = None  # known after the first checkpoint
 
     def read(self) -> prometheus.GoRuntime:
         body = fetch(self.metrics_url, timeout=5.0, max_bytes=MAX_METRICS_BYTES)
@@ -255,13 +268,7 @@ class PrometheusSource(RuntimeSource):
         )
 
     def checkpoint(self) -> HeapCheckpoint:
-        try:
-            fetch(
-                f"{self.base_url}/debug/pprof/heap?gc=1", timeout=60.0, max_bytes=MAX_PROFILE_BYTES
-            )
-            self.forced_gc = True
-        except ProbeError:
-            self.forced_gc = False
+        self.force_gc()
         g = self.read()
         heap = g.heap_alloc if self.forced_gc and g.heap_alloc is not None else g.heap_live
         return HeapCheckpoint(

@@ -381,10 +381,10 @@ class Runner:
                         state.notes.append(f"{sampler.errors} runtime samples could not be read")
                 phase = "drain"
                 state.checkpoints["drain"] = self._checkpoint("drain", source, service, trial_dir)
-                if isinstance(source, PrometheusSource) and source.forced_gc is False:
+                if source.forced_gc is False:
                     state.notes.append(
                         "no pprof endpoint to force a GC at the checkpoints: the heap figures "
-                        "are the live-heap estimate from /metrics"
+                        "include garbage not yet collected (or are /metrics' live-heap estimate)"
                     )
                 _, hwm = read_rss(service.pid or 0)
                 state.rss_peak = max(state.rss_peak or 0, hwm or 0) or None
@@ -562,8 +562,10 @@ class Runner:
             try:
                 path = source.save_profile(name, trial_dir / filename, query)
                 profiles[key] = _rel(path, self.report_dir)
-            except ProbeError:
+            except ProbeError as e:
                 profiles[key] = None
+                if self.current is not None:
+                    self.current.notes.append(f"{label}: {name} profile not taken: {e}")
         leak_profile = None
         if isinstance(source, AgentSource):
             with contextlib.suppress(ProbeError):

@@ -9,6 +9,9 @@
 //	STOCK_LATENCY=<d> simulated inventory-database round trip per product or
 //	                 order request (Go duration, default 10ms; 0s disables it)
 //	PORT=<port>      listen on 127.0.0.1:PORT when -addr is not given
+//	CRASH_AFTER=<n>  panic (and crash) after serving n requests: a crash under load
+//	CHILD=sleep      start a child process that outlives its requests (`sleep 600`),
+//	                 to check that whoever runs the service stops its whole group
 //
 // The service serves /debug/pprof/ and /debug/vars from http.DefaultServeMux.
 package main
@@ -28,6 +31,7 @@ import (
 	_ "net/http/pprof" // registers /debug/pprof/ on http.DefaultServeMux
 	"net/url"
 	"os"
+	"os/exec"
 	"os/signal"
 	"runtime"
 	"strconv"
@@ -63,6 +67,14 @@ func main() {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "sample-go-service:", err)
 		os.Exit(2)
+	}
+	if n, err := strconv.ParseInt(os.Getenv("CRASH_AFTER"), 10, 64); err == nil && n > 0 {
+		crashAfter = n
+	}
+	if os.Getenv("CHILD") == "sleep" {
+		if err := exec.Command("sleep", "600").Start(); err != nil {
+			log.Printf("CHILD=sleep: %v", err)
+		}
 	}
 	sigCtx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
@@ -181,9 +193,16 @@ func run(ctx context.Context, addr string, cfg config, mux *http.ServeMux, stdou
 	return nil
 }
 
+// crashAfter > 0 makes the service crash once it has served that many
+// requests (CRASH_AFTER), the way an unrecovered panic in a goroutine does.
+var crashAfter int64
+
 func countRequests(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		requestsServed.Add(1)
+		if crashAfter > 0 && requestsServed.Value() == crashAfter {
+			go func() { panic(fmt.Sprintf("CRASH_AFTER=%d requests reached", crashAfter)) }()
+		}
 		next.ServeHTTP(w, r)
 	})
 }

@@ -1,0 +1,112 @@
+"""A stand-in for a Go service's HTTP surface, for fault tests in attach mode (--target).
+
+It answers the load path and readiness like a healthy service, and serves valid expvar,
+goroutine and heap profile data at the probe endpoints, unless a test replaces a route with
+something broken (HTML, a truncated gzip, NaN, ...). Small on purpose: the point is what the
+probes receive, not the service.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from leakgate.proto import profile_pb2
+
+Response = tuple[int, str, bytes]  # status, content type, body
+Route = Callable[[], Response]
+
+
+def profile(sample_type: str, unit: str, value: int, function: str = "main.handle") -> bytes:
+    p = profile_pb2.Profile()
+    p.string_table.extend(["", sample_type, unit, function, "main.go"])
+    p.sample_type.add(type=1, unit=2)
+    p.function.add(id=1, name=3, filename=4)
+    p.location.add(id=1, line=[profile_pb2.Line(function_id=1, line=12)])
+    p.sample.add(location_id=[1], value=[value])
+    return gzip.compress(p.SerializeToString())
+
+
+def expvar(heap_alloc: float = 4_000_000, next_gc: float = 8_000_000) -> bytes:
+    memstats = {"HeapAlloc": heap_alloc, "HeapObjects": 1000, "NextGC": next_gc, "NumGC": 3}
+    return json.dumps({"cmdline": ["fake"], "memstats": memstats}).encode()
+
+
+def heap_profile() -> bytes:
+    p = profile_pb2.Profile()
+    p.string_table.extend(["", "inuse_objects", "count", "inuse_space", "bytes", "main.h", "m.go"])
+    p.sample_type.add(type=1, unit=2)
+    p.sample_type.add(type=3, unit=4)
+    p.function.add(id=1, name=5, filename=6)
+    p.location.add(id=1, line=[profile_pb2.Line(function_id=1, line=3)])
+    p.sample.add(location_id=[1], value=[10, 4096])
+    return gzip.compress(p.SerializeToString())
+
+
+def default_routes() -> dict[str, Route]:
+    return {
+        "/healthz": lambda: (200, "application/json", b'{"status":"ok"}'),
+        "/products/": lambda: (200, "application/json", b'{"sku":"x"}'),
+        "/debug/vars": lambda: (200, "application/json", expvar()),
+        "/debug/pprof/heap": lambda: (200, "application/octet-stream", heap_profile()),
+        "/debug/pprof/goroutine?debug=1": lambda: (
+            200,
+            "text/plain",
+            b"goroutine profile: total 6\n",
+        ),
+        "/debug/pprof/goroutine": lambda: (
+            200,
+            "application/octet-stream",
+            profile("goroutine", "count", 6, "runtime.gopark"),
+        ),
+        "/metrics": lambda: (
+            200,
+            "text/plain; version=0.0.4",
+            b"go_goroutines 6\ngo_memstats_heap_alloc_bytes 4e6\ngo_memstats_next_gc_bytes 8e6\n",
+        ),
+    }
+
+
+@contextmanager
+def fake_service(overrides: Mapping[str, Route] | None = None) -> Iterator[str]:
+    """Serve on a free 127.0.0.1 port; yields the base URL. `overrides` replace routes by path
+    (a path with a query matches only that query; one ending in / matches what it prefixes)."""
+    routes = {**default_routes(), **(overrides or {})}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = self.path
+            route = routes.get(path) or routes.get(path.split("?", 1)[0])
+            if route is None:
+                route = next(
+                    (r for p, r in routes.items() if p.endswith("/") and path.startswith(p)), None
+                )
+            status, kind, body = route() if route else (404, "text/plain", b"404 page not found\n")
+            self.send_response(status)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_POST = do_GET
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    class Server(ThreadingHTTPServer):
+        def handle_error(self, request: object, client_address: object) -> None:
+            pass  # a client that hung up (a load generator stopping) is not news
+
+    server = Server(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
