@@ -23,6 +23,8 @@ from leakgate.load.external import read_results
 from leakgate.load.wrk import MARKER, parse_wrk_output
 from leakgate.probes import ProbeError, expvar_sample
 
+from .test_wrk import _result as wrk_result
+
 
 @dataclass(frozen=True, slots=True)
 class Target:
@@ -60,28 +62,7 @@ _VEGETA = (
     b'{"attack":"","seq":0,"code":200,"timestamp":"2026-11-27T08:00:00.000000001Z",'
     b'"latency":1200000,"bytes_out":0,"bytes_in":2,"error":"","body":null}\n'
 )
-_WRK = (
-    MARKER
-    + " "
-    + json.dumps(
-        {
-            "version": 1,
-            "connections": 8,
-            "requests": 1000,
-            "duration_us": 2_000_000,
-            "errors": {"connect": 0, "read": 0, "write": 0, "status": 0, "timeout": 0},
-            "status_check": {"mode": "none", "responses": 0, "unexpected": 0},
-            "status_codes": {},
-            "latency": {
-                "min_us": 40,
-                "max_us": 2950,
-                "mean_us": 180.5,
-                "percentiles": [[i / 10, 40.0 + i] for i in range(1, 1001)],
-            },
-        }
-    )
-    + "\n"
-).encode()
+_WRK = (MARKER + " " + json.dumps(wrk_result(requests=1000)) + "\n").encode()
 _LOADGEN = json.dumps(
     {
         "schema_version": 1,

@@ -24,3 +24,9 @@ def test_a_leak_beyond_limit_and_connections_is_traced_only_late_enough() -> Non
     assert PLAN.due(leaking, 18.0)
     assert not PLAN.due(leaking, 10.0)  # not before `after`
     assert not PLAN.due(series([10.0]), 18.0)  # nothing after the settling second
+
+
+def test_a_vanished_process_reads_as_no_rss() -> None:
+    from leakgate.probes import read_rss
+
+    assert read_rss(2**22 + 12345) == (None, None)  # above pid_max: never a live process
