@@ -115,6 +115,18 @@ def module_root(package_dir: Path) -> Path:
     raise UsageError(f"{package_dir}: no go.mod found here or above; is this a Go module?")
 
 
+def binary_go_version(go: GoToolchain, binary: Path) -> str:
+    """The Go version a binary was built with (`go version FILE`), "" when it cannot tell."""
+    try:
+        out = subprocess.run(
+            [go.path, "version", str(binary)], capture_output=True, text=True, timeout=30
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    words = out.strip().rsplit(": ", 1)[-1].split()
+    return words[0] if words and words[0].startswith("go") else ""
+
+
 def module_path(package_dir: Path) -> str:
     """The `module` line of the go.mod governing package_dir ("" when there is none)."""
     try:

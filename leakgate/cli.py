@@ -7,6 +7,7 @@ import atexit
 import contextlib
 import dataclasses
 import os
+import shutil
 import signal
 import sys
 import traceback
@@ -246,8 +247,9 @@ def _load(args: argparse.Namespace) -> tuple[Config, Path]:
         env=_parse_env(args.env),
         report_dir=args.out,
     )
-    if getattr(args, "target", None):
-        package = Path(".")  # attach mode builds nothing
+    cfg = _resolve_prebuilt(cfg, config_path)
+    if getattr(args, "target", None) or cfg.service.prebuilt:
+        package = Path(".")  # attach mode and prebuilt binaries build nothing
     elif args.dir:
         package = Path(args.dir)
     elif config_path is not None and cfg.service.dir:
@@ -257,6 +259,31 @@ def _load(args: argparse.Namespace) -> tuple[Config, Path]:
     if not package.is_dir():
         raise UsageError(f"{package}: no such directory (the Go main package to build)")
     return cfg, package.resolve()
+
+
+def _resolve_prebuilt(cfg: Config, config_path: Path | None) -> Config:
+    """service.binary / service.command made absolute (relative paths are the config file's
+    directory's; a bare command name is looked up on PATH) and checked to be runnable."""
+    service = cfg.service
+    if not service.prebuilt:
+        return cfg
+    base = config_path.parent if config_path is not None else Path(".")
+    key = "service.binary" if service.binary is not None else "service.command"
+    name = service.binary if service.binary is not None else service.command[0]
+    if "/" not in name and service.binary is None:
+        found = shutil.which(name)
+        if found is None:
+            raise UsageError(f"{key}: {name!r} is not on PATH")
+        program = Path(found)
+    else:
+        program = (base / name).resolve()
+    if not (program.is_file() and os.access(program, os.X_OK)):
+        raise UsageError(f"{key}: {program} is not an executable file")
+    if service.binary is not None:
+        service = dataclasses.replace(service, binary=str(program))
+    else:
+        service = dataclasses.replace(service, command=(str(program), *service.command[1:]))
+    return dataclasses.replace(cfg, service=service)
 
 
 def _check_writable(report_dir: Path) -> None:
@@ -323,6 +350,8 @@ def _run(args: argparse.Namespace) -> int:
     junit_path = Path(args.junit) if args.junit else report_dir / "junit.xml"
     json_path = Path(args.json) if args.json else report_dir / "run.json"
     if command == "compare":
+        if cfg.service.prebuilt:
+            raise UsageError("compare builds both sides: it cannot use service.binary/command")
         resolve_ref(package, args.base)  # a REF that does not exist is a usage error: exit 4
     _check_writable(report_dir)
     if command == "baseline record":

@@ -83,6 +83,14 @@ class ServiceConfig:
     ready_timeout: float = 30.0
     stop_timeout: float = 5.0
     inject_agent: bool = True
+    # A service leakgate does not build: a binary (a path), or a command (argv, the program
+    # found on PATH). Either one means no agent: probes use the service's own endpoints.
+    binary: str | None = None
+    command: tuple[str, ...] = ()
+
+    @property
+    def prebuilt(self) -> bool:
+        return self.binary is not None or bool(self.command)
 
 
 Rate = float | Literal["auto", "max"]
@@ -388,6 +396,8 @@ class _Walker:
             "ready_timeout",
             "stop_timeout",
             "inject_agent",
+            "binary",
+            "command",
         )
         m = self.mapping(node, "service", keys)
         values: dict[str, Any] = {}
@@ -411,6 +421,22 @@ class _Walker:
                 values[key] = self.duration(value, kp, high=3600.0)
             elif key == "inject_agent":
                 values[key] = self.boolean(value, kp)
+            elif key == "binary":
+                values[key] = self.string(value, kp)
+            elif key == "command":
+                values[key] = self.strings(value, kp)
+                if not values[key]:
+                    raise self.error(value, kp, "needs at least the program to run")
+        if "binary" in m and "command" in m:
+            raise self.error(m["command"][1], "service.command", "give binary or command, not both")
+        if ("binary" in m or "command" in m) and values.get("inject_agent") is True:
+            raise self.error(
+                m["inject_agent"][1],
+                "service.inject_agent",
+                "cannot be true for a prebuilt binary: leakgate injects its agent when it builds",
+            )
+        if "binary" in m or "command" in m:
+            values["inject_agent"] = False
         return ServiceConfig(**values)
 
     def load(self, node: yaml.Node) -> LoadConfig:

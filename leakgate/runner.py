@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from leakgate import __version__
-from leakgate.build import build_loadgen, build_service, find_go
+from leakgate.build import binary_go_version, build_loadgen, build_service, find_go
 from leakgate.config import Config, environ_without_leakgate
 from leakgate.environment import describe_environment
 from leakgate.errors import LoadError, ServiceStartError
@@ -216,7 +216,18 @@ class Runner:
                 self.environment, go_version="", git_revision="", git_dirty=False, go_module=""
             )
             say(f"attaching to {self.target.url} (probes at {self.target.probe_url})")
-        for side, package_dir in self.sides.items() if self.target is None else ():
+        if cfg.service.prebuilt and self.target is None:
+            program = Path(cfg.service.binary or cfg.service.command[0])
+            binaries = {side: program for side in self.sides}
+            self.environment = dataclasses.replace(
+                self.environment,
+                go_version=binary_go_version(go, program),
+                git_revision="",
+                git_dirty=False,
+                go_module="",
+            )
+            say(f"running the prebuilt {program} (no build, so no agent)")
+        for side, package_dir in self.sides.items() if not (self.target or binaries) else ():
             say(f"building {side} {package_dir} ({go.version}{agent})")
             binaries[side] = build_service(
                 package_dir, cfg.service.build_flags, cfg.service.inject_agent, go
@@ -298,7 +309,7 @@ class Runner:
         else:
             service = Service(
                 binary,
-                args=cfg.service.args,
+                args=(*cfg.service.command[1:], *cfg.service.args),
                 env=env,
                 cwd=package_dir,
                 log_path=trial_dir / "service.log",

@@ -141,3 +141,42 @@ def test_target_must_be_an_http_url(tmp_path: Path) -> None:
     assert run.returncode == 4 and "want an http(s) URL" in run.stderr
     run = run_gate(["--probe-url", "http://127.0.0.1:1"], tmp_path / "out", timeout=60)
     assert run.returncode == 4 and "--probe-url goes with --target" in run.stderr
+
+
+@pytest.mark.parametrize("form", ["binary", "command"])
+def test_a_prebuilt_binary_runs_without_a_build_and_probes_its_own_pprof(
+    sample_binary: Path, tmp_path: Path, marker: str, form: str
+) -> None:
+    local = tmp_path / "bin" / "sample"
+    local.parent.mkdir()
+    local.write_bytes(sample_binary.read_bytes())
+    local.chmod(0o755)
+    config = write_config(tmp_path / "leakgate.yml")
+    key = (
+        "binary: bin/sample"
+        if form == "binary"
+        else f'command: ["{local}", "-addr", "127.0.0.1:{{port}}"]'
+    )
+    config.write_text(
+        config.read_text().replace("  ready_timeout: 20s\n", f"  ready_timeout: 20s\n  {key}\n")
+    )
+    run = run_gate(
+        ["--config", str(config), "--env", marker, "--env", "LEAK=globalmap"], tmp_path / "out"
+    )
+    assert run.returncode == 1, run.output
+    assert "running the prebuilt" in run.stderr and "building" not in run.stderr
+    record = json.loads((run.out / "run.json").read_text())
+    assert record["trials"][0]["checkpoints"]["drain"]["source"] == "pprof+expvar"
+    assert record["environment"]["go_version"].startswith("go1.")
+    assert "main.leakGlobalMap" in run.junit_failures()["retained_per_request"]
+
+
+def test_a_prebuilt_binary_that_is_not_there(tmp_path: Path) -> None:
+    config = tmp_path / "leakgate.yml"
+    config.write_text("service:\n  binary: ./nope\n")
+    run = run_gate(["--config", str(config)], tmp_path / "out", timeout=60)
+    assert (
+        run.returncode == 4
+        and "service.binary:" in run.stderr
+        and "not an executable" in run.stderr
+    )

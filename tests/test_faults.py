@@ -101,6 +101,14 @@ CONFIG_CASES = {
         "load:\n  tool: external\n",
         r"leakgate.yml:2:9: load.command: load.tool external needs the command",
     ),
+    "binary-and-command": (
+        "service:\n  binary: ./svc\n  command: [svc]\n",
+        r"leakgate.yml:3:12: service.command: give binary or command, not both",
+    ),
+    "agent-into-a-prebuilt-binary": (
+        "service:\n  binary: ./svc\n  inject_agent: true\n",
+        r"service.inject_agent: cannot be true for a prebuilt binary",
+    ),
     "agent-without-agent": (
         "service:\n  inject_agent: false\nprobes:\n  source: agent\n",
         r"probes.source: is agent, but service.inject_agent is false",
