@@ -247,7 +247,8 @@ def _load(args: argparse.Namespace) -> tuple[Config, Path]:
         env=_parse_env(args.env),
         report_dir=args.out,
     )
-    cfg = _resolve_prebuilt(cfg, config_path)
+    if not getattr(args, "target", None):  # attached, nothing is run here
+        cfg = _resolve_prebuilt(cfg, config_path)
     if getattr(args, "target", None) or cfg.service.prebuilt:
         package = Path(".")  # attach mode and prebuilt binaries build nothing
     elif args.dir:

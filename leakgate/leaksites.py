@@ -151,8 +151,7 @@ def _heap_sites(before: pprof.Profile, after: pprof.Profile, own: Own) -> dict[S
 def _goroutine_sites(
     before: pprof.Profile, after: pprof.Profile, leaked: set[tuple[pprof.Frame, ...]], own: Own
 ) -> dict[SiteKey, _Site]:
-    sample_type = after.sample_types[0][0] if after.sample_types else "goroutine"
-    grown = _by_site(before, after, sample_type, _state, own)
+    grown = _by_site(before, after, "goroutine", _state, own)
     return {
         key: _Site(
             _site_frame(stack, own),

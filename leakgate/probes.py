@@ -103,16 +103,25 @@ class RuntimeSource:
     base_url = ""
     forced_gc: bool | None = None  # whether the last checkpoint could force a GC
 
+    def epoch(self) -> float | None:
+        """A figure that only grows while one process lives (bytes allocated since start), to
+        tell a restart behind a URL; None where the source has none."""
+        return None
+
     def force_gc(self) -> None:
         """A GC through pprof's `?gc=1` (the profile itself is discarded). A service without
-        pprof cannot be asked: the checkpoint then reads the heap as it is, and says so."""
+        pprof cannot be asked: the checkpoint then reads the heap as it is, and says so. Once
+        a checkpoint could not force one, `forced_gc` stays False for the trial: warm-up and
+        drain figures taken differently do not subtract."""
         try:
-            fetch(
+            body = fetch(
                 f"{self.base_url}/debug/pprof/heap?gc=1", timeout=60.0, max_bytes=MAX_PROFILE_BYTES
             )
-            self.forced_gc = True
-        except ProbeError:
-            self.forced_gc = False
+            pprof.parse(body)  # a 200 from a proxy's error page is no GC
+            forced = True
+        except (ProbeError, pprof.ProfileError):
+            forced = False
+        self.forced_gc = forced and self.forced_gc is not False
 
     def sample(self) -> RuntimeSample:
         raise NotImplementedError
@@ -225,6 +234,13 @@ class PprofSource(RuntimeSource):
             gc_cycles=gc_cycles,
         )
 
+    def epoch(self) -> float | None:
+        try:
+            data = fetch_json(f"{self.base_url}/debug/vars", timeout=10.0)
+        except ProbeError:
+            return None
+        return _number(data, "memstats", "TotalAlloc")
+
     def checkpoint(self) -> HeapCheckpoint:
         self.force_gc()
         data = fetch_json(f"{self.base_url}/debug/vars", timeout=10.0)
@@ -266,6 +282,15 @@ class PrometheusSource(RuntimeSource):
             gc_cycles=g.gc_cycles,
             total_cpu_seconds=g.total_cpu_seconds,
         )
+
+    def epoch(self) -> float | None:
+        try:
+            g = self.read()
+        except ProbeError:
+            return None
+        if g.alloc_total is not None:
+            return g.alloc_total
+        return -g.start_time if g.start_time is not None else None  # a later start: smaller
 
     def checkpoint(self) -> HeapCheckpoint:
         self.force_gc()

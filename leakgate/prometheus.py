@@ -29,6 +29,8 @@ class GoRuntime:
     gc_cycles: float | None
     total_cpu_seconds: float | None
     rss: float | None
+    alloc_total: float | None = None  # go_memstats_alloc_bytes_total: grows while one process lives
+    start_time: float | None = None  # process_start_time_seconds
 
 
 def samples(text: str) -> dict[str, float]:
@@ -74,6 +76,8 @@ def parse(text: str) -> GoRuntime:
         gc_cycles=get("go_gc_duration_seconds_count"),
         total_cpu_seconds=get("process_cpu_seconds_total"),
         rss=get("process_resident_memory_bytes"),
+        alloc_total=get("go_memstats_alloc_bytes_total"),
+        start_time=get("process_start_time_seconds"),
     )
 
 

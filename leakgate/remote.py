@@ -32,6 +32,14 @@ def parse_target(url: str, probe_url: str | None = None) -> Target:
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise UsageError(f"{flag} {value!r}: want an http(s) URL with a host")
+        if parts.username or parts.password:
+            raise UsageError(f"{flag}: no credentials in the URL (they would land in reports)")
+        try:
+            parts.port  # noqa: B018 - raises on a port that is not a number in range
+        except ValueError:
+            raise UsageError(
+                f"{flag} {value!r}: the port is not a number from 1 to 65535"
+            ) from None
         if parts.query or parts.fragment:
             raise UsageError(f"{flag} {value!r}: no query or fragment (the config sets paths)")
     base = url.rstrip("/")
@@ -84,3 +92,17 @@ class RemoteService:
 
     def stop(self) -> Exit | None:
         return None
+
+
+def restarted(before: float | None, after: float | None) -> Exit | None:
+    """A restart between two readings of a counter that only grows while one process lives
+    (RuntimeSource.epoch): an orchestrator that restarted a crashed service behind the URL
+    must not pass for a service that stayed up, nor its fresh heap for a leak-free one."""
+    if before is None or after is None or after >= before:
+        return None
+    return Exit(
+        None,
+        None,
+        reason="was restarted during the trial (its allocation counter went back): "
+        "it crashed and something else started it again",
+    )

@@ -44,7 +44,7 @@ from leakgate.probes import (
     quiet_goroutines,
     read_rss,
 )
-from leakgate.remote import RemoteService, Target
+from leakgate.remote import RemoteService, Target, restarted
 from leakgate.service import Exit, Service
 from leakgate.units import format_duration, format_size
 
@@ -234,7 +234,8 @@ class Runner:
             )
         loadgen = Path(find_wrk()) if cfg.load.tool == "wrk" else build_loadgen(go)
         say(f"built in {time.monotonic() - started:.1f}s")
-        service_cpus, load_cpus = split_cpus(cfg.load.cpu_split)
+        # Attached, the service is not on this machine: the generator may use every CPU.
+        service_cpus, load_cpus = split_cpus(cfg.load.cpu_split and self.target is None)
         self.environment = dataclasses.replace(
             self.environment,
             service_cpus=tuple(service_cpus or ()),
@@ -369,6 +370,7 @@ class Runner:
                     state.warmup_load = load(warmup, rate, "warmup")
                 phase = "checkpoint after warm-up"
                 state.checkpoints["warmup"] = self._checkpoint("warmup", source, service, trial_dir)
+                epoch = source.epoch() if isinstance(service, RemoteService) else None
                 phase = "load"
                 # Started by _drive once the generator is running: no thread may be alive
                 # while a child is forked (preexec_fn is not safe beside other threads).
@@ -401,19 +403,24 @@ class Runner:
                 state.rss_peak = max(state.rss_peak or 0, hwm or 0) or None
                 ended = service.exited()
                 if isinstance(service, RemoteService):
-                    ended = service.still_up(cfg.service.ready_path)
+                    ended = service.still_up(cfg.service.ready_path) or restarted(
+                        epoch, source.epoch()
+                    )
                 if ended is not None:
                     raise _ServiceDied("drain", ended)
             except (_ServiceDied, ProbeError, LoadError, ServiceStartError) as e:
                 ended = service.exited()
                 if ended is None and isinstance(e, _ServiceDied):
                     ended = e.ended
-                if ended is None and isinstance(service, RemoteService) and phase != "start-up":
-                    ended = service.still_up(cfg.service.ready_path)  # gone, or just an error?
+                # Attached: gone, or just an error? Before the first trial it is not ready yet;
+                # after one, a service that stopped answering died under the gate's watch.
+                seen_up = phase != "start-up" or state.index > 0
+                if ended is None and isinstance(service, RemoteService) and seen_up:
+                    ended = service.still_up(cfg.service.ready_path)
                 if ended is None:
                     raise
                 where = e.phase if isinstance(e, _ServiceDied) else phase
-                if phase == "start-up":
+                if phase == "start-up" and not (isinstance(service, RemoteService) and seen_up):
                     # never became ready: an environment problem, not a verdict on the code
                     if isinstance(e, ServiceStartError):
                         raise
@@ -576,7 +583,9 @@ class Runner:
             except ProbeError as e:
                 profiles[key] = None
                 if self.current is not None:
-                    self.current.notes.append(f"{label}: {name} profile not taken: {e}")
+                    # without the URL: its port changes with every trial, the reason does not
+                    reason = str(e).replace(source.base_url, "")
+                    self.current.notes.append(f"{label}: {name} profile not taken: {reason}")
         leak_profile = None
         if isinstance(source, AgentSource):
             with contextlib.suppress(ProbeError):

@@ -72,8 +72,11 @@ func main() {
 		crashAfter = n
 	}
 	if os.Getenv("CHILD") == "sleep" {
-		if err := exec.Command("sleep", "600").Start(); err != nil {
+		child := exec.Command("sleep", "600")
+		if err := child.Start(); err != nil {
 			log.Printf("CHILD=sleep: %v", err)
+		} else {
+			log.Printf("CHILD=sleep: started pid %d", child.Process.Pid)
 		}
 	}
 	sigCtx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
@@ -195,12 +198,15 @@ func run(ctx context.Context, addr string, cfg config, mux *http.ServeMux, stdou
 
 // crashAfter > 0 makes the service crash once it has served that many
 // requests (CRASH_AFTER), the way an unrecovered panic in a goroutine does.
-var crashAfter int64
+var (
+	crashAfter int64
+	served     atomic.Int64 // the count Add returns: exactly one request sees crashAfter
+)
 
 func countRequests(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		requestsServed.Add(1)
-		if crashAfter > 0 && requestsServed.Value() == crashAfter {
+		if n := served.Add(1); crashAfter > 0 && n == crashAfter {
 			go func() { panic(fmt.Sprintf("CRASH_AFTER=%d requests reached", crashAfter)) }()
 		}
 		next.ServeHTTP(w, r)
@@ -620,6 +626,8 @@ func handleMetrics(w http.ResponseWriter, r *http.Request) {
 	gauge("go_goroutines", "Number of goroutines that currently exist.", float64(runtime.NumGoroutine()))
 	gauge("go_memstats_heap_alloc_bytes", "Number of heap bytes allocated and still in use.", float64(ms.HeapAlloc))
 	gauge("go_memstats_heap_objects", "Number of allocated objects.", float64(ms.HeapObjects))
+	fmt.Fprintf(w, "# HELP go_memstats_alloc_bytes_total Total number of bytes allocated, even if freed.\n"+
+		"# TYPE go_memstats_alloc_bytes_total counter\ngo_memstats_alloc_bytes_total %d\n", ms.TotalAlloc)
 	gauge("go_memstats_next_gc_bytes", "Number of heap bytes when next garbage collection will take place.", float64(ms.NextGC))
 	fmt.Fprintf(w, "# HELP go_gc_duration_seconds A summary of the pause duration of garbage collection cycles.\n"+
 		"# TYPE go_gc_duration_seconds summary\ngo_gc_duration_seconds_sum %g\ngo_gc_duration_seconds_count %d\n",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -124,3 +125,50 @@ def test_check_judges_with_an_external_tools_results(
     measure = record["trials"][0]["load"]
     assert measure["tool"] == "vegeta" and measure["requests"] > 100
     assert "retained_per_request" in run.junit_failures()
+
+
+def test_timestamps_with_offsets_and_short_fractions(tmp_path: Path) -> None:
+    def line(stamp: str) -> str:
+        return json.dumps({"code": 200, "timestamp": stamp, "latency": 1_000_000, "error": ""})
+
+    same = ["2026-11-27T08:00:00.5Z", "2026-11-27T10:00:00.5+02:00", "2026-11-27T03:00:00.50-05:00"]
+    r = read_results([write(tmp_path / "tz.json", [line(s) for s in same])])
+    assert r.duration_s == pytest.approx(0.001, rel=1e-3)  # one instant three times, 1 ms each
+    assert len(r.seconds) == 1
+
+
+def test_a_non_string_error_is_a_load_error(tmp_path: Path) -> None:
+    bad = json.dumps({"code": 0, "timestamp": "2026-11-27T08:00:00Z", "latency": 1, "error": 5})
+    with pytest.raises(LoadError, match=r"bad.json:1: not a vegeta result: error must be"):
+        read_results([write(tmp_path / "bad.json", [bad])])
+
+
+def test_vegeta_and_leakgate_results_merge(tmp_path: Path) -> None:
+    from .fuzz_targets import _LOADGEN
+
+    (tmp_path / "gen.json").write_bytes(_LOADGEN)
+    veg = write(tmp_path / "veg.json", [vegeta_line(i / 10, 1.0) for i in range(50)])
+    merged = read_results([veg, tmp_path / "gen.json"])
+    assert merged.requests == 150 and merged.tool == "builtin+vegeta"
+    assert merged.latency.count == 150
+
+
+def test_the_previous_runs_results_are_removed_before_the_command(tmp_path: Path) -> None:
+    from leakgate.load.external import ExternalProcess
+
+    stale = write(tmp_path / "results.json", [vegeta_line(0, 1.0)])
+    proc = ExternalProcess(
+        ["true"],
+        results=[stale],
+        target="http://127.0.0.1:1",
+        duration=1,
+        rate=0,
+        log_path=tmp_path / "cmd.log",
+        cpus=None,
+        timeout=1,
+    )
+    proc.start()
+    while proc.poll() is None:
+        time.sleep(0.01)
+    with pytest.raises(LoadError, match=r"results.json: no load results there"):
+        proc.result()

@@ -263,7 +263,8 @@ PROBE_FAULTS = {
     "goroutine-profile-wrong-type": ProbeFault(
         {"/debug/pprof/goroutine": _body("application/octet-stream", profile("x", "count", 1))},
         0,
-        r"PASS",  # a valid profile of another kind: judged from the counts, no sites
+        # a valid profile of another kind: judged from the counts, its sites left out
+        r"PASS(.|\n)*goroutine profile not used: .*no 'goroutine' values",
     ),
     "expvar-nan": ProbeFault(
         {"/debug/vars": _body("application/json", b'{"memstats": {"HeapAlloc": NaN, "NumGC": 1}}')},
@@ -379,6 +380,7 @@ def test_the_services_children_are_stopped_with_it(
 ) -> None:
     run = _sample_run(tmp_path, marker, "CHILD=sleep")
     assert_fault(run, 0, r"PASS", judged=True)
+    assert "CHILD=sleep: started pid" in (run.out / "trial-1" / "service.log").read_text()
     assert processes_with_env(marker) == []  # `sleep 600` inherited the marker
 
 

@@ -18,10 +18,12 @@ from the successful requests only, as the bundled generator does: errors are nev
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import math
 import os
+import re
 import subprocess
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -30,11 +32,10 @@ from typing import Any
 
 from leakgate.errors import LoadError
 from leakgate.load.builtin import parse_result
-from leakgate.load.wrk import MARKER, bucket_index, parse_wrk_output
+from leakgate.load.wrk import GROWTH, MARKER, bucket_index, parse_wrk_output
 from leakgate.model import Histogram, LoadResult, SecondStat
 from leakgate.service import spawn, stop_group
 
-GROWTH = 1.02
 MAX_LINE_BYTES = 1024 * 1024  # one vegeta result; a response body would rarely be this large
 MAX_RESULT_BYTES = 4 * 1024**3
 STOP_GRACE = 5.0
@@ -67,6 +68,7 @@ class ExternalProcess:
             "results": str(results[0]) if results else "",
         }
         self.argv = [_fill(arg, values) for arg in command]
+        self.rate = rate
         self.results = list(results)
         self.duration = duration
         self.timeout = timeout
@@ -77,7 +79,12 @@ class ExternalProcess:
 
     def start(self) -> None:
         for path in self.results:
-            path.unlink(missing_ok=True)  # a previous run's results must not be read as these
+            try:  # a previous run's results must not be read as these
+                path.unlink(missing_ok=True)
+            except OSError as e:
+                raise LoadError(
+                    f"{path}: cannot remove the previous results: {e.strerror}"
+                ) from None
         try:
             with open(self.log_path, "wb") as log:
                 self.proc = spawn(
@@ -110,7 +117,10 @@ class ExternalProcess:
                 f"load.command exited with code {rc}: {tail.splitlines()[-1] if tail else ''}",
                 details=tail,
             )
-        return read_results(self.results)
+        result = read_results(self.results)
+        # The rate leakgate offered: a trial whose external load fell short of it is not valid
+        # for latency, as with the bundled generator.
+        return dataclasses.replace(result, target_rate=self.rate) if self.rate > 0 else result
 
 
 def _fill(arg: str, values: Mapping[str, str]) -> str:
@@ -137,6 +147,8 @@ def read_results(paths: Sequence[Path]) -> LoadResult:
             size = path.stat().st_size
         except OSError as e:
             raise LoadError(f"{path}: no load results there ({e.strerror})") from None
+        if not path.is_file():
+            raise LoadError(f"{path}: not a file of load results")
         if size > MAX_RESULT_BYTES:
             raise LoadError(f"{path}: {size} bytes, over the limit for load results")
         with path.open("rb") as f:
@@ -183,7 +195,7 @@ class _VegetaTally:
 
     def read(self, path: Path) -> None:
         with path.open("rb") as f:
-            for number, raw in enumerate(f, 1):
+            for number, raw in enumerate(iter(lambda: f.readline(MAX_LINE_BYTES + 1), b""), 1):
                 if len(raw) > MAX_LINE_BYTES:
                     raise LoadError(f"{path}:{number}: a result line over {MAX_LINE_BYTES} bytes")
                 if not raw.strip():
@@ -202,6 +214,8 @@ class _VegetaTally:
         error = r.get("error") or ""
         if not isinstance(code, int) or not math.isfinite(latency) or latency < 0:
             raise ValueError("code must be an integer and latency a duration in ns")
+        if not isinstance(error, str):
+            raise ValueError("error must be a string")
         self.requests += 1
         self.start = min(self.start, stamp)
         self.end = max(self.end, stamp + latency / 1e9)
@@ -272,19 +286,25 @@ class _VegetaTally:
         )
 
 
+_RFC3339 = re.compile(
+    r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)", re.IGNORECASE
+)
+
+
 def _timestamp(value: Any) -> float:
+    """RFC 3339 as Go writes it (any number of fraction digits, Z or an offset) -> Unix seconds."""
     if not isinstance(value, str):
         raise ValueError("timestamp must be an RFC 3339 string")
-    text = value.strip().replace("Z", "+00:00")
-    main, _, rest = text.partition(".")
-    if rest:  # fromisoformat before 3.11 takes at most 6 fractional digits
-        digits = "".join(ch for ch in rest if ch.isdigit())
-        zone = rest[len(digits) :]
-        text = f"{main}.{digits[:6]}{zone}"
+    m = _RFC3339.fullmatch(value.strip())
+    if m is None:
+        raise ValueError(f"timestamp {value!r} is not RFC 3339")
+    base, fraction, zone = m.groups()
+    zone = "+00:00" if zone.upper() == "Z" else zone
     try:
-        return datetime.datetime.fromisoformat(text).timestamp()
+        whole = datetime.datetime.fromisoformat(base + zone).timestamp()
     except ValueError:
-        raise ValueError(f"timestamp {value!r} is not RFC 3339") from None
+        raise ValueError(f"timestamp {value!r} is not a valid date and time") from None
+    return whole + (int(fraction) / 10 ** len(fraction) if fraction else 0.0)
 
 
 def _kind(error: str) -> str:
