@@ -226,6 +226,18 @@ class ProbeFault:
     args: list[str] = field(default_factory=list)
 
 
+def _restarting_vars() -> Route:
+    """expvar whose TotalAlloc only falls: as if the process behind the URL kept restarting."""
+    calls = iter(range(10**9))
+
+    def route() -> tuple[int, str, bytes]:
+        total = 10**12 - next(calls) * 10**6
+        body = {"memstats": {"HeapAlloc": 4e6, "NextGC": 8e6, "NumGC": 1, "TotalAlloc": total}}
+        return 200, "application/json", json.dumps(body).encode()
+
+    return route
+
+
 HEAP = "/debug/pprof/heap"
 PROBE_FAULTS = {
     "heap-profile-html": ProbeFault(
@@ -292,6 +304,11 @@ PROBE_FAULTS = {
     ),
     "every-request-times-out": ProbeFault(
         {"/products/": _slow}, 1, r"FAIL\s+error_rate\s+100.00%.*\n.*timeout"
+    ),
+    "restarted-behind-the-url": ProbeFault(
+        {"/debug/vars": _restarting_vars()},
+        1,
+        r"service_alive\s+the service was restarted during the trial",
     ),
     "never-ready": ProbeFault(
         {"/healthz": _body("text/plain", b"starting", 503)},
