@@ -19,6 +19,8 @@ from pathlib import Path
 from leakgate.errors import ServiceStartError
 
 LOG_TAIL_LINES = 20
+LOG_TAIL_BYTES = 1024 * 1024
+_CRASH = ("panic: ", "fatal error: ", "runtime: out of memory")
 # Heap-profile sampling for services with the agent: one sample per 64 KiB allocated rather than
 # Go's 512 KiB, so a leak of a few hundred KiB shows in the profiles with its site. The extra
 # stack walks cost well under 1% CPU at the sample service's allocation rate.
@@ -221,15 +223,17 @@ class Service:
         return None
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        """The end of the service's log; for a Go crash, from its `panic:` or `fatal error:`
+        line on (the goroutine dump after it can run to thousands of lines)."""
         try:
             with open(self.log_path, "rb") as f:
                 f.seek(0, os.SEEK_END)
                 size = f.tell()
-                f.seek(max(0, size - 64 * 1024))
+                f.seek(max(0, size - LOG_TAIL_BYTES))
                 data = f.read().decode("utf-8", "replace")
         except OSError:
             return ""
-        return "\n".join(data.splitlines()[-lines:])
+        return crash_excerpt(data.splitlines(), lines)
 
     def stop(self) -> Exit | None:
         if self.proc is None:
@@ -239,6 +243,17 @@ class Service:
         with contextlib.suppress(FileNotFoundError):
             self.agent_file.unlink()
         return already
+
+
+def crash_excerpt(log: list[str], lines: int) -> str:
+    """The last `lines` lines, or, when the log holds a Go crash, the lines from its first
+    line (`panic:`, `fatal error:`) on, so the reason is never cut off by the stack dump."""
+    start = next((i for i in range(len(log) - 1, -1, -1) if log[i].startswith(_CRASH)), None)
+    if start is None:
+        return "\n".join(log[-lines:])
+    while start > 0 and log[start - 1].startswith(_CRASH):  # "runtime: out of memory" first
+        start -= 1
+    return "\n".join(log[start : start + lines])
 
 
 def wait_until_ready(

@@ -16,8 +16,10 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import socket
+import subprocess
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -468,3 +470,30 @@ def test_leakgate_killed_takes_the_service_with_it(
         if gate.poll() is None:
             gate.kill()
             gate.communicate()
+
+
+@pytest.mark.go
+@pytest.mark.slow
+def test_out_of_memory_under_a_memory_limit_fails_service_alive(
+    go_bin: str, tmp_path: Path, marker: str
+) -> None:
+    """The service runs under an address-space limit (prlimit, as a container limit would
+    cap it) and leaks 1 MiB a request until the Go runtime cannot allocate any more."""
+    prlimit = shutil.which("prlimit")
+    if prlimit is None:
+        pytest.skip("prlimit (util-linux) not installed")
+    binary = tmp_path / "sample"
+    subprocess.run([go_bin, "build", "-o", str(binary), "."], cwd=SAMPLE, check=True, timeout=300)
+    config = write_config(tmp_path / "leakgate.yml", warmup="1s", duration="4s")
+    limited = f'  command: ["{prlimit}", "--as=1500000000", "{binary}"]\n'
+    config.write_text(
+        config.read_text().replace("  ready_timeout: 20s\n", "  ready_timeout: 20s\n" + limited)
+    )
+    run = run_gate(
+        ["--config", str(config), "--env", marker, "--env", "LEAK=globalmap", "--env",
+         "LEAK_BYTES=1048576"],
+        tmp_path / "out",
+    )  # fmt: skip
+    assert_fault(run, 1, r"service_alive\s+the service exited with code 2", judged=True)
+    assert "fatal error: out of memory" in (run.out / "junit.xml").read_text()
+    assert processes_with_env(marker) == []
