@@ -65,6 +65,11 @@ def shellcheck() -> str:
     return _tool("shellcheck")
 
 
+@pytest.fixture(scope="session")
+def prlimit() -> str:
+    return _tool("prlimit")  # util-linux
+
+
 @pytest.fixture
 def marker() -> Iterator[str]:
     """An environment entry to pass with --env: finds the test's service processes, and fails

@@ -16,7 +16,6 @@ import json
 import os
 import random
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -475,13 +474,10 @@ def test_leakgate_killed_takes_the_service_with_it(
 @pytest.mark.go
 @pytest.mark.slow
 def test_out_of_memory_under_a_memory_limit_fails_service_alive(
-    go_bin: str, tmp_path: Path, marker: str
+    go_bin: str, prlimit: str, tmp_path: Path, marker: str
 ) -> None:
     """The service runs under an address-space limit (prlimit, as a container limit would
     cap it) and leaks 1 MiB a request until the Go runtime cannot allocate any more."""
-    prlimit = shutil.which("prlimit")
-    if prlimit is None:
-        pytest.skip("prlimit (util-linux) not installed")
     binary = tmp_path / "sample"
     subprocess.run([go_bin, "build", "-o", str(binary), "."], cwd=SAMPLE, check=True, timeout=300)
     config = write_config(tmp_path / "leakgate.yml", warmup="1s", duration="4s")
