@@ -135,6 +135,7 @@ class Config:
     probes: ProbeConfig = field(default_factory=ProbeConfig)
     trials: int | None = None  # None: 1 for a check on its own, 5 a side against a baseline
     confirm: int = 0  # more trials a side when a gated comparison is inconclusive
+    fail_on_inconclusive: bool = False  # a gated `~` left after confirming fails the gate
     thresholds: Mapping[str, Threshold] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
     report_dir: str = ".leakgate"
 
@@ -356,7 +357,18 @@ class _Walker:
 
     def config(self, root: yaml.Node) -> Config:
         top = self.mapping(
-            root, "", ("service", "load", "probes", "trials", "confirm", "thresholds", "report")
+            root,
+            "",
+            (
+                "service",
+                "load",
+                "probes",
+                "trials",
+                "confirm",
+                "fail_on_inconclusive",
+                "thresholds",
+                "report",
+            ),
         )
         cfg = Config(source=self.filename)
         if "service" in top:
@@ -376,6 +388,9 @@ class _Walker:
         if "confirm" in top:
             confirm = self.integer(top["confirm"][1], "confirm", 0, 50)
             cfg = dataclasses.replace(cfg, confirm=confirm)
+        if "fail_on_inconclusive" in top:
+            strict = self.boolean(top["fail_on_inconclusive"][1], "fail_on_inconclusive")
+            cfg = dataclasses.replace(cfg, fail_on_inconclusive=strict)
         if "thresholds" in top:
             cfg = dataclasses.replace(cfg, thresholds=self.thresholds(top["thresholds"][1]))
         if "report" in top:

@@ -91,7 +91,9 @@ def judge(
     if trials and (base_trials or baseline is not None):
         comparisons = _compare(base_trials, trials, config, error_limit)
         rows = tuple(_row(c) for c in comparisons)
-        checks.extend(_comparison_check(c) for c in comparisons if c.gated)
+        checks.extend(
+            _comparison_check(c, config.fail_on_inconclusive) for c in comparisons if c.gated
+        )
         notes.extend(
             environment_mismatches(
                 base_env,
@@ -205,15 +207,18 @@ _COMPARISON_STATUS: dict[str, CheckStatus] = {
 }
 
 
-def _comparison_check(c: Comparison) -> Check:
+def _comparison_check(c: Comparison, fail_on_inconclusive: bool = False) -> Check:
     evidence = [
         f"baseline trials: {', '.join(format_value(v, c.unit) for v in c.baseline.values)}",
         f"candidate trials: {', '.join(format_value(v, c.unit) for v in c.candidate.values)}",
     ]
     summary = c.reason if c.verdict != "inconclusive" else f"~ {c.reason}"
+    status = _COMPARISON_STATUS[c.verdict]
+    if c.verdict == "inconclusive" and fail_on_inconclusive:
+        status, summary = "fail", f"{summary} (fail_on_inconclusive)"
     return Check(
         name=f"{c.metric}_vs_baseline",
-        status=_COMPARISON_STATUS[c.verdict],
+        status=status,
         summary=summary,
         value=c.change,
         limit=c.threshold,

@@ -181,3 +181,24 @@ def test_confirm_keeps_the_leak_sites_on_a_check_decided_the_first_time() -> Non
     heap = next(c for c in merged.checks if c.name == "heap_live_vs_baseline")
     assert heap.status == "fail" and heap.leak_sites == (site,)
     assert merged.leak_sites.heap == (site,)
+
+
+def test_fail_on_inconclusive_turns_a_gated_tilde_into_a_failure() -> None:
+    import dataclasses
+
+    base = [20.0, 26.0, 21.0, 25.0, 22.0]
+    cand = [26.0, 23.0, 27.0, 24.0, 28.0]
+    trials = [
+        dataclasses.replace(trial(index=i, p_ms=ms), side=side, offered_rate=5000.0)
+        for i, (side, ms) in enumerate(
+            [("baseline", b) for b in base] + [("candidate", c) for c in cand]
+        )
+    ]
+    record = RunRecord(trials=tuple(trials))
+    lenient = judge(record, parse_config(""))
+    p95 = next(c for c in lenient.checks if c.name == "p95_latency_vs_baseline")
+    assert p95.status == "warn" and p95.summary.startswith("~") and lenient.status == "pass"
+    strict = judge(record, parse_config("fail_on_inconclusive: true\n"))
+    p95 = next(c for c in strict.checks if c.name == "p95_latency_vs_baseline")
+    assert p95.status == "fail" and "(fail_on_inconclusive)" in p95.summary
+    assert strict.status == "fail" and exit_code(strict) == 1
