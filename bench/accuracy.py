@@ -58,6 +58,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     parser.add_argument("--duration", help="override the measure window (default: config's)")
+    parser.add_argument("--verbose", action="store_true", help="print each run's gated comparisons")
     opts = parser.parse_args()
     print(
         f"{'scenario':13} {'should':>7} {'failed':>9} {'as expected':>12} {'wall s (median)':>16}"
@@ -105,6 +106,15 @@ def main() -> int:
                 reasons.append(
                     sorted(c["name"] for c in verdict["checks"] if c["status"] == "fail")
                 )
+                if opts.verbose:
+                    for row in verdict["comparisons"]:
+                        if row["gated"]:
+                            change = "n/a" if row["change"] is None else f"{row['change']:+.1%}"
+                            print(
+                                f"  run {i + 1}: {row['metric']} {change} p={row['p_value']} "
+                                f"{row['verdict']}",
+                                flush=True,
+                            )
                 shutil.rmtree(out, ignore_errors=True)
             expected = fails if should_fail else opts.runs - fails
             share = expected / opts.runs

@@ -98,11 +98,11 @@ def test_record_then_check_against_the_baseline(go_bin: str, tmp_path: Path, mar
     )
     assert run.returncode == 1, run.output
     cases = run.junit_cases()
-    assert cases["heap_live_vs_baseline"] == "failure", run.output
+    assert cases["retained_per_request_vs_baseline"] == "failure", run.output
     assert "retained_per_request" in {n for n, k in cases.items() if k == "failure"}
     record = json.loads((run.out / "run.json").read_text())
     assert {t["offered_rate"] for t in record["trials"]} == {rate}  # the baseline's load
-    assert "live heap after drain" in run.stdout and "✗" in run.stdout
+    assert "retained bytes per request" in run.stdout and "✗" in run.stdout
     assert json.loads(baseline.read_text()) == stored  # a check never rewrites the baseline
 
 
@@ -132,6 +132,6 @@ def test_compare_base_ref_interleaves_and_judges(
         ["compare", "--base", "HEAD", str(svc), "--env", marker], tmp_path / "ab", command="compare"
     )
     assert run.returncode == 1, run.output
-    assert run.junit_cases()["heap_live_vs_baseline"] == "failure", run.output
+    assert run.junit_cases()["retained_per_request_vs_baseline"] == "failure", run.output
     worktrees = _git(repo, "worktree", "list")
     assert len(worktrees.splitlines()) == 1, worktrees  # the temporary worktree is gone

@@ -62,7 +62,8 @@ def test_design_example_is_valid() -> None:
     assert cfg.trials == 5
     assert cfg.thresholds["p95_latency"].max == pytest.approx(0.2)
     assert cfg.thresholds["p95_latency"].floor == pytest.approx(0.0005)
-    assert cfg.thresholds["heap_live"].floor == 1024 * 1024
+    assert cfg.thresholds["heap_live"].floor == 1024 * 1024  # set in the example
+    assert cfg.thresholds["retained_per_request"].max_increase == pytest.approx(0.10)
     assert cfg.thresholds["retained_per_request"].max == 16
     assert cfg.thresholds["error_rate"].max == pytest.approx(0.01)
 

@@ -133,11 +133,11 @@ def test_junit_golden_and_what_a_junit_reader_sees(tmp_path: Path) -> None:
     suites = list(JUnitXml.fromfile(str(path)))
     assert len(suites) == 1
     cases = {case.name: case for case in suites[0]}
-    heap = cases["heap_live_vs_baseline"]
+    heap = cases["retained_per_request_vs_baseline"]
     failure = heap.result[0]
     assert isinstance(failure, Failure)
     # metric, value, baseline, change, p-value, threshold, then the top leak sites
-    for part in ("live heap after drain", "→", "%", "p=", "+10%", "1) +133.5 MiB"):
+    for part in ("retained bytes per request", "→", "%", "p=", "+10%", "1) +133.5 MiB"):
         assert part in failure.message, failure.message
     props = {p.name: p.value for p in suites[0].properties()}
     assert props["go_version"] == "go1.26.8" and props["gomaxprocs"] == "1"

@@ -27,7 +27,7 @@ def test_verdict_and_checks_are_one_hot_gauges() -> None:
         (labels["check"], labels["status"]): value
         for labels, value in families["leakgate_check_status"]
     }
-    assert status[("heap_live_vs_baseline", "fail")] == 1.0
+    assert status[("retained_per_request_vs_baseline", "fail")] == 1.0
     assert status[("service_alive", "pass")] == 1.0
     assert all(labels["service"] == "orders-service" for labels, _ in families["leakgate_verdict"])
 
