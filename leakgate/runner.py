@@ -332,7 +332,8 @@ class Runner:
             try:
                 took = service.wait_ready(cfg.service.ready_path, cfg.service.ready_timeout)
                 source = self._source(service)
-                say(f"{label}: service ready on {service.addr} in {took:.2f}s (pid {service.pid})")
+                pid = f" (pid {service.pid})" if service.pid else " (attached)"
+                say(f"{label}: service ready on {service.addr} in {took:.2f}s{pid}")
                 self._note_runtime(source)
 
                 def load(
