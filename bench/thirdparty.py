@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
 import subprocess
 import sys
@@ -22,6 +21,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from leakgate.build import writable_copy  # noqa: E402
+
 MODULE = "github.com/mccutchen/go-httpbin/v2@v2.26.0"
 CONFIG = REPO / "examples" / "go-httpbin" / "leakgate.yml"
 
@@ -46,10 +49,7 @@ def main() -> int:
     passes, walls = 0, []
     with tempfile.TemporaryDirectory() as name:
         repo = Path(name) / "go-httpbin"
-        shutil.copytree(source, repo, copy_function=shutil.copyfile)
-        for d in [repo, *repo.rglob("*")]:
-            if d.is_dir():
-                d.chmod(0o755)
+        writable_copy(source, repo)  # the module cache's files are read-only
         git(repo, "init", "-q")
         git(repo, "add", ".")
         git(repo, "commit", "-qm", "go-httpbin")

@@ -196,7 +196,7 @@ def build_service(
         build_dir = package_dir
         if inject_agent and _in_module_cache(root, go):
             # Go refuses overlays beneath GOMODCACHE: build a copy; the cache stays untouched.
-            build_dir = _writable_copy(root, Path(tmp) / "module") / package_dir.relative_to(root)
+            build_dir = writable_copy(root, Path(tmp) / "module") / package_dir.relative_to(root)
         cmd = [go.path, "build", "-o", str(Path(tmp) / "service")]
         if inject_agent:
             overlay = Path(tmp) / "overlay.json"
@@ -217,7 +217,7 @@ def _in_module_cache(root: Path, go: GoToolchain) -> bool:
     return root.resolve().is_relative_to(Path(go.gomodcache).resolve())
 
 
-def _writable_copy(root: Path, dest: Path) -> Path:
+def writable_copy(root: Path, dest: Path) -> Path:
     """Copy a module (read-only in the module cache) to dest, writable so it can be removed."""
     shutil.copytree(
         root, dest, copy_function=shutil.copyfile, ignore=shutil.ignore_patterns(".git")
