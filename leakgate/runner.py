@@ -4,7 +4,6 @@ under load with 1 Hz probes, drain, checkpoint, stop. Everything started is stop
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime
 import os
@@ -13,16 +12,25 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from leakgate import __version__
 from leakgate.build import binary_go_version, build_loadgen, build_service, find_go
 from leakgate.config import Config, environ_without_leakgate
 from leakgate.environment import describe_environment
 from leakgate.errors import LoadError, ServiceStartError
-from leakgate.load.builtin import LoadProcess, write_scenario
-from leakgate.load.external import ExternalProcess
-from leakgate.load.wrk import WrkProcess, find_wrk
+from leakgate.load.builtin import write_scenario
+from leakgate.load.wrk import find_wrk
+from leakgate.measure import (
+    AnyService,
+    LoadSetup,
+    ServiceDied,
+    checkpoint,
+    drive,
+    rel,
+    runtime_source,
+    series,
+    trace_plan,
+)
 from leakgate.model import (
     Checkpoint,
     Environment,
@@ -33,35 +41,14 @@ from leakgate.model import (
     Trial,
     to_plain,
 )
-from leakgate.probes import (
-    AgentSource,
-    PprofSource,
-    ProbeError,
-    PrometheusSource,
-    RuntimeSource,
-    Sampler,
-    TracePlan,
-    quiet_goroutines,
-    read_rss,
-)
+from leakgate.probes import AgentSource, ProbeError, RuntimeSource, Sampler, read_rss
 from leakgate.remote import RemoteService, Target, restarted
-from leakgate.service import Exit, Service
-from leakgate.units import format_duration, format_size
+from leakgate.service import Service
 
 PROBE_MIN_SECONDS = 1.0
 PROBE_MAX_SECONDS = 3.0
 PROGRESS_EVERY_TTY = 1.0
 PROGRESS_EVERY_LOG = 5.0
-TRACE_SECONDS = 2.0
-AnyService = Service | RemoteService  # one the runner started, or one it attached to
-DEFAULT_TRACE_GROWTH = 16.0
-
-
-class _ServiceDied(Exception):
-    def __init__(self, phase: str, ended: Exit) -> None:
-        super().__init__(phase)
-        self.phase = phase
-        self.ended = ended
 
 
 @dataclass
@@ -114,10 +101,8 @@ class _Prepared:
     """What every trial of a run shares once the builds are done."""
 
     binaries: dict[str, Path]
-    loadgen: Path
-    scenario: Path
     service_cpus: list[int] | None
-    load_cpus: list[int] | None
+    load: LoadSetup
 
 
 def split_cpus(enabled: bool) -> tuple[list[int] | None, list[int] | None]:
@@ -248,7 +233,9 @@ class Runner:
             self.offered_rate = cfg.load.rate
         elif cfg.load.rate == "max":
             self.offered_rate = None
-        self._prepared = _Prepared(binaries, loadgen, scenario, service_cpus, load_cpus)
+        every = PROGRESS_EVERY_TTY if self.reporter.live else PROGRESS_EVERY_LOG
+        load = LoadSetup(cfg, loadgen, scenario, load_cpus, self.reporter.progress, every)
+        self._prepared = _Prepared(binaries, service_cpus, load)
         self._run_rounds(cfg.trials or 1, self.seed)
         return self.record()
 
@@ -270,34 +257,16 @@ class Runner:
         total = first + len(order)
         for offset, side in enumerate(order):
             self.current = _TrialState(index=first + offset, side=side)
-            self._run_trial(
-                self.current,
-                prepared.binaries.get(side, Path()),
-                self.sides[side],
-                total,
-                prepared.loadgen,
-                prepared.scenario,
-                prepared.service_cpus,
-                prepared.load_cpus,
-            )
+            self._run_trial(self.current, side, total, prepared)
             self.trials.append(self.current.freeze(self.offered_rate))
             died = self.current.service.died
             self.current = None
             if died:
                 break
 
-    def _run_trial(
-        self,
-        state: _TrialState,
-        binary: Path,
-        package_dir: Path,
-        total: int,
-        loadgen: Path,
-        scenario: Path,
-        service_cpus: list[int] | None,
-        load_cpus: list[int] | None,
-    ) -> None:
+    def _run_trial(self, state: _TrialState, side: str, total: int, prepared: _Prepared) -> None:
         cfg = self.config
+        service_cpus = prepared.service_cpus
         trial_dir = self.report_dir / f"trial-{state.index + 1}"
         trial_dir.mkdir(parents=True, exist_ok=True)
         env = {**environ_without_leakgate(), **cfg.service.env}
@@ -309,10 +278,10 @@ class Runner:
             )
         else:
             service = Service(
-                binary,
+                prepared.binaries[side],
                 args=(*cfg.service.command[1:], *cfg.service.args),
                 env=env,
-                cwd=package_dir,
+                cwd=self.sides[side],
                 log_path=trial_dir / "service.log",
                 cpus=service_cpus,
                 gomaxprocs=len(service_cpus) if service_cpus else None,
@@ -327,11 +296,12 @@ class Runner:
         with service:
             service.start()
             state.service = ServiceStatus(
-                pid=service.pid, log_file=_rel(service.log_path, self.report_dir)
+                pid=service.pid, log_file=rel(service.log_path, self.report_dir)
             )
             try:
                 took = service.wait_ready(cfg.service.ready_path, cfg.service.ready_timeout)
-                source = self._source(service)
+                probe_url = self.target.probe_url if self.target else None
+                source = runtime_source(cfg.probes, cfg.service.inject_agent, service, probe_url)
                 pid = f" (pid {service.pid})" if service.pid else " (attached)"
                 say(f"{label}: service ready on {service.addr} in {took:.2f}s{pid}")
                 self._note_runtime(source)
@@ -340,17 +310,17 @@ class Runner:
                     duration: float, rate: float, name: str, sampler: Sampler | None = None
                 ) -> LoadResult:
                     out = trial_dir / f"load-{name}.json"
-                    return self._drive(
-                        service,
-                        loadgen,
-                        scenario,
-                        duration,
-                        rate,
-                        load_cpus,
-                        out,
+                    return drive(prepared.load, service, duration, rate, out, name, label, sampler)
+
+                def take(name: str) -> Checkpoint:
+                    return checkpoint(
                         name,
-                        label,
-                        sampler,
+                        source,
+                        service,
+                        trial_dir,
+                        self.report_dir,
+                        cfg.probes.quiet_timeout,
+                        state.notes,
                     )
 
                 warmup = cfg.load.warmup
@@ -370,7 +340,7 @@ class Runner:
                 if warmup > 0:
                     state.warmup_load = load(warmup, rate, "warmup")
                 phase = "checkpoint after warm-up"
-                state.checkpoints["warmup"] = self._checkpoint("warmup", source, service, trial_dir)
+                state.checkpoints["warmup"] = take("warmup")
                 epoch = source.epoch() if isinstance(service, RemoteService) else None
                 phase = "load"
                 # Started by _drive once the generator is running: no thread may be alive
@@ -379,7 +349,7 @@ class Runner:
                     source,
                     service.pid or 0,
                     cfg.probes.interval,
-                    trace=self._trace_plan(trial_dir),
+                    trace=trace_plan(cfg, trial_dir),
                 )
                 t0 = time.monotonic()
                 try:
@@ -387,14 +357,14 @@ class Runner:
                 finally:
                     sampler.stop()
                     state.measure_seconds = time.monotonic() - t0
-                    state.series = _series(sampler)
+                    state.series = series(sampler)
                     state.rss_peak = sampler.rss_peak
                     if sampler.trace_path is not None:
-                        state.trace = _rel(sampler.trace_path, self.report_dir)
+                        state.trace = rel(sampler.trace_path, self.report_dir)
                     if sampler.errors:
                         state.notes.append(f"{sampler.errors} runtime samples could not be read")
                 phase = "drain"
-                state.checkpoints["drain"] = self._checkpoint("drain", source, service, trial_dir)
+                state.checkpoints["drain"] = take("drain")
                 if source.forced_gc is False:
                     state.notes.append(
                         "no pprof endpoint to force a GC at the checkpoints: the heap figures "
@@ -408,10 +378,10 @@ class Runner:
                         epoch, source.epoch()
                     )
                 if ended is not None:
-                    raise _ServiceDied("drain", ended)
-            except (_ServiceDied, ProbeError, LoadError, ServiceStartError) as e:
+                    raise ServiceDied("drain", ended)
+            except (ServiceDied, ProbeError, LoadError, ServiceStartError) as e:
                 ended = service.exited()
-                if ended is None and isinstance(e, _ServiceDied):
+                if ended is None and isinstance(e, ServiceDied):
                     ended = e.ended
                 # Attached: gone, or just an error? Before the first trial it is not ready yet;
                 # after one, a service that stopped answering died under the gate's watch.
@@ -420,7 +390,7 @@ class Runner:
                     ended = service.still_up(cfg.service.ready_path)
                 if ended is None:
                     raise
-                where = e.phase if isinstance(e, _ServiceDied) else phase
+                where = e.phase if isinstance(e, ServiceDied) else phase
                 if phase == "start-up" and not (isinstance(service, RemoteService) and seen_up):
                     # never became ready: an environment problem, not a verdict on the code
                     if isinstance(e, ServiceStartError):
@@ -442,39 +412,6 @@ class Runner:
                 return
         say(f"{label}: done")
 
-    def _trace_plan(self, trial_dir: Path) -> TracePlan | None:
-        """While goroutines leak, trace the last seconds of the load for `go tool trace`."""
-        duration = self.config.load.duration
-        if duration < TRACE_SECONDS + 3:
-            return None
-        growth = self.config.threshold("goroutine_growth").max
-        return TracePlan(
-            after=duration - TRACE_SECONDS - 1,
-            seconds=TRACE_SECONDS,
-            growth=growth if growth is not None else DEFAULT_TRACE_GROWTH,
-            dest=trial_dir / "trace-measure.out",
-            slack=float(self.config.load.connections),
-        )
-
-    def _source(self, service: AnyService) -> RuntimeSource:
-        probes = self.config.probes
-        base = self.target.probe_url if self.target else service.base_url
-        if probes.source == "prometheus":
-            return PrometheusSource(base, probes.metrics_path)
-        if probes.source == "pprof" or not self.config.service.inject_agent or self.target:
-            return PprofSource(base)
-        addr = service.agent_address()
-        if addr is None:
-            ended = service.exited()
-            if ended is not None:
-                raise _ServiceDied("start-up", ended)
-            raise ServiceStartError(
-                "leakgate's debug agent did not start in the service (no address written); "
-                "set service.inject_agent: false to use the service's own pprof endpoints",
-                details=service.log_tail(),
-            )
-        return AgentSource(addr)
-
     def _note_runtime(self, source: RuntimeSource) -> None:
         try:
             source.sample()
@@ -487,161 +424,3 @@ class Runner:
             gomaxprocs=gomaxprocs if isinstance(gomaxprocs, int) else self.environment.gomaxprocs,
             heap_live_source=str(info.get("heap_live_source") or source.name),
         )
-
-    def _drive(
-        self,
-        service: AnyService,
-        loadgen: Path,
-        scenario: Path,
-        duration: float,
-        rate: float,
-        cpus: Sequence[int] | None,
-        out: Path,
-        name: str,
-        label: str,
-        sampler: Sampler | None = None,
-    ) -> LoadResult:
-        cfg = self.config
-        proc: LoadProcess | WrkProcess | ExternalProcess
-        if cfg.load.tool == "external" and name == "measure":
-            # The external tool measures; warm-up and the capacity probe stay leakgate's own.
-            proc = ExternalProcess(
-                cfg.load.command,
-                results=[Path(r) for r in cfg.load.results],
-                target=service.base_url,
-                duration=duration,
-                rate=rate,
-                log_path=out.with_suffix(".log"),
-                cpus=cpus,
-                timeout=cfg.load.timeout,
-            )
-        else:
-            driver = WrkProcess if cfg.load.tool == "wrk" else LoadProcess
-            proc = driver(
-                loadgen,
-                target=service.base_url,
-                scenario=scenario,
-                connections=cfg.load.connections,
-                duration=duration,
-                rate=rate,
-                timeout=cfg.load.timeout,
-                out_path=out,
-                cpus=cpus,
-            )
-        proc.start()
-        if sampler is not None:
-            sampler.start()
-        start = time.monotonic()
-        every = PROGRESS_EVERY_TTY if self.reporter.live else PROGRESS_EVERY_LOG
-        next_progress = start + every
-        try:
-            while proc.poll() is None:
-                ended = service.exited()
-                if ended is not None:
-                    raise _ServiceDied(name, ended)
-                now = time.monotonic()
-                if now - start > proc.deadline:
-                    raise LoadError(
-                        f"the load generator did not finish within {proc.deadline:.0f}s"
-                    )
-                if now >= next_progress:
-                    line = _progress_line(label, name, now - start, duration, proc.progress)
-                    if sampler is not None and sampler.latest is not None:
-                        latest = sampler.latest
-                        if latest.heap_live is not None:
-                            line += f"  heap {format_size(latest.heap_live)}"
-                        if latest.goroutines is not None:
-                            line += f"  goroutines {latest.goroutines:,.0f}"
-                    self.reporter.progress(line)
-                    next_progress += every
-                time.sleep(0.05)
-            ended = service.exited()
-            if ended is not None:
-                raise _ServiceDied(name, ended)
-            return proc.result()
-        finally:
-            proc.stop()
-            self.reporter.progress("")
-
-    def _checkpoint(
-        self, label: str, source: RuntimeSource, service: AnyService, trial_dir: Path
-    ) -> Checkpoint:
-        cfg = self.config
-        count, stable = quiet_goroutines(source.goroutines, cfg.probes.quiet_timeout)
-        ended = service.exited()
-        if ended is not None:
-            raise _ServiceDied(label, ended)
-        heap = source.checkpoint()
-        profiles: dict[str, str | None] = {}
-        for key, name, query, filename in (
-            ("heap_profile", "heap", "gc=1", f"heap-{label}.pb.gz"),
-            ("goroutine_profile", "goroutine", "", f"goroutine-{label}.pb.gz"),
-            ("goroutine_text", "goroutine", "debug=1", f"goroutine-{label}.txt"),
-        ):
-            try:
-                path = source.save_profile(name, trial_dir / filename, query)
-                profiles[key] = _rel(path, self.report_dir)
-            except ProbeError as e:
-                profiles[key] = None
-                if self.current is not None:
-                    # without the URL: its port changes with every trial, the reason does not
-                    reason = str(e).replace(source.base_url, "")
-                    self.current.notes.append(f"{label}: {name} profile not taken: {reason}")
-        leak_profile = None
-        if isinstance(source, AgentSource):
-            with contextlib.suppress(ProbeError):
-                path = source.save_profile(
-                    "goroutineleak", trial_dir / f"goroutineleak-{label}.pb.gz"
-                )
-                leak_profile = _rel(path, self.report_dir)
-        sample = None
-        with contextlib.suppress(ProbeError):
-            sample = source.sample()
-        rss, _ = read_rss(service.pid or 0)
-        return Checkpoint(
-            label=label,
-            heap_alloc=heap.heap_alloc,
-            heap_objects=heap.heap_objects,
-            goroutines=count if count is not None else heap.goroutines,
-            goroutines_stable=stable,
-            gc_cycles=int(sample.gc_cycles) if sample and sample.gc_cycles is not None else None,
-            gc_cpu_seconds=sample.gc_cpu_seconds if sample else None,
-            rss=rss,
-            heap_profile=profiles["heap_profile"],
-            goroutine_profile=profiles["goroutine_profile"],
-            goroutine_text=profiles["goroutine_text"],
-            goroutineleak_profile=leak_profile,
-            source=source.name,
-        )
-
-
-def _series(sampler: Sampler) -> dict[str, Series]:
-    return {
-        "heap_live": Series("heap_live", "bytes", tuple(sampler.heap)),
-        "goroutines": Series("goroutines", "count", tuple(sampler.goroutines)),
-        "rss": Series("rss", "bytes", tuple(sampler.rss)),
-        "gc_cycles": Series("gc_cycles", "count", tuple(sampler.gc_cycles)),
-        "gc_cpu_seconds": Series("gc_cpu_seconds", "seconds", tuple(sampler.gc_cpu)),
-        "total_cpu_seconds": Series("total_cpu_seconds", "seconds", tuple(sampler.total_cpu)),
-    }
-
-
-def _progress_line(label: str, phase: str, elapsed: float, total: float, p: dict[str, Any]) -> str:
-    parts = [f"{label} {phase:8} {min(elapsed, total):5.1f}/{total:.0f}s"]
-    rate = p.get("rate")
-    if isinstance(rate, (int, float)):
-        parts.append(f"{rate:,.0f} req/s")
-    p95 = p.get("p95_ns")
-    if isinstance(p95, (int, float)) and p95 > 0:
-        parts.append(f"p95 {format_duration(p95 / 1e9)}")
-    errors = p.get("errors")
-    if isinstance(errors, int) and errors:
-        parts.append(f"{errors:,} errors")
-    return "  ".join(parts)
-
-
-def _rel(path: Path, base: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(base.resolve()))
-    except ValueError:
-        return str(path)

@@ -1,0 +1,260 @@
+"""What a trial does to the service it runs: pick where its runtime is read, drive one load phase
+while watching that the service stays up, and take the checkpoints with their profiles.
+
+The runner decides the order of trials and phases; this module does each step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from leakgate.config import Config, ProbeConfig
+from leakgate.errors import LoadError, ServiceStartError
+from leakgate.load.builtin import LoadProcess
+from leakgate.load.external import ExternalProcess
+from leakgate.load.wrk import WrkProcess
+from leakgate.model import Checkpoint, LoadResult, Series
+from leakgate.probes import (
+    AgentSource,
+    PprofSource,
+    ProbeError,
+    PrometheusSource,
+    RuntimeSource,
+    Sampler,
+    TracePlan,
+    quiet_goroutines,
+    read_rss,
+)
+from leakgate.remote import RemoteService
+from leakgate.service import Exit, Service
+from leakgate.units import format_duration, format_size
+
+AnyService = Service | RemoteService  # one the runner started, or one it attached to
+TRACE_SECONDS = 2.0
+DEFAULT_TRACE_GROWTH = 16.0
+
+
+class ServiceDied(Exception):
+    """The service ended (or, attached, stopped answering) during `phase`."""
+
+    def __init__(self, phase: str, ended: Exit) -> None:
+        super().__init__(phase)
+        self.phase = phase
+        self.ended = ended
+
+
+def runtime_source(
+    probes: ProbeConfig, inject_agent: bool, service: AnyService, probe_url: str | None
+) -> RuntimeSource:
+    """Where the service's runtime is read: the agent, its own pprof+expvar, or /metrics."""
+    base = probe_url or service.base_url
+    if probes.source == "prometheus":
+        return PrometheusSource(base, probes.metrics_path)
+    if probes.source == "pprof" or not inject_agent or probe_url:
+        return PprofSource(base)
+    addr = service.agent_address()
+    if addr is None:
+        ended = service.exited()
+        if ended is not None:
+            raise ServiceDied("start-up", ended)
+        raise ServiceStartError(
+            "leakgate's debug agent did not start in the service (no address written); "
+            "set service.inject_agent: false to use the service's own pprof endpoints",
+            details=service.log_tail(),
+        )
+    return AgentSource(addr)
+
+
+def trace_plan(cfg: Config, trial_dir: Path) -> TracePlan | None:
+    """While goroutines leak, trace the last seconds of the load for `go tool trace`."""
+    duration = cfg.load.duration
+    if duration < TRACE_SECONDS + 3:
+        return None
+    growth = cfg.threshold("goroutine_growth").max
+    return TracePlan(
+        after=duration - TRACE_SECONDS - 1,
+        seconds=TRACE_SECONDS,
+        growth=growth if growth is not None else DEFAULT_TRACE_GROWTH,
+        dest=trial_dir / "trace-measure.out",
+        slack=float(cfg.load.connections),
+    )
+
+
+@dataclass(frozen=True)
+class LoadSetup:
+    """What every load phase of a run shares."""
+
+    config: Config
+    loadgen: Path
+    scenario: Path
+    cpus: Sequence[int] | None
+    progress: Callable[[str], None]
+    progress_every: float
+
+
+def drive(
+    setup: LoadSetup,
+    service: AnyService,
+    duration: float,
+    rate: float,
+    out: Path,
+    name: str,
+    label: str,
+    sampler: Sampler | None = None,
+) -> LoadResult:
+    """One load phase: `duration` seconds at `rate` (0: closed loop), the service watched."""
+    cfg = setup.config
+    proc: LoadProcess | WrkProcess | ExternalProcess
+    if cfg.load.tool == "external" and name == "measure":
+        # The external tool measures; warm-up and the capacity probe stay leakgate's own.
+        proc = ExternalProcess(
+            cfg.load.command,
+            results=[Path(r) for r in cfg.load.results],
+            target=service.base_url,
+            duration=duration,
+            rate=rate,
+            log_path=out.with_suffix(".log"),
+            cpus=setup.cpus,
+            timeout=cfg.load.timeout,
+        )
+    else:
+        driver = WrkProcess if cfg.load.tool == "wrk" else LoadProcess
+        proc = driver(
+            setup.loadgen,
+            target=service.base_url,
+            scenario=setup.scenario,
+            connections=cfg.load.connections,
+            duration=duration,
+            rate=rate,
+            timeout=cfg.load.timeout,
+            out_path=out,
+            cpus=setup.cpus,
+        )
+    proc.start()
+    if sampler is not None:
+        sampler.start()
+    start = time.monotonic()
+    next_progress = start + setup.progress_every
+    try:
+        while proc.poll() is None:
+            ended = service.exited()
+            if ended is not None:
+                raise ServiceDied(name, ended)
+            now = time.monotonic()
+            if now - start > proc.deadline:
+                raise LoadError(f"the load generator did not finish within {proc.deadline:.0f}s")
+            if now >= next_progress:
+                line = progress_line(label, name, now - start, duration, proc.progress)
+                if sampler is not None and sampler.latest is not None:
+                    latest = sampler.latest
+                    if latest.heap_live is not None:
+                        line += f"  heap {format_size(latest.heap_live)}"
+                    if latest.goroutines is not None:
+                        line += f"  goroutines {latest.goroutines:,.0f}"
+                setup.progress(line)
+                next_progress += setup.progress_every
+            time.sleep(0.05)
+        ended = service.exited()
+        if ended is not None:
+            raise ServiceDied(name, ended)
+        return proc.result()
+    finally:
+        proc.stop()
+        setup.progress("")
+
+
+def checkpoint(
+    label: str,
+    source: RuntimeSource,
+    service: AnyService,
+    trial_dir: Path,
+    report_dir: Path,
+    quiet_timeout: float,
+    notes: list[str],
+) -> Checkpoint:
+    """Goroutines settled, a forced GC, the heap and goroutine profiles saved under trial_dir.
+
+    A profile that cannot be taken is noted in `notes` and left out; the checkpoint stands.
+    """
+    count, stable = quiet_goroutines(source.goroutines, quiet_timeout)
+    ended = service.exited()
+    if ended is not None:
+        raise ServiceDied(label, ended)
+    heap = source.checkpoint()
+    profiles: dict[str, str | None] = {}
+    for key, name, query, filename in (
+        ("heap_profile", "heap", "gc=1", f"heap-{label}.pb.gz"),
+        ("goroutine_profile", "goroutine", "", f"goroutine-{label}.pb.gz"),
+        ("goroutine_text", "goroutine", "debug=1", f"goroutine-{label}.txt"),
+    ):
+        try:
+            path = source.save_profile(name, trial_dir / filename, query)
+            profiles[key] = rel(path, report_dir)
+        except ProbeError as e:
+            profiles[key] = None
+            # without the URL: its port changes with every trial, the reason does not
+            reason = str(e).replace(source.base_url, "")
+            notes.append(f"{label}: {name} profile not taken: {reason}")
+    leak_profile = None
+    if isinstance(source, AgentSource):
+        with contextlib.suppress(ProbeError):
+            path = source.save_profile("goroutineleak", trial_dir / f"goroutineleak-{label}.pb.gz")
+            leak_profile = rel(path, report_dir)
+    sample = None
+    with contextlib.suppress(ProbeError):
+        sample = source.sample()
+    rss, _ = read_rss(service.pid or 0)
+    return Checkpoint(
+        label=label,
+        heap_alloc=heap.heap_alloc,
+        heap_objects=heap.heap_objects,
+        goroutines=count if count is not None else heap.goroutines,
+        goroutines_stable=stable,
+        gc_cycles=int(sample.gc_cycles) if sample and sample.gc_cycles is not None else None,
+        gc_cpu_seconds=sample.gc_cpu_seconds if sample else None,
+        rss=rss,
+        heap_profile=profiles["heap_profile"],
+        goroutine_profile=profiles["goroutine_profile"],
+        goroutine_text=profiles["goroutine_text"],
+        goroutineleak_profile=leak_profile,
+        source=source.name,
+    )
+
+
+def series(sampler: Sampler) -> dict[str, Series]:
+    """The sampler's 1 Hz readings as the record's named series."""
+    return {
+        "heap_live": Series("heap_live", "bytes", tuple(sampler.heap)),
+        "goroutines": Series("goroutines", "count", tuple(sampler.goroutines)),
+        "rss": Series("rss", "bytes", tuple(sampler.rss)),
+        "gc_cycles": Series("gc_cycles", "count", tuple(sampler.gc_cycles)),
+        "gc_cpu_seconds": Series("gc_cpu_seconds", "seconds", tuple(sampler.gc_cpu)),
+        "total_cpu_seconds": Series("total_cpu_seconds", "seconds", tuple(sampler.total_cpu)),
+    }
+
+
+def progress_line(label: str, phase: str, elapsed: float, total: float, p: dict[str, Any]) -> str:
+    parts = [f"{label} {phase:8} {min(elapsed, total):5.1f}/{total:.0f}s"]
+    rate = p.get("rate")
+    if isinstance(rate, (int, float)):
+        parts.append(f"{rate:,.0f} req/s")
+    p95 = p.get("p95_ns")
+    if isinstance(p95, (int, float)) and p95 > 0:
+        parts.append(f"p95 {format_duration(p95 / 1e9)}")
+    errors = p.get("errors")
+    if isinstance(errors, int) and errors:
+        parts.append(f"{errors:,} errors")
+    return "  ".join(parts)
+
+
+def rel(path: Path, base: Path) -> str:
+    """`path` relative to the report directory when it is inside it (reports link by these)."""
+    try:
+        return str(path.resolve().relative_to(base.resolve()))
+    except ValueError:
+        return str(path)
