@@ -17,20 +17,25 @@ about 5 minutes on a 2-core machine, so the full table takes many hours: use --r
     python bench/accuracy.py --summarize runs.jsonl
 
 --log appends one JSON line per compare (scenario, exit code, failing checks, gated comparisons,
-wall time, load average, and the git tree ids of leakgate/ and sample-go-service/), so runs
-made in several sittings add up. --summarize prints the table over the logged runs, one table
-per version of the code under test: runs of different code are never pooled.
+wall time, load average, and the version of the code under test: a digest of leakgate/ and
+sample-go-service/ blind to comments and docstrings), so runs made in several sittings add up.
+--summarize prints the table over the logged runs, one table per code version: runs of
+different code are never pooled. --version-of REV prints a commit's code version.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
+import hashlib
+import io
 import json
 import os
 import shutil
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -62,25 +67,53 @@ def git(repo: Path, *args: str) -> str:
     ).stdout.strip()
 
 
-def code_version() -> str:
-    """The git tree ids of the judging code and the sample: equal ids, equal gate."""
-    trees = [
-        subprocess.run(
-            ["git", "-C", str(REPO), "rev-parse", f"HEAD:{path}"],
+def _behaviour(path: str, data: bytes) -> bytes:
+    """What of a file can change the gate: Python without comments or docstrings, else all."""
+    if not path.endswith(".py"):
+        return data
+    tree = ast.parse(data)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (
+            isinstance(body, list)
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
+            body[0] = ast.Pass()  # the docstring
+    return ast.dump(tree).encode()
+
+
+def code_version(rev: str = "HEAD") -> str:
+    """A digest of the judging code and the sample at `rev`, blind to comments and docstrings.
+
+    Equal digests, equal gate: runs logged under one digest may be pooled, whichever commit
+    they were made on.
+    """
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", "--format=tar", rev, "leakgate", "sample-go-service"],
+        capture_output=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    digest = hashlib.sha256()
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        for member in sorted(tar.getmembers(), key=lambda m: m.name):
+            handle = tar.extractfile(member) if member.isfile() else None
+            if handle is not None:
+                digest.update(member.name.encode() + b"\0")
+                digest.update(_behaviour(member.name, handle.read()) + b"\0")
+    dirty = (
+        rev == "HEAD"
+        and subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "leakgate", "sample-go-service"],
             capture_output=True,
             text=True,
-            check=True,
             timeout=60,
-        ).stdout.strip()[:12]
-        for path in ("leakgate", "sample-go-service")
-    ]
-    dirty = subprocess.run(
-        ["git", "-C", str(REPO), "status", "--porcelain", "leakgate", "sample-go-service"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    ).stdout.strip()
-    return "+".join(trees) + ("-dirty" if dirty else "")
+        ).stdout.strip()
+    )
+    return digest.hexdigest()[:16] + ("-dirty" if dirty else "")
 
 
 def figures_met(name: str, should_fail: bool, runs: int, fails: int, wall: float) -> bool:
@@ -143,9 +176,13 @@ def main() -> int:
     parser.add_argument("--verbose", action="store_true", help="print each run's gated comparisons")
     parser.add_argument("--log", type=Path, help="append one JSON line per compare to this file")
     parser.add_argument("--summarize", type=Path, help="print the table over a --log file")
+    parser.add_argument("--version-of", metavar="REV", help="print the code version of a commit")
     opts = parser.parse_args()
     if opts.summarize:
         return summarize(opts.summarize)
+    if opts.version_of:
+        print(code_version(opts.version_of))
+        return 0
     version = code_version()
     print(HEADER)
     ok = True

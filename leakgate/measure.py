@@ -51,7 +51,11 @@ class ServiceDied(Exception):
 def runtime_source(
     probes: ProbeConfig, inject_agent: bool, service: AnyService, probe_url: str | None
 ) -> RuntimeSource:
-    """Where the service's runtime is read: the agent, its own pprof+expvar, or /metrics."""
+    """Where the service's runtime is read: the agent, its own pprof+expvar, or /metrics.
+
+    `probe_url` is set only when attached to a service running elsewhere: its pprof+expvar (or
+    /metrics) are read there, since no agent can have been injected into it.
+    """
     base = probe_url or service.base_url
     if probes.source == "prometheus":
         return PrometheusSource(base, probes.metrics_path)
@@ -177,7 +181,8 @@ def checkpoint(
     quiet_timeout: float,
     notes: list[str],
 ) -> Checkpoint:
-    """Goroutines settled, a forced GC, the heap and goroutine profiles saved under trial_dir.
+    """Goroutines settled, the heap read (after a GC where the source can force one), and the
+    heap and goroutine profiles saved under trial_dir.
 
     A profile that cannot be taken is noted in `notes` and left out; the checkpoint stands.
     """
@@ -253,7 +258,7 @@ def progress_line(label: str, phase: str, elapsed: float, total: float, p: dict[
 
 
 def rel(path: Path, base: Path) -> str:
-    """`path` relative to the report directory when it is inside it (reports link by these)."""
+    """`path` relative to `base` (the report directory) when inside it: reports link by these."""
     try:
         return str(path.resolve().relative_to(base.resolve()))
     except ValueError:

@@ -343,7 +343,7 @@ class Runner:
                 state.checkpoints["warmup"] = take("warmup")
                 epoch = source.epoch() if isinstance(service, RemoteService) else None
                 phase = "load"
-                # Started by _drive once the generator is running: no thread may be alive
+                # Started by drive() once the generator is running: no thread may be alive
                 # while a child is forked (preexec_fn is not safe beside other threads).
                 sampler = Sampler(
                     source,
