@@ -9,7 +9,7 @@ against how often it should have, and the wall time of one compare.
 Targets (issue 4): A/A false-fail rate <= 5% over >= 20 runs; SLOW=20 caught in >= 95% of >= 20
 runs, SLOW=50 in all; each leak mode caught every time; boundedcache never flagged; one compare
 <= 6 minutes. With the defaults (5 trials a side, 5 s warm-up, 20 s measure) one compare takes
-about 5 minutes on a 2-core machine, so the full table takes many hours: use --runs and
+about 4.3 minutes (258 s) on a 2-core machine, so the full table takes many hours: use --runs and
 --scenarios to measure part of it.
 
     python bench/accuracy.py [--runs 20] [--scenarios aa,slow20,...] [--duration 20s]
