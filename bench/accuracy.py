@@ -127,13 +127,18 @@ def figures_met(name: str, should_fail: bool, runs: int, fails: int, wall: float
     return ok and wall <= 360
 
 
-def print_row(name: str, should_fail: bool, runs: int, fails: int, wall: float) -> None:
+def print_row(
+    name: str, should_fail: bool, runs: int, fails: int, wall: float, failing: list[list[str]]
+) -> None:
+    """The scenario's table row, and every check that failed in any of its runs."""
     expected = fails if should_fail else runs - fails
     print(
         f"{name:13} {'fail' if should_fail else 'pass':>7} {fails:>4}/{runs:<4} "
         f"{expected / runs:>11.0%} {wall:>16.0f}",
         flush=True,
     )
+    seen = sorted({check for run in failing for check in run})
+    print(f"  failing checks seen: {', '.join(seen) or '-'}", flush=True)
 
 
 HEADER = f"{'scenario':13} {'should':>7} {'failed':>9} {'as expected':>12} {'wall s (median)':>16}"
@@ -156,9 +161,8 @@ def summarize(log: Path) -> int:
                 continue
             fails = sum(r["exit"] == 1 for r in runs)
             wall = statistics.median(r["wall_s"] for r in runs)
-            print_row(name, SCENARIOS[name][1], len(runs), fails, wall)
-            failing = sorted({c for r in runs for c in r["failing"]})
-            print(f"  failing checks seen: {', '.join(failing) or '-'}")
+            failing = [r["failing"] for r in runs]
+            print_row(name, SCENARIOS[name][1], len(runs), fails, wall, failing)
             errors = len(scenarios.get(name, [])) - len(runs)
             if errors:
                 print(f"  runs that ended in an error (not counted): {errors}")
@@ -227,13 +231,14 @@ def main() -> int:
                 failing = sorted(
                     c["name"] for c in verdict.get("checks", []) if c["status"] == "fail"
                 )
+                gated = [row for row in verdict.get("comparisons", []) if row["gated"]]
                 if opts.log:
                     entry = {
                         "version": version,
                         "scenario": name,
                         "exit": proc.returncode,
                         "failing": failing,
-                        "gated": [r for r in verdict.get("comparisons", []) if r["gated"]],
+                        "gated": gated,
                         "wall_s": round(walls[-1], 1),
                         "loadavg_before": round(load_before, 2),
                         "loadavg_after": round(os.getloadavg()[0], 2),
@@ -246,24 +251,20 @@ def main() -> int:
                     continue
                 fails += proc.returncode == 1
                 reasons.append(failing)
-                if opts.verbose:
-                    for row in verdict["comparisons"]:
-                        if row["gated"]:
-                            change = "n/a" if row["change"] is None else f"{row['change']:+.1%}"
-                            print(
-                                f"  run {i + 1}: {row['metric']} {change} p={row['p_value']} "
-                                f"{row['verdict']}",
-                                flush=True,
-                            )
+                for row in gated if opts.verbose else ():
+                    change = "n/a" if row["change"] is None else f"{row['change']:+.1%}"
+                    print(
+                        f"  run {i + 1}: {row['metric']} {change} p={row['p_value']} "
+                        f"{row['verdict']}",
+                        flush=True,
+                    )
                 shutil.rmtree(out, ignore_errors=True)
             wall = statistics.median(walls)
             counted = len(reasons)  # runs that ended in a verdict; errors are not passes
             if not counted:
                 ok = False
                 continue
-            print_row(name, should_fail, counted, fails, wall)
-            failing = sorted({n for r in reasons for n in r})
-            print(f"  failing checks seen: {', '.join(failing) or '-'}", flush=True)
+            print_row(name, should_fail, counted, fails, wall, reasons)
             ok &= figures_met(name, should_fail, counted, fails, wall)
     print(f"all figures reached: {ok}")
     return 0 if ok else 1
