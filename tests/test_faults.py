@@ -7,6 +7,9 @@ process it started is still running. Probe faults use a stand-in service (tests/
 attach mode, so a broken endpoint is exactly what the case says; process faults use the real
 sample service. More fault tests live beside the features they exercise (build failure, exit
 before ready, SIGINT once, SIGKILL under load: test_check_integration.py; wrk: test_wrk.py).
+The catalogue continues in tests/test_faults_*.py, one module per kind of fault: report paths
+and the user's files (paths), input validated up front (input), processes and leftovers
+(procs), interrupted load and the agent's surface (load), parser limits and secrets (limits).
 """
 
 from __future__ import annotations
