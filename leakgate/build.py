@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -17,11 +18,18 @@ from importlib import resources
 from pathlib import Path
 
 from leakgate.errors import BuildError, EnvironmentProblem, UsageError
+from leakgate.procs import build_dir_prefix, spawn, stop_group
 
 AGENT_FILE_NAME = "zz_leakgate_agent.go"
 SKIP_DIRS = {".git", ".hg", ".svn", ".leakgate", "node_modules", "__pycache__", ".venv"}
 MAX_HASHED_FILE = 8 * 1024 * 1024
 BUILD_TIMEOUT = 600.0
+# go's progress lines, never the reason a build failed
+_PROGRESS = ("go: downloading ", "go: finding ", "go: extracting ")
+_FOUND_PACKAGES = re.compile(r"found packages (\w+) \((\S+)\) and (\w+) \((\S+)\)")
+_HEADER_BYTES = 64 * 1024
+# `//go:build ignore` (or `// +build ignore`) as its own term, not `!ignore` or `ignored`
+_IGNORE_CONSTRAINT = re.compile(r"//(go:build|\s*\+build)\b[^\n]*(?<![!\w])ignore\b")
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +123,77 @@ def module_root(package_dir: Path) -> Path:
     raise UsageError(f"{package_dir}: no go.mod found here or above; is this a Go module?")
 
 
+def check_main_package(package_dir: Path) -> None:
+    """Cheap, before anything starts: a UsageError when package_dir holds no Go files or its
+    files declare a package other than main (a library). Reads the package clauses only;
+    files excluded with `//go:build ignore` and tests do not count."""
+    declared: dict[str, str] = {}
+    try:
+        paths = sorted(package_dir.glob("*.go"))
+    except OSError:
+        return
+    for path in paths:
+        if path.name.endswith("_test.go") or path.name.startswith((".", "_")):
+            continue
+        if path.name == AGENT_FILE_NAME:
+            continue
+        try:
+            with open(path, "rb") as f:
+                head = f.read(_HEADER_BYTES).decode("utf-8", "replace")
+        except OSError:
+            continue
+        name, ignored = package_clause(head)
+        if name and not ignored:
+            declared.setdefault(name, path.name)
+    if not declared:
+        if not paths:
+            raise UsageError(f"{package_dir}: no Go files here (give the main package's directory)")
+        return  # only constrained or unreadable files: go build says what it makes of them
+    if "main" not in declared:
+        name = next(iter(declared))
+        raise UsageError(
+            f"{package_dir}: not a main package (package {name}); leakgate builds and runs a "
+            "program: give the directory of its main package"
+        )
+
+
+def package_clause(source: str) -> tuple[str, bool]:
+    """(the package name, whether a `//go:build ignore` constraint excludes the file) from the
+    comments and package clause at the top of a Go file; ("", False) when there is none."""
+    i, n, ignored = 0, len(source), False
+    while i < n:
+        if source[i].isspace():
+            i += 1
+        elif source.startswith("//", i):
+            end = source.find("\n", i)
+            end = n if end < 0 else end
+            if _IGNORE_CONSTRAINT.match(source, i, end):
+                ignored = True
+            i = end
+        elif source.startswith("/*", i):
+            end = source.find("*/", i + 2)
+            if end < 0:
+                return "", ignored
+            i = end + 2
+        else:
+            m = re.match(r"package\s+([A-Za-z_]\w*)", source[i:])
+            return (m.group(1) if m else ""), ignored
+    return "", ignored
+
+
+def not_main_package(output: str) -> str | None:
+    """The package name when go build's output says the directory is not a main package
+    (the agent's file is package main; "found packages lib (x.go) and main (zz_...)")."""
+    m = _FOUND_PACKAGES.search(output)
+    if m is None:
+        return None
+    if m.group(2) == AGENT_FILE_NAME and m.group(1) == "main":
+        return m.group(3)
+    if m.group(4) == AGENT_FILE_NAME and m.group(3) == "main":
+        return m.group(1)
+    return None
+
+
 def binary_go_version(go: GoToolchain, binary: Path) -> str:
     """The Go version a binary was built with (`go version FILE`), "" when it cannot tell."""
     try:
@@ -192,7 +271,7 @@ def build_service(
     target = cache_dir() / "bin" / f"{package_dir.name}-{digest}"
     if target.is_file():
         return target
-    with tempfile.TemporaryDirectory(prefix="leakgate-build-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=build_dir_prefix()) as tmp:
         build_dir = package_dir
         if inject_agent and _in_module_cache(root, go):
             # Go refuses overlays beneath GOMODCACHE: build a copy; the cache stays untouched.
@@ -206,7 +285,15 @@ def build_service(
             cmd += ["-overlay", str(overlay)]
         cmd += [*build_flags, "."]
         env = {**os.environ, "GOEXPERIMENT": experiment} if experiment else None
-        _go_build(cmd, build_dir, f"build of {package_dir}", env)
+        try:
+            _go_build(cmd, build_dir, f"build of {package_dir}", env, Path(tmp))
+        except BuildError as e:
+            name = not_main_package(e.details)
+            if name is None:
+                raise
+            raise UsageError(
+                f"{package_dir}: not a main package (package {name})", details=e.details
+            ) from None
         _install(Path(tmp) / "service", target)
     return target
 
@@ -234,7 +321,7 @@ def build_loadgen(go: GoToolchain) -> Path:
     target = cache_dir() / "bin" / f"loadgen-{digest}"
     if target.is_file():
         return target
-    with tempfile.TemporaryDirectory(prefix="leakgate-build-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=build_dir_prefix()) as tmp:
         # Build from a copy: the installed package directory may be read-only.
         work = Path(tmp) / "loadgen"
         shutil.copytree(src, work, ignore=shutil.ignore_patterns("*_test.go"))
@@ -244,31 +331,46 @@ def build_loadgen(go: GoToolchain) -> Path:
             work,
             "build of the bundled load generator",
             env,
+            Path(tmp),
         )
         _install(Path(tmp) / "loadgen.bin", target)
     return target
 
 
-def _go_build(cmd: list[str], cwd: Path, what: str, env: dict[str, str] | None = None) -> None:
+def _go_build(cmd: list[str], cwd: Path, what: str, env: dict[str, str] | None, tmp: Path) -> None:
+    """Run go build under the process holder, its work files in `tmp` (GOTMPDIR): however
+    leakgate ends, neither the compiler nor go's temporary files outlive the build directory."""
+    full_env = {**(env if env is not None else os.environ), "GOTMPDIR": str(tmp)}
     try:
-        proc = subprocess.run(
+        proc = spawn(
             cmd,
+            env=full_env,
             cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=BUILD_TIMEOUT,
-            env=env,
-            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cpus=None,
         )
-    except subprocess.TimeoutExpired:
-        raise BuildError(f"{what} took longer than {BUILD_TIMEOUT:.0f}s") from None
     except OSError as e:
         raise BuildError(f"{what}: cannot run go: {e}") from None
+    try:
+        out, err = proc.communicate(timeout=BUILD_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise BuildError(f"{what} took longer than {BUILD_TIMEOUT:.0f}s") from None
+    finally:
+        stop_group(proc, 1.0)  # the compiler too, when interrupted or timed out
     if proc.returncode != 0:
-        output = (proc.stderr + proc.stdout).strip()
-        lines = [ln for ln in output.splitlines() if ln.strip() and not ln.startswith("#")]
-        first = lines[0] if lines else f"go build exited with {proc.returncode}"
+        output = (err + out).decode("utf-8", "replace").strip()
+        first = build_headline(output) or f"go build exited with {proc.returncode}"
         raise BuildError(f"{what} failed: {first}", details=output)
+
+
+def build_headline(output: str) -> str:
+    """The line of go build's output that says why it failed: not a `# package` header, nor
+    go's progress lines ("go: downloading ...")."""
+    for line in output.splitlines():
+        if line.strip() and not line.startswith(("#", *_PROGRESS)):
+            return line
+    return ""
 
 
 def _install(built: Path, target: Path) -> None:

@@ -19,6 +19,7 @@ from typing import NoReturn
 from leakgate import __version__, leaksites
 from leakgate.analysis import baseline_trials
 from leakgate.baseline import load_baseline, load_run, save_baseline
+from leakgate.build import check_main_package
 from leakgate.config import Config, apply_overrides, find_config, load_config, quick
 from leakgate.errors import (
     EXIT_INTERNAL,
@@ -31,11 +32,11 @@ from leakgate.gitref import resolve as resolve_ref
 from leakgate.gitref import worktree
 from leakgate.judge import exit_code, inconclusive_metrics, judge, merge_confirmation
 from leakgate.model import LeakSites, RunRecord, Verdict, from_plain
+from leakgate.procs import kill_all
 from leakgate.remote import parse_target
 from leakgate.report import Render, clear_previous, console, html, junit, markdown, write_all
 from leakgate.report import openmetrics as om
 from leakgate.runner import Reporter, Runner
-from leakgate.service import kill_all_groups
 from leakgate.units import parse_duration
 
 
@@ -310,7 +311,7 @@ class _Signals:
         self.count += 1
         name = signal.Signals(signum).name
         if self.count > 1:
-            kill_all_groups()
+            kill_all()
             if signum == signal.SIGINT or self.count > 2:
                 os._exit(EXIT_INTERRUPTED)
             # CI cancels with SIGINT then SIGTERM a few seconds later: everything leakgate
@@ -330,6 +331,8 @@ class _Signals:
 
 def _run(args: argparse.Namespace) -> int:
     cfg, package = _load(args)
+    if not (getattr(args, "target", None) or cfg.service.prebuilt):
+        check_main_package(package)  # a library as DIR: exit 4 before anything is built
     command = "baseline record" if args.command == "baseline" else args.command
     baseline = None
     if getattr(args, "quick", False):
@@ -375,7 +378,7 @@ def _run(args: argparse.Namespace) -> int:
     reporter = Reporter(
         say=lambda line: print(line, file=sys.stderr, flush=True), progress=progress, live=live
     )
-    atexit.register(kill_all_groups)
+    atexit.register(kill_all)
     signals = _Signals()
     signals.install()
     with contextlib.ExitStack() as stack:
@@ -422,7 +425,7 @@ def _run(args: argparse.Namespace) -> int:
             record = runner.record(error=f"internal error: {e!r}")
         finally:
             signals.reporting = True
-            kill_all_groups()
+            kill_all()
     try:
         verdict = judge(record, cfg, baseline, _leak_sites(record, report_dir))
         if unconfirmed is not None:

@@ -18,6 +18,7 @@ from leakgate.build import binary_go_version, build_loadgen, build_service, find
 from leakgate.config import Config, environ_without_leakgate
 from leakgate.environment import describe_environment
 from leakgate.errors import LoadError, ServiceStartError
+from leakgate.gitref import remove_stale_worktrees
 from leakgate.load.builtin import write_scenario
 from leakgate.load.wrk import find_wrk
 from leakgate.measure import (
@@ -42,6 +43,7 @@ from leakgate.model import (
     to_plain,
 )
 from leakgate.probes import AgentSource, ProbeError, RuntimeSource, Sampler, read_rss
+from leakgate.procs import clean_stale
 from leakgate.remote import RemoteService, Target, restarted
 from leakgate.service import Service
 
@@ -162,6 +164,7 @@ class Runner:
         self.offered_rate: float | None = offered_rate
         self.environment = Environment(leakgate_version=__version__)
         self.created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        self.leftovers: list[str] = []  # what runs killed with SIGKILL left, cleaned up now
 
     # -- the record, complete or partial ---------------------------------------------------
 
@@ -187,6 +190,9 @@ class Runner:
 
     def run(self) -> RunRecord:
         cfg = self.config
+        self.leftovers = [*clean_stale(), *remove_stale_worktrees(self.package_dir)]
+        for note in self.leftovers:
+            self.reporter.say(note)
         go = find_go()
         if cfg.load.tool == "wrk":
             find_wrk()  # fail fast, before any build
@@ -269,6 +275,8 @@ class Runner:
         service_cpus = prepared.service_cpus
         trial_dir = self.report_dir / f"trial-{state.index + 1}"
         trial_dir.mkdir(parents=True, exist_ok=True)
+        if state.index == 0:
+            state.notes.extend(self.leftovers)
         env = {**environ_without_leakgate(), **cfg.service.env}
         service: AnyService
         if self.target is not None:
@@ -287,6 +295,7 @@ class Runner:
                 gomaxprocs=len(service_cpus) if service_cpus else None,
                 agent=cfg.service.inject_agent,
                 stop_timeout=cfg.service.stop_timeout,
+                notes=state.notes,  # a daemon that escaped its process group, when stopped
             )
         say = self.reporter.say
         label = f"trial {state.index + 1}/{total}"

@@ -4,7 +4,6 @@ watch, log capture, and a stop that leaves nothing behind on any exit path."""
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import socket
@@ -17,6 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from leakgate.errors import ServiceStartError
+from leakgate.procs import describe_escaped
+from leakgate.procs import spawn as spawn  # re-exported: load/external.py starts its tool so
+from leakgate.procs import stop_group as stop_group
 
 LOG_TAIL_LINES = 20
 LOG_TAIL_BYTES = 1024 * 1024
@@ -25,87 +27,12 @@ _CRASH = ("panic: ", "fatal error: ", "runtime: out of memory")
 # Go's 512 KiB, so a leak of a few hundred KiB shows in the profiles with its site. The extra
 # stack walks cost well under 1% CPU at the sample service's allocation rate.
 MEM_PROFILE_RATE = 64 * 1024
-_PR_SET_PDEATHSIG = 1
-
-# Process groups started by leakgate and not yet reaped: a second Ctrl-C or an exit hook kills
-# them without waiting for the orderly stop. No lock: a signal handler reads it, and set.add,
-# set.discard and copying a set are atomic under the GIL.
-_live_groups: set[int] = set()
-
-
-def register_group(pgid: int) -> None:
-    _live_groups.add(pgid)
-
-
-def unregister_group(pgid: int) -> None:
-    _live_groups.discard(pgid)
-
-
-def kill_all_groups() -> None:
-    """SIGKILL every process group leakgate started. Safe to call from a signal handler."""
-    for pgid in set(_live_groups):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, signal.SIGKILL)
-
-
-def child_setup(cpus: Sequence[int] | None) -> None:
-    """Runs in the child between fork and exec: pin CPUs, die with leakgate."""
-    if cpus:
-        os.sched_setaffinity(0, cpus)
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
 
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def spawn(
-    argv: Sequence[str],
-    *,
-    env: Mapping[str, str],
-    cwd: Path | None,
-    stdout: int | object,
-    stderr: int | object,
-    cpus: Sequence[int] | None,
-) -> subprocess.Popen[bytes]:
-    """Start a process in its own process group (session), registered for emergency cleanup."""
-    proc = subprocess.Popen(
-        list(argv),
-        env=dict(env),
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-        stdout=stdout,  # type: ignore[arg-type]
-        stderr=stderr,  # type: ignore[arg-type]
-        start_new_session=True,
-        preexec_fn=lambda: child_setup(cpus),
-    )
-    register_group(proc.pid)
-    return proc
-
-
-def stop_group(proc: subprocess.Popen[bytes], timeout: float) -> None:
-    """SIGTERM the whole group, wait up to `timeout`, then SIGKILL what is left; reap."""
-    pgid = proc.pid
-    try:
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pgid, signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=timeout)
-    finally:
-        # Also when an interrupt lands mid-wait: the leader may be gone while children it
-        # started live on in its group, so the group is killed before it is forgotten.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, signal.SIGKILL)
-        unregister_group(pgid)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +71,7 @@ class Service:
         gomaxprocs: int | None,
         agent: bool,
         stop_timeout: float,
+        notes: list[str] | None = None,
     ) -> None:
         self.binary = binary
         self.port = free_port()
@@ -165,6 +93,7 @@ class Service:
         self.log_path = log_path
         self.cpus = cpus
         self.stop_timeout = stop_timeout
+        self.notes = notes if notes is not None else []  # what the stop found, for the reports
         self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Service:
@@ -239,7 +168,9 @@ class Service:
         if self.proc is None:
             return None
         already = self.exited()
-        stop_group(self.proc, self.stop_timeout)
+        escaped = stop_group(self.proc, self.stop_timeout)
+        if escaped:
+            self.notes.append(describe_escaped(escaped))
         with contextlib.suppress(FileNotFoundError):
             self.agent_file.unlink()
         return already

@@ -1,4 +1,5 @@
-"""Build settings that are pure decisions: which GOEXPERIMENT a build with the agent gets."""
+"""Build decisions without running go: which GOEXPERIMENT a build with the agent gets, whether
+DIR is a main package, and which line of a failed build says why."""
 
 from __future__ import annotations
 
@@ -6,7 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from leakgate.build import LEAK_EXPERIMENT, GoToolchain, goexperiment, module_path
+from leakgate.build import (
+    LEAK_EXPERIMENT,
+    GoToolchain,
+    build_headline,
+    check_main_package,
+    goexperiment,
+    module_path,
+    not_main_package,
+    package_clause,
+)
+from leakgate.errors import UsageError
 
 
 def toolchain(tmp_path: Path, offers: bool, user: str) -> GoToolchain:
@@ -39,3 +50,45 @@ def test_module_path_reads_go_mod(tmp_path: Path) -> None:
     (tmp_path / "cmd" / "server").mkdir(parents=True)
     assert module_path(tmp_path / "cmd" / "server") == "orders"
     assert module_path(tmp_path.parent) == ""
+
+
+def test_the_headline_of_a_failed_build_skips_gos_progress_lines() -> None:
+    output = (
+        "go: downloading example.com/nope v1.0.0\n"
+        "go: finding module for package example.com/other\n"
+        "# example.com/svc\n"
+        "main.go:3:8: example.com/nope@v1.0.0: reading https://proxy/...: 404 Not Found\n"
+    )
+    assert build_headline(output).startswith("main.go:3:8: example.com/nope@v1.0.0: reading")
+    assert build_headline("go: downloading x v1\n") == ""
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("package lib\n", ("lib", False)),
+        ("// Copyright\n\n/* block\npackage main */\npackage lib // x\n", ("lib", False)),
+        ("//go:build ignore\n\npackage main\n", ("main", True)),
+        ("//go:build linux && !ignored\n\npackage main\n", ("main", False)),
+        ("//go:build !ignore\n\npackage main\n", ("main", False)),
+        ("// +build ignore\n\npackage main\n", ("main", True)),
+        ("// just a comment\n", ("", False)),
+    ],
+)
+def test_package_clause(source: str, expected: tuple[str, bool]) -> None:
+    assert package_clause(source) == expected
+
+
+def test_a_library_directory_is_refused_before_any_build(tmp_path: Path) -> None:
+    (tmp_path / "lib.go").write_text("package lib\n")
+    (tmp_path / "lib_test.go").write_text("package main\n")  # tests do not count
+    with pytest.raises(UsageError, match=r"not a main package \(package lib\)"):
+        check_main_package(tmp_path)
+    (tmp_path / "main.go").write_text("// +build tools\n\npackage main\n")
+    check_main_package(tmp_path)  # a main file among them: go build decides
+
+
+def test_go_builds_found_packages_error_names_the_library() -> None:
+    out = "found packages lib (lib.go) and main (zz_leakgate_agent.go) in /src/lib"
+    assert not_main_package(out) == "lib"
+    assert not_main_package("found packages a (a.go) and b (b.go) in /src") is None

@@ -13,7 +13,7 @@ from typing import IO, Any
 from leakgate.config import RequestSpec
 from leakgate.errors import LoadError
 from leakgate.model import Histogram, LoadResult, SecondStat
-from leakgate.service import spawn, stop_group
+from leakgate.procs import spawn, stop_group
 
 MAX_RESULT_BYTES = 64 * 1024 * 1024
 

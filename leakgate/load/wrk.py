@@ -53,7 +53,7 @@ from urllib.parse import urlsplit
 from leakgate.config import RequestSpec
 from leakgate.errors import LoadError
 from leakgate.model import Histogram, LoadResult
-from leakgate.service import spawn, stop_group
+from leakgate.procs import spawn, stop_group
 from leakgate.templates import Part, parse_template
 
 WRK_SCRIPT = Path(__file__).with_name("wrk_report.lua")
