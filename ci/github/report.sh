@@ -22,15 +22,35 @@ print(status if status in ("pass", "fail", "error", "interrupted") else "error")
 ' "$report_dir/verdict.json" 2>/dev/null) || verdict=error
 fi
 
+# The step whose log says why there is no summary: the gate when it ran, else the first step
+# that failed or was cancelled (the steps after it were skipped). Names as in action.yml.
+failed_step() {
+    if [ -n "$ran" ]; then
+        echo "Run leakgate"
+        return
+    fi
+    local step outcome
+    for step in "${OUTCOME_PYTHON:-}:Set up Python" "${OUTCOME_INSTALL:-}:Install leakgate" \
+        "${OUTCOME_GATE:-}:Run leakgate"; do
+        outcome=${step%%:*}
+        if [ "$outcome" = failure ] || [ "$outcome" = cancelled ]; then
+            echo "${step#*:}"
+            return
+        fi
+    done
+}
+
 summary="$report_dir/summary.md"
 if [ -n "${GITHUB_STEP_SUMMARY:-}" ]; then
     # GitHub refuses a step summary over 1 MiB; leakgate keeps summary.md well under that.
     if [ -n "$ran" ] && [ -s "$summary" ] && [ "$(wc -c <"$summary")" -lt 1048576 ]; then
         cat -- "$summary" >>"$GITHUB_STEP_SUMMARY"
     else
+        step=$(failed_step)
+        why="the log of the step \"$step\" says why."
+        [ -n "$step" ] || why="the job's log says why."
         printf '**leakgate**: %s (exit code %s), no summary.md to show: %s\n' \
-            "$verdict" "${GATE_EXIT_CODE:-unknown}" 'the log of the step "Run leakgate" says why.' \
-            >>"$GITHUB_STEP_SUMMARY"
+            "$verdict" "${GATE_EXIT_CODE:-unknown}" "$why" >>"$GITHUB_STEP_SUMMARY"
     fi
 fi
 
