@@ -30,7 +30,7 @@ from leakgate.config import RequestSpec  # noqa: E402
 from leakgate.load.builtin import LoadProcess, write_scenario  # noqa: E402
 from leakgate.load.wrk import WrkProcess  # noqa: E402
 from leakgate.model import LoadResult  # noqa: E402
-from leakgate.probes import AgentSource, Sampler  # noqa: E402
+from leakgate.probes import AGENT_TOKEN_ENV, AgentSource, Sampler, new_agent_token  # noqa: E402
 from leakgate.runner import split_cpus  # noqa: E402
 from leakgate.service import Service  # noqa: E402
 
@@ -113,7 +113,7 @@ def main() -> int:
             svc = Service(
                 binary,
                 args=(),
-                env={"PATH": "/usr/bin:/bin"},
+                env={"PATH": "/usr/bin:/bin", AGENT_TOKEN_ENV: new_agent_token()},
                 cwd=tmp,
                 log_path=tmp / "svc.log",
                 cpus=service_cpus,
@@ -205,7 +205,8 @@ def main() -> int:
             assert addr is not None
 
             def closed_rate(probes: bool, out: str) -> float:
-                sampler = Sampler(AgentSource(addr), svc.pid or 0, 1.0) if probes else None
+                source = AgentSource(addr, svc.env[AGENT_TOKEN_ENV])
+                sampler = Sampler(source, svc.pid or 0, 1.0) if probes else None
                 if sampler:
                     sampler.start()
                 try:
@@ -240,7 +241,7 @@ def main() -> int:
                 )
             # The probe's own cost, directly: the service's CPU time per sample.
             cpu_before = _cpu_seconds(svc.pid or 0)
-            source = AgentSource(addr)
+            source = AgentSource(addr, svc.env[AGENT_TOKEN_ENV])
             for _ in range(200):
                 source.sample()
             per_sample = (_cpu_seconds(svc.pid or 0) - cpu_before) / 200

@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from leakgate.config import Config, ProbeConfig
-from leakgate.errors import LoadError, ServiceStartError
+from leakgate.errors import Interrupted, LoadError, ServiceStartError
 from leakgate.load.builtin import LoadProcess
 from leakgate.load.external import ExternalProcess
 from leakgate.load.wrk import WrkProcess
 from leakgate.model import Checkpoint, LoadResult, Series
 from leakgate.probes import (
+    AGENT_TOKEN_ENV,
     AgentSource,
     PprofSource,
     ProbeError,
@@ -37,6 +38,16 @@ from leakgate.units import format_duration, format_size
 AnyService = Service | RemoteService  # one the runner started, or one it attached to
 TRACE_SECONDS = 2.0
 DEFAULT_TRACE_GROWTH = 16.0
+
+
+class LoadInterrupted(Interrupted):
+    """A signal ended a load phase early; `result` is what the driver measured until then
+    (None when it could not say), over `elapsed` seconds."""
+
+    def __init__(self, message: str, result: LoadResult | None, elapsed: float) -> None:
+        super().__init__(message)
+        self.result = result
+        self.elapsed = elapsed
 
 
 class ServiceDied(Exception):
@@ -71,7 +82,8 @@ def runtime_source(
             "set service.inject_agent: false to use the service's own pprof endpoints",
             details=service.log_tail(),
         )
-    return AgentSource(addr)
+    token = service.env.get(AGENT_TOKEN_ENV, "") if isinstance(service, Service) else ""
+    return AgentSource(addr, token)
 
 
 def trace_plan(cfg: Config, trial_dir: Path) -> TracePlan | None:
@@ -167,6 +179,14 @@ def drive(
         if ended is not None:
             raise ServiceDied(name, ended)
         return proc.result()
+    except Interrupted as e:
+        # The first Ctrl-C or SIGTERM: stop the driver gracefully and keep what it measured
+        # (a second signal still kills everything at once: see cli._Signals).
+        elapsed = time.monotonic() - start
+        partial = None
+        if isinstance(proc, (LoadProcess, WrkProcess)):
+            partial = proc.interrupt()
+        raise LoadInterrupted(e.message, partial, elapsed) from None
     finally:
         proc.stop()
         setup.progress("")

@@ -7,24 +7,34 @@ import contextlib
 import json
 import math
 import re
+import secrets
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from leakgate import pprof, prometheus
+from leakgate import pprof, prometheus, redirects
 from leakgate.errors import EnvironmentProblem
 
 MAX_JSON_BYTES = 4 * 1024 * 1024
 MAX_PROFILE_BYTES = 64 * 1024 * 1024
 MAX_METRICS_BYTES = 16 * 1024 * 1024
 TRACE_FETCH_SLACK = 10.0  # seconds a trace request may take beyond the trace itself
+# The agent answers only requests that carry the token leakgate gave the service at start-up
+# (and only loopback Host headers): a web page that rebinds a name to 127.0.0.1 has neither.
+AGENT_TOKEN_ENV = "LEAKGATE_AGENT_TOKEN"
+AGENT_TOKEN_HEADER = "X-Leakgate-Token"
 
-_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+_opener = redirects.opener()
+
+
+def new_agent_token() -> str:
+    """A fresh secret for one service process's agent (256 bits, URL- and header-safe)."""
+    return secrets.token_urlsafe(32)
 
 
 class ProbeError(EnvironmentProblem):
@@ -33,13 +43,22 @@ class ProbeError(EnvironmentProblem):
     kind = "could not read the service's runtime"
 
 
-def fetch(url: str, *, method: str = "GET", timeout: float = 10.0, max_bytes: int) -> bytes:
-    req = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
+def fetch(
+    url: str,
+    *,
+    method: str = "GET",
+    timeout: float = 10.0,
+    max_bytes: int,
+    headers: Mapping[str, str] | None = None,
+) -> bytes:
+    req = urllib.request.Request(
+        url, method=method, data=b"" if method == "POST" else None, headers=dict(headers or {})
+    )
     try:
         with _opener.open(req, timeout=timeout) as resp:
             body: bytes = resp.read(max_bytes + 1)
     except urllib.error.HTTPError as e:
-        raise ProbeError(f"{url}: HTTP {e.code}") from None
+        raise ProbeError(f"{url}: {redirects.describe(e)}") from None
     except (urllib.error.URLError, OSError) as e:
         raise ProbeError(f"{url}: {getattr(e, 'reason', e)}") from None
     if len(body) > max_bytes:
@@ -47,8 +66,14 @@ def fetch(url: str, *, method: str = "GET", timeout: float = 10.0, max_bytes: in
     return body
 
 
-def fetch_json(url: str, *, method: str = "GET", timeout: float = 10.0) -> dict[str, Any]:
-    body = fetch(url, method=method, timeout=timeout, max_bytes=MAX_JSON_BYTES)
+def fetch_json(
+    url: str,
+    *,
+    method: str = "GET",
+    timeout: float = 10.0,
+    headers: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    body = fetch(url, method=method, timeout=timeout, max_bytes=MAX_JSON_BYTES, headers=headers)
     return parse_json_object(body, url)
 
 
@@ -101,6 +126,7 @@ class RuntimeSource:
 
     name = "none"
     base_url = ""
+    headers: Mapping[str, str] = {}  # sent with every request (the agent's token)
     forced_gc: bool | None = None  # whether the last checkpoint could force a GC
 
     def epoch(self) -> float | None:
@@ -115,7 +141,10 @@ class RuntimeSource:
         drain figures taken differently do not subtract."""
         try:
             body = fetch(
-                f"{self.base_url}/debug/pprof/heap?gc=1", timeout=60.0, max_bytes=MAX_PROFILE_BYTES
+                f"{self.base_url}/debug/pprof/heap?gc=1",
+                timeout=60.0,
+                max_bytes=MAX_PROFILE_BYTES,
+                headers=self.headers,
             )
             pprof.parse(body)  # a 200 from a proxy's error page is no GC
             forced = True
@@ -137,6 +166,7 @@ class RuntimeSource:
             f"{self.base_url}/debug/pprof/{name}{'?' + query if query else ''}",
             timeout=timeout,
             max_bytes=MAX_PROFILE_BYTES,
+            headers=self.headers,
         )
         if not body:
             raise ProbeError(f"empty {name} profile")
@@ -153,6 +183,7 @@ class RuntimeSource:
             f"{self.base_url}/debug/pprof/trace?seconds={seconds:g}",
             timeout=seconds + TRACE_FETCH_SLACK,
             max_bytes=MAX_PROFILE_BYTES,
+            headers=self.headers,
         )
         if not body.startswith(b"go 1."):  # every Go execution trace starts "go 1.NN trace"
             raise ProbeError("the trace endpoint did not return a Go execution trace")
@@ -172,12 +203,13 @@ class AgentSource(RuntimeSource):
 
     name = "agent"
 
-    def __init__(self, addr: str) -> None:
+    def __init__(self, addr: str, token: str) -> None:
         self.base_url = f"http://{addr}"
+        self.headers = {AGENT_TOKEN_HEADER: token}
         self.info: dict[str, Any] = {}
 
     def sample(self) -> RuntimeSample:
-        data = fetch_json(f"{self.base_url}/leakgate/metrics", timeout=5.0)
+        data = fetch_json(f"{self.base_url}/leakgate/metrics", timeout=5.0, headers=self.headers)
         if not self.info:
             self.info = data
         return RuntimeSample(
@@ -191,7 +223,12 @@ class AgentSource(RuntimeSource):
         )
 
     def checkpoint(self) -> HeapCheckpoint:
-        data = fetch_json(f"{self.base_url}/leakgate/checkpoint", method="POST", timeout=60.0)
+        data = fetch_json(
+            f"{self.base_url}/leakgate/checkpoint",
+            method="POST",
+            timeout=60.0,
+            headers=self.headers,
+        )
         return HeapCheckpoint(
             heap_alloc=_int(_number(data, "heap_alloc")),
             heap_objects=_int(_number(data, "heap_objects")),

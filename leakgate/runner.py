@@ -8,6 +8,7 @@ import dataclasses
 import datetime
 import os
 import random
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -17,12 +18,13 @@ from leakgate import __version__
 from leakgate.build import binary_go_version, build_loadgen, build_service, find_go
 from leakgate.config import Config, environ_without_leakgate
 from leakgate.environment import describe_environment
-from leakgate.errors import LoadError, ServiceStartError
+from leakgate.errors import LeakgateError, LoadError, ServiceStartError
 from leakgate.gitref import remove_stale_worktrees
 from leakgate.load.builtin import write_scenario
 from leakgate.load.wrk import find_wrk
 from leakgate.measure import (
     AnyService,
+    LoadInterrupted,
     LoadSetup,
     ServiceDied,
     checkpoint,
@@ -42,7 +44,15 @@ from leakgate.model import (
     Trial,
     to_plain,
 )
-from leakgate.probes import AgentSource, ProbeError, RuntimeSource, Sampler, read_rss
+from leakgate.probes import (
+    AGENT_TOKEN_ENV,
+    AgentSource,
+    ProbeError,
+    RuntimeSource,
+    Sampler,
+    new_agent_token,
+    read_rss,
+)
 from leakgate.procs import clean_stale
 from leakgate.remote import RemoteService, Target, restarted
 from leakgate.service import Service
@@ -51,6 +61,9 @@ PROBE_MIN_SECONDS = 1.0
 PROBE_MAX_SECONDS = 3.0
 PROGRESS_EVERY_TTY = 1.0
 PROGRESS_EVERY_LOG = 5.0
+# After a signal in the measure window: the drain checkpoint is taken only if it is quick.
+INTERRUPTED_DRAIN_SECONDS = 2.5
+INTERRUPTED_QUIET_SECONDS = 1.0
 
 
 @dataclass
@@ -278,6 +291,8 @@ class Runner:
         if state.index == 0:
             state.notes.extend(self.leftovers)
         env = {**environ_without_leakgate(), **cfg.service.env}
+        if cfg.service.inject_agent:
+            env[AGENT_TOKEN_ENV] = new_agent_token()  # per process: the agent's probes send it
         service: AnyService
         if self.target is not None:
             service = RemoteService(self.target, trial_dir / "service.log")
@@ -321,14 +336,14 @@ class Runner:
                     out = trial_dir / f"load-{name}.json"
                     return drive(prepared.load, service, duration, rate, out, name, label, sampler)
 
-                def take(name: str) -> Checkpoint:
+                def take(name: str, quiet_timeout: float = cfg.probes.quiet_timeout) -> Checkpoint:
                     return checkpoint(
                         name,
                         source,
                         service,
                         trial_dir,
                         self.report_dir,
-                        cfg.probes.quiet_timeout,
+                        quiet_timeout,
                         state.notes,
                     )
 
@@ -347,7 +362,11 @@ class Runner:
                     )
                 rate = self.offered_rate or 0.0
                 if warmup > 0:
-                    state.warmup_load = load(warmup, rate, "warmup")
+                    try:
+                        state.warmup_load = load(warmup, rate, "warmup")
+                    except LoadInterrupted as e:
+                        state.warmup_load = e.result
+                        raise
                 phase = "checkpoint after warm-up"
                 state.checkpoints["warmup"] = take("warmup")
                 epoch = source.epoch() if isinstance(service, RemoteService) else None
@@ -361,8 +380,12 @@ class Runner:
                     trace=trace_plan(cfg, trial_dir),
                 )
                 t0 = time.monotonic()
+                cut: LoadInterrupted | None = None
                 try:
                     state.load = load(cfg.load.duration, rate, "measure", sampler)
+                except LoadInterrupted as e:
+                    cut = e  # judged on what was measured: see _after_interrupt
+                    state.load = e.result
                 finally:
                     sampler.stop()
                     state.measure_seconds = time.monotonic() - t0
@@ -372,6 +395,10 @@ class Runner:
                         state.trace = rel(sampler.trace_path, self.report_dir)
                     if sampler.errors:
                         state.notes.append(f"{sampler.errors} runtime samples could not be read")
+                if cut is not None:
+                    state.measure_seconds = cut.elapsed
+                    _after_interrupt(state, cut, service, take)
+                    raise cut
                 phase = "drain"
                 state.checkpoints["drain"] = take("drain")
                 if source.forced_gc is False:
@@ -433,3 +460,42 @@ class Runner:
             gomaxprocs=gomaxprocs if isinstance(gomaxprocs, int) else self.environment.gomaxprocs,
             heap_live_source=str(info.get("heap_live_source") or source.name),
         )
+
+
+def _after_interrupt(
+    state: _TrialState,
+    cut: LoadInterrupted,
+    service: AnyService,
+    take: Callable[[str, float], Checkpoint],
+) -> None:
+    """A signal ended the measure window: note it, and take the drain checkpoint if the
+    service is still up and it comes quickly (bounded), so the leak checks judge the window
+    that ran. The load result and the series are already kept."""
+    where = f"interrupted {cut.elapsed:.1f} s into the measure window"
+    if state.load is None:
+        state.notes.append(f"{where}: the load generator's result was lost")
+        return
+    state.notes.append(f"{where}: judged on the {state.load.requests:,} requests measured")
+    if service.exited() is not None:
+        return
+    taken: list[Checkpoint] = []
+    problem: list[str] = []
+
+    def drain() -> None:
+        try:
+            taken.append(take("drain", INTERRUPTED_QUIET_SECONDS))
+        except (ServiceDied, LeakgateError, OSError) as e:
+            problem.append(str(e))
+
+    # A thread, so a service that stops answering cannot hold the exit up (probe timeouts
+    # are far longer); nothing is forked after an interrupt, so it may outlive the wait.
+    thread = threading.Thread(target=drain, name="leakgate-drain", daemon=True)
+    thread.start()
+    thread.join(INTERRUPTED_DRAIN_SECONDS)
+    if taken:
+        state.checkpoints["drain"] = taken[0]
+        _, hwm = read_rss(service.pid or 0)
+        state.rss_peak = max(state.rss_peak or 0, hwm or 0) or None
+    else:
+        why = problem[0] if problem else f"not done within {INTERRUPTED_DRAIN_SECONDS:g}s"
+        state.notes.append(f"no drain checkpoint after the interrupt ({why})")

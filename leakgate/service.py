@@ -201,7 +201,9 @@ def wait_until_ready(
     start = time.monotonic()
     delay = 0.02
     last_problem = "no answer yet"
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    from leakgate import redirects  # redirects are followed on the target only
+
+    opener = redirects.opener()
     while True:
         ended = exited()
         if ended is not None:
@@ -214,7 +216,7 @@ def wait_until_ready(
                     return time.monotonic() - start
                 last_problem = f"HTTP {resp.status}"
         except urllib.error.HTTPError as e:
-            last_problem = f"HTTP {e.code}"
+            last_problem = redirects.describe(e)
         except (urllib.error.URLError, OSError) as e:
             last_problem = str(getattr(e, "reason", e))
         elapsed = time.monotonic() - start

@@ -17,8 +17,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from leakgate.proto import profile_pb2
 
-Response = tuple[int, str, bytes]  # status, content type, body
+# status, content type, body[, extra headers]
+Response = tuple[int, str, bytes] | tuple[int, str, bytes, Mapping[str, str]]
 Route = Callable[[], Response]
+
+
+def redirect(location: str, status: int = 302) -> Route:
+    """A route that answers a redirect to `location` (another address, to test that leakgate
+    does not follow it off the target)."""
+    return lambda: (status, "text/plain", b"moved\n", {"Location": location})
 
 
 def profile(sample_type: str, unit: str, value: int, function: str = "main.handle") -> bytes:
@@ -85,9 +92,12 @@ def fake_service(overrides: Mapping[str, Route] | None = None) -> Iterator[str]:
                 route = next(
                     (r for p, r in routes.items() if p.endswith("/") and path.startswith(p)), None
                 )
-            status, kind, body = route() if route else (404, "text/plain", b"404 page not found\n")
+            answer = route() if route else (404, "text/plain", b"404 page not found\n")
+            status, kind, body = answer[:3]
             self.send_response(status)
             self.send_header("Content-Type", kind)
+            for name, value in (answer[3] if len(answer) > 3 else {}).items():
+                self.send_header(name, value)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)

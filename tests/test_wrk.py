@@ -737,3 +737,21 @@ class TestRealWrk:
         with pytest.raises(LoadError, match=r"(?i)connect") as info:
             _run(wrk, tmp_path, f"http://127.0.0.1:{port}", RequestSpec(path="/ok"), duration=1)
         assert info.value.exit_code == 5
+
+    def test_interrupt_keeps_the_summary_of_the_time_run(
+        self, wrk: str, server: str, tmp_path: Path
+    ) -> None:
+        proc = _process(
+            tmp_path, binary=wrk, target=server, scenario=_scenario(tmp_path), duration=3600
+        )
+        try:
+            proc.start()
+            time.sleep(1.5)
+            began = time.monotonic()
+            r = proc.interrupt()
+            assert time.monotonic() - began < 3
+        finally:
+            proc.stop()
+        assert r is not None, proc.stderr_tail()
+        assert r.tool == "wrk" and r.requests > 0 and r.ok == r.requests
+        assert 1.0 < r.duration_s < 5.0  # the time wrk ran, not its -d 3600s

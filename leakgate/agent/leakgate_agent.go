@@ -10,7 +10,10 @@
 // standard library and only language features available in Go 1.17.
 //
 // When LEAKGATE_AGENT_ADDR is unset or empty the agent does nothing at all.
-// Otherwise it serves, on its own loopback-only listener and its own
+// Otherwise it needs LEAKGATE_AGENT_TOKEN, a secret leakgate makes for each
+// service process (without one the agent does not start, and says so), and
+// removes it from the environment so the service and its children never see
+// it. It then serves, on its own loopback-only listener and its own
 // http.ServeMux (never http.DefaultServeMux):
 //
 //	GET      /leakgate/health
@@ -20,6 +23,15 @@
 //	GET      /debug/pprof/profile?seconds=N  CPU profile (1..60 s, default 10)
 //	GET      /debug/pprof/trace?seconds=N    execution trace (0.1..30 s, default 1)
 //	GET      /debug/pprof/<name>?debug=N     any pprof.Lookup(name) profile
+//
+// Every request must name a loopback host in its Host header (127.0.0.0/8,
+// ::1 or localhost, with or without a port) and carry the token in an
+// X-Leakgate-Token header (compared in constant time); anything else is
+// answered 403 before it reaches a handler. The Host check stops a web page
+// in the developer's browser that rebinds its own name to 127.0.0.1 (its
+// requests carry its name); the token stops anything that has not been given
+// it, a page included (a browser sends no custom header cross-origin without a
+// CORS preflight, which the agent never grants).
 //
 // LEAKGATE_AGENT_MEMPROFILERATE, when set, becomes runtime.MemProfileRate
 // (bytes allocated per heap-profile sample; Go's default is 512 KiB, too
@@ -34,6 +46,7 @@ package main
 
 import (
 	"bytes"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -58,6 +71,8 @@ const (
 	leakgateAgentEnvAddr     = "LEAKGATE_AGENT_ADDR"
 	leakgateAgentEnvAddrFile = "LEAKGATE_AGENT_ADDR_FILE"
 	leakgateAgentEnvMemRate  = "LEAKGATE_AGENT_MEMPROFILERATE"
+	leakgateAgentEnvToken    = "LEAKGATE_AGENT_TOKEN"
+	leakgateAgentTokenHeader = "X-Leakgate-Token"
 	leakgateAgentLogPrefix   = "leakgate agent: "
 
 	leakgateAgentMetricHeapLive    = "/gc/heap/live:bytes"
@@ -91,6 +106,12 @@ func init() {
 			leakgateAgentLogf("internal error during start-up: %v", r)
 		}
 	}()
+	token := os.Getenv(leakgateAgentEnvToken)
+	os.Unsetenv(leakgateAgentEnvToken)
+	if token == "" {
+		leakgateAgentLogf("refusing to start: %s is unset (leakgate sets it; the agent answers only requests that carry it)", leakgateAgentEnvToken)
+		return
+	}
 	leakgateAgentStart = time.Now()
 	if rate := os.Getenv(leakgateAgentEnvMemRate); rate != "" {
 		if n, err := strconv.Atoi(rate); err == nil && n > 0 {
@@ -99,7 +120,7 @@ func init() {
 			leakgateAgentLogf("ignoring %s=%q: want a positive integer", leakgateAgentEnvMemRate, rate)
 		}
 	}
-	leakgateAgentStartServer(addr, os.Getenv(leakgateAgentEnvAddrFile))
+	leakgateAgentStartServer(addr, os.Getenv(leakgateAgentEnvAddrFile), token)
 }
 
 func leakgateAgentLogf(format string, args ...interface{}) {
@@ -130,7 +151,7 @@ func leakgateAgentCheckAddr(addr string) (string, error) {
 	return net.JoinHostPort(ip.String(), port), nil
 }
 
-func leakgateAgentStartServer(addr, addrFile string) {
+func leakgateAgentStartServer(addr, addrFile, token string) {
 	listenAddr, err := leakgateAgentCheckAddr(addr)
 	if err != nil {
 		leakgateAgentLogf("%v", err)
@@ -151,7 +172,7 @@ func leakgateAgentStartServer(addr, addrFile string) {
 	}
 
 	srv := &http.Server{
-		Handler:           leakgateAgentMux(),
+		Handler:           leakgateAgentGuard(leakgateAgentMux(), token),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       15 * time.Second,
 		// CPU profiles may run for 60 s and traces for 30 s, and the
@@ -178,6 +199,48 @@ func leakgateAgentWriteFileAtomic(path string, data []byte) error {
 		return err
 	}
 	return nil
+}
+
+// leakgateAgentGuard answers 403 to a request whose Host is not loopback or
+// that does not carry the token.
+func leakgateAgentGuard(next http.Handler, token string) http.Handler {
+	want := []byte(token)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "no-store")
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		if !leakgateAgentLoopbackHost(r.Host) {
+			http.Error(w, fmt.Sprintf("leakgate agent: refused: Host %q is not a loopback address", r.Host), http.StatusForbidden)
+			return
+		}
+		got := []byte(r.Header.Get(leakgateAgentTokenHeader))
+		if subtle.ConstantTimeCompare(got, want) != 1 {
+			http.Error(w, "leakgate agent: refused: missing or wrong "+leakgateAgentTokenHeader, http.StatusForbidden)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// leakgateAgentLoopbackHost reports whether a Host header names this machine
+// by a loopback address: 127.0.0.0/8, ::1 (in brackets) or localhost, with an
+// optional numeric port.
+func leakgateAgentLoopbackHost(hostport string) bool {
+	host := hostport
+	if h, port, err := net.SplitHostPort(hostport); err == nil {
+		if _, perr := strconv.ParseUint(port, 10, 16); perr != nil {
+			return false
+		}
+		host = h
+	} else if strings.HasPrefix(hostport, "[") && strings.HasSuffix(hostport, "]") {
+		host = hostport[1 : len(hostport)-1]
+	} else if strings.Contains(hostport, ":") {
+		return false // an IPv6 address must be in brackets
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func leakgateAgentMux() *http.ServeMux {

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import signal
 import subprocess
 import threading
 from collections.abc import Sequence
@@ -16,6 +18,7 @@ from leakgate.model import Histogram, LoadResult, SecondStat
 from leakgate.procs import spawn, stop_group
 
 MAX_RESULT_BYTES = 64 * 1024 * 1024
+STOP_GRACE = 1.0  # after a stop, how long the generator's requests in flight may take
 
 
 def write_scenario(requests: Sequence[RequestSpec], path: Path) -> None:
@@ -71,6 +74,8 @@ class LoadProcess:
             "-out",
             str(out_path),
             "-progress",
+            "-stop-grace",
+            f"{STOP_GRACE:.3f}s",
         ]
         self.cpus = cpus
         self.proc: subprocess.Popen[bytes] | None = None
@@ -127,6 +132,22 @@ class LoadProcess:
             stop_group(self.proc, 2.0)
         if self._reader is not None:
             self._reader.join(timeout=2)
+
+    def interrupt(self, timeout: float = STOP_GRACE + 2.0) -> LoadResult | None:
+        """End the window now: the generator stops sending, lets requests in flight finish
+        (STOP_GRACE), and writes the result of the window it ran. None if it could not."""
+        proc = self.proc
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=timeout)
+        try:
+            return self.result()
+        except LoadError:
+            return None
 
     def result(self) -> LoadResult:
         rc = self.poll()

@@ -42,6 +42,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -383,6 +384,22 @@ class WrkProcess:
     def stop(self) -> None:
         if self.proc is not None:
             stop_group(self.proc, 2.0)
+
+    def interrupt(self, timeout: float = 3.0) -> LoadResult | None:
+        """End the run now: on SIGINT wrk stops its threads and prints its summary (and the
+        script's result line) for the time it ran. None if it could not."""
+        proc = self.proc
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=timeout)
+        try:
+            return self.result()
+        except LoadError:
+            return None
 
     def stderr_tail(self, lines: int = 5) -> str:
         try:

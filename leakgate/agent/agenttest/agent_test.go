@@ -99,10 +99,21 @@ type service struct {
 	exited    chan struct{}
 }
 
+// testToken is the LEAKGATE_AGENT_TOKEN the tests give the agent; fetch sends it.
+const testToken = "agenttest-token-0123456789"
+
 // startService runs the built binary with the given LEAKGATE_AGENT_ADDR
-// (empty: unset) and waits (bounded) for the service and, if wantAgent,
-// the agent address file. The process is always killed in t.Cleanup.
+// (empty: unset) and testToken, and waits (bounded) for the service and, if
+// wantAgent, the agent address file. The process is always killed in
+// t.Cleanup.
 func startService(t *testing.T, agentEnv string, wantAgent bool) *service {
+	t.Helper()
+	return startServiceWithToken(t, agentEnv, testToken, wantAgent)
+}
+
+// startServiceWithToken is startService with the given LEAKGATE_AGENT_TOKEN
+// (empty: unset).
+func startServiceWithToken(t *testing.T, agentEnv, token string, wantAgent bool) *service {
 	t.Helper()
 	dir := t.TempDir()
 	svcAddrFile := filepath.Join(dir, "svc-addr")
@@ -122,6 +133,9 @@ func startService(t *testing.T, agentEnv string, wantAgent bool) *service {
 	)
 	if agentEnv != "" {
 		env = append(env, "LEAKGATE_AGENT_ADDR="+agentEnv)
+	}
+	if token != "" {
+		env = append(env, "LEAKGATE_AGENT_TOKEN="+token)
 	}
 
 	s := &service{dir: dir, stderr: &lockedBuffer{}, stdout: &lockedBuffer{}, exited: make(chan struct{})}
@@ -181,6 +195,7 @@ func fetch(t *testing.T, method, url string) (*http.Response, []byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	req.Header.Set("X-Leakgate-Token", testToken)
 	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, url, err)
@@ -352,5 +367,96 @@ func TestAgentRefusesNonLoopback(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(s.dir, "agent-addr")); err == nil {
 		t.Errorf("agent address file written despite refusal")
+	}
+}
+
+// get sends GET path to addr with exactly this Host header and, unless
+// empty, this token; it returns the status and body.
+func get(t *testing.T, addr, path, host, token string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest("GET", "http://"+addr+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Host = host
+	if token != "" {
+		req.Header.Set("X-Leakgate-Token", token)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s (Host %q): %v", path, host, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(body)
+}
+
+// A page in a browser that rebinds its own name to 127.0.0.1 sends its own
+// name as Host: the agent must refuse it, whatever the path.
+func TestAgentRefusesNonLoopbackHost(t *testing.T) {
+	s := startService(t, "127.0.0.1:0", true)
+	_, port, _ := strings.Cut(s.agentAddr, ":")
+	paths := []string{"/leakgate/health", "/leakgate/metrics", "/leakgate/checkpoint",
+		"/debug/pprof/", "/debug/pprof/goroutine?debug=2", "/debug/pprof/heap",
+		"/debug/pprof/trace?seconds=0.1", "/debug/pprof/profile?seconds=1"}
+	for _, host := range []string{"evil.example:" + port, "evil.example", "127.0.0.1.evil.example:" + port,
+		"localhost.evil.example", "10.0.0.1:" + port, "0.0.0.0:" + port, "[::ffff:10.0.0.1]:" + port,
+		"127.0.0.1:notaport", "::1"} {
+		for _, path := range paths {
+			code, body := get(t, s.agentAddr, path, host, testToken)
+			if code != http.StatusForbidden {
+				t.Errorf("Host %q %s: status %d, want 403 (%.100q)", host, path, code, body)
+			}
+			if strings.Contains(body, "goroutine ") {
+				t.Errorf("Host %q %s: a goroutine dump was served", host, path)
+			}
+		}
+	}
+	for _, host := range []string{"127.0.0.1:" + port, "localhost:" + port, "LOCALHOST:" + port,
+		"[::1]:" + port, "127.0.0.1", "localhost", "[::1]", "127.1.2.3:" + port} {
+		if code, body := get(t, s.agentAddr, "/debug/pprof/goroutine?debug=1", host, testToken); code != 200 || !strings.Contains(body, "goroutine profile:") {
+			t.Errorf("loopback Host %q: status %d, want 200 with the profile (%.100q)", host, code, body)
+		}
+	}
+	client.CloseIdleConnections()
+}
+
+func TestAgentRequiresTheToken(t *testing.T) {
+	s := startService(t, "127.0.0.1:0", true)
+	host := s.agentAddr
+	for _, token := range []string{"", "wrong", testToken + "x", testToken[:len(testToken)-1], strings.ToUpper(testToken)} {
+		for _, path := range []string{"/leakgate/metrics", "/debug/pprof/heap", "/debug/pprof/goroutine?debug=2"} {
+			if code, body := get(t, s.agentAddr, path, host, token); code != http.StatusForbidden {
+				t.Errorf("token %q %s: status %d, want 403 (%.100q)", token, path, code, body)
+			}
+		}
+	}
+	// A token in the query string is not the header: still refused.
+	if code, _ := get(t, s.agentAddr, "/leakgate/metrics?token="+testToken, host, ""); code != http.StatusForbidden {
+		t.Errorf("token in the query: status %d, want 403", code)
+	}
+	if code, _ := get(t, s.agentAddr, "/leakgate/metrics", host, testToken); code != 200 {
+		t.Errorf("right token: status %d, want 200", code)
+	}
+	client.CloseIdleConnections()
+}
+
+// Without a token the agent does not start: an agent anyone on the machine
+// could read is not started by accident.
+func TestAgentWithoutTokenDoesNotStart(t *testing.T) {
+	s := startServiceWithToken(t, "127.0.0.1:0", "", false)
+	resp, body := fetch(t, "GET", "http://"+s.svcAddr+"/hello")
+	if resp.StatusCode != 200 || strings.TrimSpace(string(body)) != "hello" {
+		t.Fatalf("service /hello: %d %q", resp.StatusCode, body)
+	}
+	client.CloseIdleConnections()
+	if e := s.stderr.String(); !strings.Contains(e, "LEAKGATE_AGENT_TOKEN is unset") {
+		t.Errorf("stderr lacks the refusal: %q", e)
+	}
+	if _, err := os.Stat(filepath.Join(s.dir, "agent-addr")); err == nil {
+		t.Errorf("agent address file written without a token")
 	}
 }

@@ -3,7 +3,7 @@
 //
 //	loadgen -target http://127.0.0.1:PORT -scenario scenario.json
 //	        [-connections 16] [-duration 20s] [-rate 0] [-timeout 10s]
-//	        [-out result.json] [-progress] [-seed 0]
+//	        [-out result.json] [-progress] [-seed 0] [-stop-grace 1s]
 //
 // The scenario is a JSON file:
 //
@@ -50,6 +50,16 @@
 // charged to the service. Nothing is sent after start+duration; in-flight
 // requests finish (bounded by -timeout), then every connection is closed.
 //
+// Stopping early. SIGTERM or SIGINT ends the window at once: nothing more is
+// sent, requests in flight may finish within -stop-grace (then their
+// connections are cut, and a request cut that way is counted nowhere: it was
+// neither served nor failed by the service), and the result of the window
+// that ran is written as usual, with "interrupted": true; the exit status is
+// 0. "window_s" is the window as run (the -duration, or the time of the
+// signal), and everything that depends on the window follows it: planned,
+// achieved_rate (open loop: sent / window_s) and seconds (whole seconds of
+// window_s only). A further signal changes nothing; SIGKILL loses the result.
+//
 // Every completed request is either ok (status as expected; its latency is
 // recorded) or an error: connect (dial failure, connection refused), timeout
 // (the -timeout deadline passed), status (unexpected status; the body is still
@@ -71,7 +81,9 @@
 //	             "max": n, "sum": n, "buckets": [[index, count], ...]},
 //	 "seconds": [{"t": 1, "requests": n, "errors": n, "p50_ns": n,
 //	              "p95_ns": n, "p99_ns": n}, ...],
-//	 "first_error": "text of the first error, or empty"}
+//	 "first_error": "text of the first error, or empty",
+//	 "interrupted": false (true: stopped by a signal, see above),
+//	 "window_s": 20.0 (the window as run)}
 //
 // latency.buckets is sparse and sorted by index: bucket i holds the latencies
 // ns with floor(ln(ns)/ln(1.02)) = i (ns < 1 in bucket 0); read it back as
@@ -95,6 +107,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -106,6 +119,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/signal"
 	"sort"
 	"strconv"
 	"strings"
@@ -130,6 +144,7 @@ func cli(args []string, stdout, stderr io.Writer) int {
 	out := fs.String("out", "", "write the result JSON here instead of stdout")
 	progress := fs.Bool("progress", false, "print a JSON progress line to stderr every second")
 	seed := fs.Int64("seed", 0, "random seed; 0 = from the clock")
+	stopGrace := fs.Duration("stop-grace", time.Second, "after SIGTERM/SIGINT, how long requests in flight may take to finish")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -155,10 +170,26 @@ func cli(args []string, stdout, stderr io.Writer) int {
 		return fail(err)
 	}
 	cfg := config{Target: *target, Scenario: sc, Connections: *conns, Duration: *duration,
-		Rate: *rate, Timeout: *timeout, Seed: *seed}
+		Rate: *rate, Timeout: *timeout, Seed: *seed, StopGrace: *stopGrace}
 	if *progress {
 		cfg.Progress = stderr
 	}
+	// The first SIGTERM or SIGINT ends the window early; the result of what
+	// ran is still written.
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(signals)
+	stop := make(chan struct{})
+	finished := make(chan struct{})
+	defer close(finished)
+	go func() {
+		select {
+		case <-signals:
+			close(stop)
+		case <-finished:
+		}
+	}()
+	cfg.Stop = stop
 	res, err := run(cfg)
 	if err != nil {
 		return fail(err)
@@ -195,6 +226,10 @@ type config struct {
 	Timeout     time.Duration
 	Seed        int64     // 0 = from the clock
 	Progress    io.Writer // nil = no progress lines
+	// Stop, when closed, ends the window early (nil: never); requests in
+	// flight then have StopGrace to finish.
+	Stop      <-chan struct{}
+	StopGrace time.Duration
 }
 
 type scenario struct {
@@ -244,6 +279,8 @@ type result struct {
 	Latency       latencyResult     `json:"latency"`
 	Seconds       []secondResult    `json:"seconds"`
 	FirstError    string            `json:"first_error"`
+	Interrupted   bool              `json:"interrupted"`
+	WindowS       float64           `json:"window_s"`
 }
 
 type errorCounts struct {
@@ -476,6 +513,12 @@ type runner struct {
 	errOnce  atomic.Bool
 	errMu    sync.Mutex
 	firstErr string
+
+	stopped  chan struct{} // closed when the window ends early
+	stopAt   atomic.Int64  // ns after start at which it ended early; 0: it did not
+	aborted  atomic.Bool   // the stop grace is over: connections in flight are cut
+	abortCtx context.Context
+	abort    context.CancelFunc
 }
 
 // run performs one load run as configured; a *usageError reports a bad
@@ -515,7 +558,9 @@ func newRunner(cfg config) (*runner, error) {
 	if port == "" {
 		port = "80"
 	}
-	r := &runner{cfg: cfg, addr: net.JoinHostPort(u.Hostname(), port), open: cfg.Rate > 0}
+	r := &runner{cfg: cfg, addr: net.JoinHostPort(u.Hostname(), port), open: cfg.Rate > 0,
+		stopped: make(chan struct{})}
+	r.abortCtx, r.abort = context.WithCancel(context.Background())
 	prefix := strings.TrimRight(u.EscapedPath(), "/")
 	if len(cfg.Scenario.Requests) == 0 {
 		return nil, usagef("scenario: \"requests\" is empty")
@@ -538,18 +583,10 @@ func newRunner(cfg config) (*runner, error) {
 		r.cum = append(r.cum, total)
 	}
 	if r.open {
-		n := math.Ceil(cfg.Duration.Seconds() * cfg.Rate)
-		if n > 1e12 {
+		if math.Ceil(cfg.Duration.Seconds()*cfg.Rate) > 1e12 {
 			return nil, usagef("-rate %v for %v plans too many requests", cfg.Rate, cfg.Duration)
 		}
-		p := uint64(n)
-		for r.plannedAt(p) < cfg.Duration {
-			p++
-		}
-		for p > 0 && r.plannedAt(p-1) >= cfg.Duration {
-			p--
-		}
-		r.planned = p
+		r.planned = r.plannedBefore(cfg.Duration)
 	}
 	r.secs = make([]atomic.Pointer[secHist], int(cfg.Duration/time.Second))
 	return r, nil
@@ -694,6 +731,55 @@ func (r *runner) plannedAt(i uint64) time.Duration {
 	return time.Duration(float64(i) * 1e9 / r.cfg.Rate)
 }
 
+// plannedBefore is the number of open-loop requests planned before d.
+func (r *runner) plannedBefore(d time.Duration) uint64 {
+	p := uint64(math.Ceil(d.Seconds() * r.cfg.Rate))
+	for r.plannedAt(p) < d {
+		p++
+	}
+	for p > 0 && r.plannedAt(p-1) >= d {
+		p--
+	}
+	return p
+}
+
+// window is how long the run sends: -duration, or until it was stopped.
+func (r *runner) window() time.Duration {
+	if at := r.stopAt.Load(); at > 0 {
+		return time.Duration(at)
+	}
+	return r.cfg.Duration
+}
+
+// isStopped reports whether the window was ended early.
+func (r *runner) isStopped() bool { return r.stopAt.Load() > 0 }
+
+// stop ends the window now, and cuts the connections still busy after the
+// grace.
+func (r *runner) stop(workers []*worker) {
+	at := max(int64(time.Since(r.start)), 1)
+	if time.Duration(at) >= r.cfg.Duration || !r.stopAt.CompareAndSwap(0, at) {
+		return // over already: the run ends as planned
+	}
+	close(r.stopped)
+	t := time.NewTimer(r.cfg.StopGrace)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-r.abortCtx.Done():
+		return // every worker finished within the grace
+	}
+	r.aborted.Store(true)
+	r.abort()
+	for _, w := range workers {
+		w.mu.Lock()
+		if w.conn != nil {
+			w.conn.SetDeadline(time.Unix(1, 0))
+		}
+		w.mu.Unlock()
+	}
+}
+
 func (r *runner) second(k int) *secHist {
 	p := &r.secs[k]
 	if s := p.Load(); s != nil {
@@ -724,6 +810,7 @@ type worker struct {
 	scratch []byte // its body
 	conn    net.Conn
 	br      *bufio.Reader
+	mu      sync.Mutex    // guards conn against stop(), which cuts it
 	idle    time.Duration // when conn last completed a request, from the start
 	h       hist
 	ok      uint64
@@ -758,7 +845,7 @@ func (w *worker) pick() *entry {
 
 func (w *worker) closedLoop() {
 	defer w.closeConn()
-	for time.Since(w.r.start) < w.r.cfg.Duration {
+	for !w.r.isStopped() && time.Since(w.r.start) < w.r.cfg.Duration {
 		w.do(w.pick(), 0, false)
 	}
 }
@@ -773,12 +860,18 @@ func (w *worker) openLoop() {
 		}
 		planned := r.plannedAt(i)
 		now := time.Since(r.start)
-		if now >= r.cfg.Duration {
+		if now >= r.window() {
 			return // the window is over: planned but never sent
 		}
 		late := now >= planned
 		if !late {
-			time.Sleep(planned - now)
+			t := time.NewTimer(planned - now)
+			select {
+			case <-t.C:
+			case <-r.stopped:
+				t.Stop()
+				return
+			}
 		}
 		w.do(w.pick(), planned, late)
 	}
@@ -797,6 +890,10 @@ func (w *worker) do(e *entry, planned time.Duration, fromPlanned bool) {
 	sent := time.Since(r.start)
 	w.sent++
 	code, err := w.exchange(e, req, sent)
+	if err != nil && r.aborted.Load() {
+		w.sent-- // cut by stop(): neither served nor failed by the service
+		return
+	}
 	done := time.Since(r.start)
 	w.last = done
 
@@ -857,14 +954,19 @@ func (w *worker) exchange(e *entry, req []byte, sent time.Duration) (int, error)
 		reused := w.conn != nil
 		if !reused {
 			d := net.Dialer{Deadline: deadline, Control: loopbackOnly}
-			c, err := d.Dial("tcp", w.r.addr)
+			c, err := d.DialContext(w.r.abortCtx, "tcp", w.r.addr)
 			if err != nil {
 				return 0, &connectError{err}
 			}
+			w.mu.Lock()
 			w.conn = c
+			w.mu.Unlock()
 			w.br.Reset(c)
 		}
 		w.conn.SetDeadline(deadline)
+		if w.r.aborted.Load() {
+			w.conn.SetDeadline(time.Unix(1, 0)) // stop() may have cut it before the line above
+		}
 		_, err := w.conn.Write(req)
 		if err == nil {
 			_, err = w.br.Peek(1) // wait for the first byte of the response
@@ -1071,7 +1173,9 @@ func hasTokenFold(v []byte, t string) bool {
 func (w *worker) closeConn() {
 	if w.conn != nil {
 		w.conn.Close()
+		w.mu.Lock()
 		w.conn = nil
+		w.mu.Unlock()
 	}
 }
 
@@ -1123,12 +1227,26 @@ func (r *runner) run() *result {
 			r.progress(done)
 		}
 	}()
+	stopDone := make(chan struct{})
+	go func() {
+		defer close(stopDone)
+		select {
+		case <-r.cfg.Stop: // nil: never
+			r.stop(workers)
+		case <-done:
+		}
+	}()
 	wg.Wait() // each worker closed its connection on the way out
 	elapsed := time.Since(r.start)
+	r.abort() // ends stop()'s grace: nothing is in flight any more
 	close(done)
 	<-progressDone
+	<-stopDone
 	return r.collect(workers, elapsed)
 }
+
+// seconds is the number of whole seconds in the window as run.
+func (r *runner) seconds() int { return min(len(r.secs), int(r.window()/time.Second)) }
 
 // progress prints second k's line shortly after it ended (or at once when
 // the run is over).
@@ -1144,6 +1262,9 @@ func (r *runner) progress(done <-chan struct{}) {
 				t.Stop()
 				over = true
 			}
+		}
+		if over && k > r.seconds() {
+			return // stopped early: no lines for seconds never run
 		}
 		n, e, _, p95, _ := r.secs[k-1].Load().summary()
 		reqs += n
@@ -1193,10 +1314,16 @@ func (r *runner) collect(workers []*worker, elapsed time.Duration) *result {
 		last = elapsed
 	}
 	res.DurationS = last.Seconds()
+	window := r.window()
+	res.Interrupted = r.isStopped()
+	res.WindowS = window.Seconds()
 	if r.open {
 		res.Mode = "open"
 		res.Planned = r.planned
-		res.AchievedRate = float64(sent) / r.cfg.Duration.Seconds()
+		if res.Interrupted {
+			res.Planned = min(r.planned, r.plannedBefore(window))
+		}
+		res.AchievedRate = float64(sent) / window.Seconds()
 	} else {
 		res.Planned = res.Requests
 		if res.DurationS > 0 {
@@ -1205,7 +1332,7 @@ func (r *runner) collect(workers []*worker, elapsed time.Duration) *result {
 	}
 	res.Latency = latencyResult{Unit: "ns", Growth: growth, Count: h.n, Min: h.min, Max: h.max,
 		Sum: h.sum, Buckets: h.sparse()}
-	for k := range r.secs {
+	for k := 0; k < r.seconds(); k++ {
 		n, e, p50, p95, p99 := r.secs[k].Load().summary()
 		res.Seconds = append(res.Seconds, secondResult{T: k + 1, Requests: n, Errors: e, P50: p50, P95: p95, P99: p99})
 	}

@@ -21,6 +21,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -744,5 +745,120 @@ func TestCLI(t *testing.T) {
 	lat := doc["latency"].(map[string]any)
 	if lat["unit"] != "ns" || lat["growth"] != 1.02 || len(lat["buckets"].([]any)) == 0 {
 		t.Errorf("latency: %v", lat)
+	}
+}
+
+// A stop (SIGTERM in the command) ends the window where it is: the result
+// covers the window that ran, not the one configured.
+func TestStopEndsTheWindowWithItsResult(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok")
+	}))
+	defer srv.Close()
+	for _, rate := range []float64{0, 400} {
+		cfg := testConfig(srv.URL, simple("/"))
+		cfg.Duration, cfg.Rate, cfg.StopGrace = time.Hour, rate, time.Second
+		stop := make(chan struct{})
+		cfg.Stop = stop
+		var progress bytes.Buffer
+		cfg.Progress = &progress
+		time.AfterFunc(1500*time.Millisecond, func() { close(stop) })
+		began := time.Now()
+		res := mustRun(t, cfg)
+		if took := time.Since(began); took > 4*time.Second {
+			t.Errorf("rate %v: the run took %v after a stop at 1.5 s", rate, took)
+		}
+		if !res.Interrupted || res.WindowS < 1.4 || res.WindowS > 3 {
+			t.Errorf("rate %v: interrupted %v window_s %v", rate, res.Interrupted, res.WindowS)
+		}
+		e := res.Errors
+		if res.Requests == 0 || res.OK != res.Requests || e.Connect+e.Timeout+e.Status+e.Other != 0 {
+			t.Errorf("rate %v: requests %d ok %d errors %+v (%q)", rate, res.Requests, res.OK, e, res.FirstError)
+		}
+		if res.DurationS > 3 || len(res.Seconds) != 1 {
+			t.Errorf("rate %v: duration_s %v, %d seconds (want the 1 whole second run)", rate, res.DurationS, len(res.Seconds))
+		}
+		if rate > 0 {
+			want := uint64(math.Ceil(res.WindowS * rate))
+			if res.Planned+1 < want || res.Planned > want+1 || math.Abs(res.AchievedRate-rate)/rate > 0.05 {
+				t.Errorf("open loop: planned %d (want ~%d) achieved %.1f req/s", res.Planned, want, res.AchievedRate)
+			}
+		}
+		if lines := strings.Count(progress.String(), "\n"); lines != 1 {
+			t.Errorf("rate %v: %d progress lines, want 1: %q", rate, lines, progress.String())
+		}
+	}
+}
+
+// Requests still in flight after the grace are cut, and counted nowhere:
+// the service neither served nor failed them.
+func TestStopCutsRequestsInFlightAfterTheGrace(t *testing.T) {
+	release := make(chan struct{})
+	var served atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if served.Add(1) > 20 {
+			<-release // hangs: the timeout (1 min) is far away
+		}
+		io.WriteString(w, "ok")
+	}))
+	defer srv.Close()
+	defer close(release)
+	cfg := testConfig(srv.URL, simple("/"))
+	cfg.Duration, cfg.Timeout, cfg.StopGrace = time.Hour, time.Minute, 200*time.Millisecond
+	stop := make(chan struct{})
+	cfg.Stop = stop
+	time.AfterFunc(500*time.Millisecond, func() { close(stop) })
+	began := time.Now()
+	res := mustRun(t, cfg)
+	if took := time.Since(began); took > 3*time.Second {
+		t.Errorf("the run took %v: requests in flight were not cut after the grace", took)
+	}
+	e := res.Errors
+	if !res.Interrupted || res.Requests != 20 || res.OK != 20 || e.Connect+e.Timeout+e.Status+e.Other != 0 {
+		t.Errorf("interrupted %v requests %d ok %d errors %+v (%q)", res.Interrupted, res.Requests, res.OK, e, res.FirstError)
+	}
+}
+
+// The command: SIGTERM writes the partial result and exits 0.
+func TestCLISigtermWritesThePartialResult(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer srv.Close()
+	dir := t.TempDir()
+	scPath := filepath.Join(dir, "scenario.json")
+	if err := os.WriteFile(scPath, []byte(`{"requests": [{"path": "/"}]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	outPath := filepath.Join(dir, "out.json")
+	c := exec.Command(os.Args[0], "-target", srv.URL, "-scenario", scPath, "-duration", "23h",
+		"-connections", "2", "-out", outPath)
+	c.Env = append(os.Environ(), "LOADGEN_TEST_EXEC_MAIN=1")
+	var stderr bytes.Buffer
+	c.Stderr = &stderr
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1200 * time.Millisecond)
+	c.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- c.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("exit after SIGTERM: %v; stderr %q", err, stderr.String())
+		}
+	case <-time.After(10 * time.Second):
+		c.Process.Kill()
+		t.Fatal("loadgen did not exit within 10 s of SIGTERM")
+	}
+	data, err := os.ReadFile(outPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res result
+	if err := json.Unmarshal(data, &res); err != nil {
+		t.Fatal(err)
+	}
+	if !res.Interrupted || res.OK == 0 || res.WindowS < 1 || res.WindowS > 5 || len(res.Seconds) > 5 {
+		t.Errorf("result: interrupted %v ok %d window_s %v seconds %d", res.Interrupted, res.OK, res.WindowS, len(res.Seconds))
 	}
 }
