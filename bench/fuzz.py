@@ -6,22 +6,37 @@ deleted, slices duplicated, truncated — plus random bytes, from a fixed random
 can be repeated. A parser must return or raise its documented error; anything else is counted
 and the first few are printed with the input that caused them.
 
+--memory measures the profile parser's peak memory instead (issue 14, item 5): each input is
+parsed by pprof.parse in a fresh process, which prints its peak RSS (VmHWM) and the time.
+The inputs are a real large profile (bench/bigprofile's heap profile, every allocation sampled
+from 2^18 stacks: the reference), the issue's gzip bomb (8.4 M tiny samples, 64 MiB that gzip
+to ~65 KB), a bomb of samples under the byte cap, and the costliest inputs the caps still let
+through to the decoder (a table at its cap, one message filling the byte cap): their largest
+peak is the parser's memory bound. --repo measures another checkout's parser (the one before a
+change, for a before/after figure); --reference reuses a profile instead of running bigprofile.
+
     python bench/fuzz.py [--inputs 100000] [--targets pprof,config,...] [--seed 1]
+    python bench/fuzz.py --memory [--only bomb,reference] [--repo DIR] [--reference FILE]
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import gzip
 import random
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.fuzz_targets import TARGETS, Target  # noqa: E402
+from tests.fuzz_targets import TARGETS, TINY_SAMPLE, Target, profile_bomb  # noqa: E402
 
 INTERESTING = (
     b"\x00",
@@ -83,12 +98,181 @@ def fuzz(target: Target, inputs: int, rng: random.Random) -> tuple[int, collecti
     return inputs, crashes
 
 
+# -- --memory: the profile parser's peak RSS ------------------------------------------------
+
+MiB = 1024 * 1024
+CAP_BYTES = 32 * MiB  # leakgate's pprof.LIMITS, spelled out so --repo can measure an older one
+CAP_COUNT = 1 << 20
+
+# The peak is the process's VmHWM: ru_maxrss would carry over the parent's high-water mark,
+# which Linux keeps across exec (this bench's own ~200 MiB after building a bomb).
+PARSE = """
+import sys, time
+sys.path.insert(0, sys.argv[2])
+from leakgate import pprof
+def hwm():
+    with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("VmHWM:"))
+data = open(sys.argv[1], "rb").read()
+before = hwm()
+start = time.perf_counter()
+try:
+    outcome = f"read: {len(pprof.parse(data).samples):,} samples"
+except pprof.ProfileError as e:
+    outcome = f"refused: {e}"
+took = time.perf_counter() - start
+print(f"{hwm() / 1024:.0f}\t{before / 1024:.0f}\t{took:.2f}\t{outcome}")
+"""
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    return _varint((number << 3) | 2) + _varint(len(payload)) + payload
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _table(number: int, count: int, entry: Callable[[int], bytes]) -> bytes:
+    return profile_bomb(0, compress=False) + b"".join(
+        _field(number, entry(n)) for n in range(count)
+    )
+
+
+def _one_message(number: int, inner: bytes) -> bytes:
+    return profile_bomb(0, compress=False) + _field(number, inner)
+
+
+def _labelled_samples() -> bytes:
+    # samples at the cap, each padded with empty labels up to the byte cap
+    labels = (CAP_BYTES // CAP_COUNT - len(TINY_SAMPLE) - 2) // 2
+    sample = _field(2, TINY_SAMPLE[2:] + b"\x1a\x00" * labels)
+    return profile_bomb(0, compress=False) + sample * (CAP_COUNT - 2)
+
+
+ROOM = CAP_BYTES - 1024  # what one message may fill under the byte cap, header aside
+SHAPES: dict[str, tuple[str, Callable[[], bytes]]] = {
+    "bomb": ("issue 14's bomb: 8.4 M tiny samples, 64 MiB", lambda: profile_bomb(8_388_608)),
+    "sample-bomb": (
+        "2.1 M tiny samples, 16 MiB: under the byte cap",
+        lambda: profile_bomb(2 * CAP_COUNT),
+    ),
+    "samples": ("tiny samples at the cap (read)", lambda: profile_bomb(CAP_COUNT - 2)),
+    "labels": ("samples at the cap filled with labels", _labelled_samples),
+    "stack": (
+        "one sample, a 32 MiB stack",
+        lambda: _one_message(2, _field(1, b"\x01" * (ROOM - 16)) + b"\x12\x01\x01"),
+    ),
+    "values": (
+        "one sample, 16 M values",
+        lambda: _one_message(2, b"\x0a\x01\x01" + _field(2, b"\x80\x01" * (ROOM // 2 - 16))),
+    ),
+    "lines": (
+        "one location, 5.6 M lines",
+        lambda: _one_message(4, b"\x08\x02" + b"\x22\x04\x08\x01\x10\x07" * (ROOM // 6)),
+    ),
+    "inlined": (
+        "locations of 256 lines each (the most read), filling the byte cap",
+        lambda: _table(
+            4, ROOM // 1544, lambda n: b"\x08" + _varint(n + 2) + b"\x22\x04\x08\x01\x10\x07" * 256
+        ),
+    ),
+    "locations": (
+        "locations at the cap, a line each",
+        lambda: _table(4, CAP_COUNT - 2, lambda n: b"\x08" + _varint(n + 2) + b"\x22\x02\x08\x01"),
+    ),
+    "functions": (
+        "functions at the cap",
+        lambda: _table(5, CAP_COUNT - 2, lambda n: b"\x08" + _varint(n + 2) + b"\x10\x03\x20\x04"),
+    ),
+    "strings": (
+        "strings at the cap, filling the byte cap",
+        lambda: _table(6, CAP_COUNT - 80, lambda n: b"%028d" % n),
+    ),
+}
+
+
+def _reference(tmp: Path, given: Path | None) -> Path | None:
+    if given is not None:
+        return given
+    if shutil.which("go") is None:
+        print("reference: skipped (no `go` on PATH; give --reference FILE)")
+        return None
+    path = tmp / "bigprofile.pb.gz"
+    subprocess.run(
+        ["go", "run", ".", "-depth", "18", "-o", str(path)],
+        cwd=REPO / "bench" / "bigprofile",
+        check=True,
+        capture_output=True,
+        timeout=900,
+    )
+    return path
+
+
+def memory(only: list[str] | None, repo: Path, reference: Path | None) -> int:
+    print(f"pprof.parse of {repo}, one fresh process per input (peak RSS: VmHWM)")
+    print(f"{'input':12} {'gzip':>9} {'protobuf':>9} {'peak RSS':>9} {'+parse':>8} {'seconds':>8}")
+    peaks = {}
+    with tempfile.TemporaryDirectory() as name:
+        tmp = Path(name)
+        inputs: list[tuple[str, str, Callable[[], bytes]]] = []
+        if only is None or "reference" in only:
+            ref = _reference(tmp, reference)
+            if ref is not None:
+                inputs.append(
+                    ("reference", f"bench/bigprofile -depth 18 ({ref.name})", ref.read_bytes)
+                )
+        inputs += [
+            (k, what, build) for k, (what, build) in SHAPES.items() if only is None or k in only
+        ]
+        for key, what, build in inputs:
+            data = build()
+            raw = gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+            packed = data if data is not raw else gzip.compress(raw, compresslevel=1)
+            path = tmp / f"{key}.pb.gz"
+            path.write_bytes(packed)
+            del data, raw
+            child = subprocess.run(
+                [sys.executable, "-c", PARSE, str(path), str(repo)],
+                capture_output=True,
+                text=True,
+                timeout=900,
+            )
+            if child.returncode != 0:
+                print(f"{key:12} the parser's process failed: {child.stderr.strip()[-300:]}")
+                continue
+            peak, base, took, outcome = child.stdout.strip().split("\t", 3)
+            size = len(gzip.decompress(packed))
+            peaks[key] = int(peak)
+            print(
+                f"{key:12} {len(packed) / MiB:>7.2f}Mi {size / MiB:>7.1f}Mi {peak:>7}Mi "
+                f"{int(peak) - int(base):>+6}Mi {float(took):>8.2f}  {what}: {outcome[:110]}"
+            )
+            path.unlink()
+    if peaks:
+        worst = max(peaks, key=lambda k: peaks[k])
+        print(f"largest peak: {peaks[worst]} MiB ({worst})")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--inputs", type=int, default=100_000)
     parser.add_argument("--targets", default=",".join(t.name for t in TARGETS))
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--memory", action="store_true", help="the profile parser's peak RSS")
+    parser.add_argument("--only", help="with --memory: the inputs to parse, comma-separated")
+    parser.add_argument("--repo", type=Path, default=REPO, help="with --memory: whose leakgate")
+    parser.add_argument("--reference", type=Path, help="with --memory: the reference profile")
     opts = parser.parse_args()
+    if opts.memory:
+        only = opts.only.split(",") if opts.only else None
+        return memory(only, opts.repo.resolve(), opts.reference)
     wanted = opts.targets.split(",")
     print(f"{'parser':16} {'inputs':>9} {'uncaught':>9} {'seconds':>8}")
     total_crashes = 0

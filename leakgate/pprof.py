@@ -1,11 +1,15 @@
 """Read pprof profiles: gzip + protobuf (leakgate/proto/profile.proto), with limits and checks.
 
-A profile comes from a service under test, so it is untrusted input: both the compressed and the
-decompressed size are capped (a gzip bomb stops at the cap, not in swap), every index into the
-string, function and location tables is checked, and anything that is not a profile (an HTML
-error page, a text `?debug=1` dump, a truncated download) is a `ProfileError` that says what it
-got instead. Stacks are kept as tuples of location ids, cheap to hash and count; they become
-`Frame`s (function, file, line, inlined calls expanded) only where a report needs them.
+A profile comes from a service under test, so it is untrusted input. What leakgate reads of one
+is capped (`Limits`): the compressed and the decompressed size (a gzip bomb stops at the cap, not
+in swap) and the number of entries in each table — samples, locations, functions, strings,
+mappings — counted on the wire format before anything is decoded, because the protobuf decoder
+materialises the whole message at once and a tiny sample costs ~40 times its wire size in
+memory. Every index into the string, function and location tables is checked, and anything that
+is not a profile (an HTML error page, a text `?debug=1` dump, a truncated download, a bomb) is a
+`ProfileError` that says what it got instead; callers turn it into a note. Stacks are kept as
+tuples of location ids, cheap to hash and count; they become `Frame`s (function, file, line,
+inlined calls expanded) only where a report needs them.
 """
 
 from __future__ import annotations
@@ -16,16 +20,57 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 
 from leakgate.proto import profile_pb2
 from leakgate.units import format_size
 
-MAX_COMPRESSED_BYTES = 64 * 1024 * 1024
-MAX_DECOMPRESSED_BYTES = 512 * 1024 * 1024
 _CHUNK = 1024 * 1024
+_MiB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The most leakgate reads of one profile; beyond any of them the profile is refused.
+
+    Sized from the largest real profile at hand with margin: bench/bigprofile's heap profile
+    (every allocation sampled, 2^18 distinct stacks) is 13.8 MiB decompressed with 262,195
+    samples, 47 locations, 39 functions and 66 strings; the sample service's heap profile at
+    GODEBUG=memprofilerate=1 is 0.05 MiB (515 samples, 617 locations, 507 strings). Within
+    these caps decoding peaks under 1 GiB whatever the input (bench/fuzz.py --memory measures
+    the worst shapes; README, "Limits").
+    """
+
+    compressed_bytes: int = 32 * _MiB
+    decompressed_bytes: int = 32 * 1024 * 1024
+    samples: int = 1 << 20
+    locations: int = 1 << 20
+    functions: int = 1 << 20
+    strings: int = 1 << 20
+    mappings: int = 1 << 16
+    other_fields: int = 1 << 16  # sample types, comments, unknown fields: a handful in real ones
+    # Lines are a location's inlined calls, each a Frame: capped in all and per location (Go's
+    # inliner nests a few deep) before any Frame is made.
+    lines: int = 1 << 20
+    lines_per_location: int = 256
+
+
+LIMITS = Limits()
+
+# Top-level field numbers of profile.proto's Profile -> the Limits field that caps their count;
+# every other field number counts against other_fields.
+_COUNTED = {2: "samples", 3: "mappings", 4: "locations", 5: "functions", 6: "strings"}
+_NAMES = {
+    "samples": "samples",
+    "mappings": "mappings",
+    "locations": "locations",
+    "functions": "functions",
+    "strings": "strings",
+    "other_fields": "other top-level fields",
+}
 
 
 class ProfileError(ValueError):
@@ -101,49 +146,173 @@ class Profile:
         return out
 
 
-def load(path: Path) -> Profile:
+def _decoded_message() -> Any:
+    """profile.proto's Profile as decoded here: only the fields leakgate reads are declared.
+
+    The rest (labels, mapping details, columns) stay unknown fields, which the decoder keeps as
+    their raw bytes: a sample's labels materialised cost ~30 times their wire size.
+    """
+    used = {
+        "Sample": {"location_id", "value"},
+        "Mapping": {"id"},
+        "Location": {"id", "mapping_id", "address", "line"},
+        "Line": {"function_id", "line"},
+        "Function": {"id", "name", "filename"},
+    }
+    file = descriptor_pb2.FileDescriptorProto()
+    profile_pb2.DESCRIPTOR.CopyToProto(file)
+    file.name = "leakgate/proto/profile_decoded.proto"
+    file.package = "leakgate.pprof.decoded"
+    for message in file.message_type:
+        fields = [f for f in message.field if f.name in used.get(message.name, {f.name})]
+        del message.field[:]
+        message.field.extend(fields)
+        for f in message.field:
+            if f.type_name:  # a message field: its type is this file's too
+                f.type_name = f.type_name.replace(".leakgate.pprof.", f".{file.package}.")
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(file)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{file.package}.Profile"))
+
+
+_Decoded = _decoded_message()
+
+
+def load(path: Path, limits: Limits | None = None) -> Profile:
     """Read a profile file (gzipped or plain protobuf)."""
+    limits = limits or LIMITS
     try:
         with path.open("rb") as f:
-            data = f.read(MAX_COMPRESSED_BYTES + 1)
+            data = f.read(limits.compressed_bytes + 1)
     except OSError as e:
         raise ProfileError(f"{path}: cannot read: {e.strerror}") from None
     try:
-        return parse(data)
+        return parse(data, limits)
     except ProfileError as e:
         raise ProfileError(f"{path}: {e}") from None
 
 
-def parse(data: bytes) -> Profile:
-    """Decode profile bytes as served by /debug/pprof/<name> (debug=0)."""
-    if len(data) > MAX_COMPRESSED_BYTES:
-        raise ProfileError(f"larger than {format_size(MAX_COMPRESSED_BYTES)}; refusing to read it")
+def parse(data: bytes, limits: Limits | None = None) -> Profile:
+    """Decode profile bytes as served by /debug/pprof/<name> (debug=0), within `limits`
+    (default `LIMITS`): a profile over any of them is refused before it is decoded."""
+    limits = limits or LIMITS
+    if len(data) > limits.compressed_bytes:
+        raise ProfileError(
+            f"larger than {format_size(limits.compressed_bytes)}; refusing to read it"
+        )
     if not data:
         raise ProfileError("empty: no profile data")
-    raw = _gunzip(data) if data[:2] == b"\x1f\x8b" else data
+    if data[:2] == b"\x1f\x8b":
+        raw = _gunzip(data, limits.decompressed_bytes)
+    elif len(data) > limits.decompressed_bytes:
+        raise ProfileError(
+            f"larger than {format_size(limits.decompressed_bytes)}; refusing to read it"
+        )
+    else:
+        raw = data
     _reject_text(raw)
-    message = profile_pb2.Profile()
+    count_entries(raw, limits)
+    message = _Decoded()
     try:
         message.ParseFromString(raw)
     except DecodeError as e:
         raise ProfileError(f"not a pprof profile: corrupt protobuf ({e})") from None
-    return _build(message)
+    return _build(message, limits)
 
 
-def _gunzip(data: bytes) -> bytes:
-    """Decompress all gzip members, stopping at the decompressed-size cap."""
+def count_entries(raw: bytes, limits: Limits | None = None) -> dict[str, int]:
+    """The number of entries of each top-level table of a protobuf profile, read from the wire
+    format without decoding any of them; a count over its cap in `limits` is a ProfileError.
+
+    A bomb is refused after reading `cap + 1` entry headers, not the whole input. Wire types
+    the profile format does not use (groups) are refused too: the decoder would skip them, and
+    whatever they held would go uncounted.
+    """
+    limits = limits or LIMITS
+    names = list(_NAMES)
+    caps = [getattr(limits, name) for name in names]
+    counts = [0] * len(names)
+    slot_of = [names.index(_COUNTED.get(n, "other_fields")) for n in range(16)]
+    other = names.index("other_fields")
+    samples, sample_cap = 0, limits.samples
+    i, end = 0, len(raw)
+    try:
+        while i < end:
+            key = raw[i]
+            if key == 0x12:  # a sample (field 2, length-delimited): nearly every entry
+                size = raw[i + 1]
+                if size < 0x80:
+                    i += 2 + size
+                else:
+                    size, i = _varint(raw, i + 1)
+                    i += size
+                samples += 1
+                if samples > sample_cap:
+                    _refuse(sample_cap, _NAMES["samples"])
+                continue
+            i += 1
+            if key >= 0x80:
+                key, i = _varint(raw, i - 1)
+            wire = key & 7
+            if wire == 2:
+                size = raw[i]
+                i += 1
+                if size >= 0x80:
+                    size, i = _varint(raw, i - 1)
+                i += size
+            elif wire == 0:
+                while raw[i] >= 0x80:
+                    i += 1
+                i += 1
+            elif wire == 1:
+                i += 8
+            elif wire == 5:
+                i += 4
+            else:
+                raise ProfileError(f"not a pprof profile: corrupt protobuf (wire type {wire})")
+            field = key >> 3
+            slot = slot_of[field] if field < 16 else other
+            counts[slot] += 1
+            if counts[slot] > caps[slot]:
+                _refuse(caps[slot], _NAMES[names[slot]])
+    except IndexError:
+        pass  # cut short: the decoder says so
+    counts[names.index("samples")] += samples
+    return dict(zip(names, counts, strict=True))
+
+
+def _refuse(cap: int, what: str) -> NoReturn:
+    raise ProfileError(f"more than {cap:,} {what} (a profile bomb?); refusing to read it")
+
+
+def _varint(raw: bytes, i: int) -> tuple[int, int]:
+    """The varint at raw[i:] and the index after it."""
+    value = shift = 0
+    while True:
+        byte = raw[i]
+        i += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, i
+        shift += 7
+        if shift > 63:
+            raise ProfileError("not a pprof profile: corrupt protobuf (a varint over 10 bytes)")
+
+
+def _gunzip(data: bytes, cap: int) -> bytes:
+    """Decompress all gzip members, stopping at `cap` decompressed bytes."""
     out = bytearray()
     rest = data
     while rest:
         d = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
         try:
             while not d.eof:
-                room = MAX_DECOMPRESSED_BYTES - len(out)
+                room = cap - len(out)
                 chunk = d.decompress(rest, min(_CHUNK, room + 1))
                 out += chunk
-                if len(out) > MAX_DECOMPRESSED_BYTES:
+                if len(out) > cap:
                     raise ProfileError(
-                        f"decompresses to more than {format_size(MAX_DECOMPRESSED_BYTES)} "
+                        f"decompresses to more than {format_size(cap)} "
                         "(a gzip bomb?); refusing to read it"
                     )
                 rest = d.unconsumed_tail
@@ -179,7 +348,7 @@ def _is_text(head: bytes) -> bool:
     return len(head) >= 8 and all(32 <= b < 127 or b in (9, 10, 13) for b in head)
 
 
-def _build(m: Any) -> Profile:  # a profile_pb2.Profile
+def _build(m: Any, limits: Limits) -> Profile:  # m: a _Decoded
     strings = list(m.string_table)
     if strings and strings[0] != "":
         raise ProfileError("invalid profile: string_table[0] must be the empty string")
@@ -203,6 +372,15 @@ def _build(m: Any) -> Profile:  # a profile_pb2.Profile
             raise ProfileError(f"invalid profile: function id {fn.id} is zero or repeated")
         functions[fn.id] = (string(fn.name, "function.name"), string(fn.filename, "filename"))
     mapping_ids = {mp.id for mp in m.mapping}
+    line_counts = [len(loc.line) for loc in m.location]
+    if sum(line_counts) > limits.lines:
+        _refuse(limits.lines, "lines in all locations")
+    if max(line_counts, default=0) > limits.lines_per_location:
+        loc = m.location[line_counts.index(max(line_counts))]
+        raise ProfileError(
+            f"invalid profile: location {loc.id} has {len(loc.line):,} lines (inlined calls); "
+            f"leakgate reads at most {limits.lines_per_location}"
+        )
     locations: dict[int, tuple[Frame, ...]] = {}
     for loc in m.location:
         if loc.id == 0 or loc.id in locations:

@@ -32,6 +32,9 @@ class Target:
     run: Callable[[bytes], object]
     allowed: tuple[type[BaseException], ...]
     seeds: tuple[bytes, ...]  # valid inputs that mutations start from
+    # inputs the parser must refuse with its error, quickly and in little memory (bombs);
+    # mutations start from these too
+    refused: tuple[bytes, ...] = ()
 
 
 def _text(data: bytes) -> str:
@@ -58,6 +61,51 @@ def _seed_profile() -> bytes:
 
 
 _PROFILE = _seed_profile()
+
+# One tiny sample, as a top-level `sample` field (2): location 1, value 1, 8 bytes in all.
+TINY_SAMPLE = b"\x12\x06\x0a\x01\x01\x12\x01\x01"
+# One more entry of another top-level table, each 4 bytes: id 2 (repeats are refused later, but a
+# bomb of them must be refused by its count, before anything is decoded).
+TINY_ENTRY = {
+    "mapping": b"\x1a\x02\x08\x02",
+    "location": b"\x22\x02\x08\x02",
+    "function": b"\x2a\x02\x08\x02",
+    "string": b"\x32\x02ab",
+    "comment": b"\x68\x01",  # an unpacked `comment` entry: one of the "other" fields
+}
+
+
+def profile_bomb(samples: int, *, compress: bool = True) -> bytes:
+    """A valid profile of `samples` tiny samples: 8 bytes apiece, so the 8.4 M of issue 14's
+    bomb are 64 MiB that gzip to ~65 KB (and took 2.8 GB and 40 s to decode before the caps)."""
+    raw = _PROFILE + TINY_SAMPLE * samples
+    return gzip.compress(raw, compresslevel=9) if compress else raw
+
+
+def table_bomb(kind: str, count: int) -> bytes:
+    """A profile with `count` more entries of one table (mapping, location, ...), gzipped."""
+    return gzip.compress(_PROFILE + TINY_ENTRY[kind] * count, compresslevel=9)
+
+
+# Caps small enough that every bomb below is refused in microseconds: the fuzz targets then
+# reach the cap checks on every mutation instead of allocating what a real-size bomb would.
+SMALL_LIMITS = pprof.Limits(
+    compressed_bytes=16 * 1024,
+    decompressed_bytes=64 * 1024,
+    samples=64,
+    locations=64,
+    functions=64,
+    strings=64,
+    mappings=16,
+    other_fields=64,
+)
+SMALL_BOMBS = (
+    profile_bomb(65),
+    profile_bomb(65, compress=False),
+    profile_bomb(100_000),  # 800 KB: over the byte cap as well
+    *(table_bomb(kind, 65) for kind in TINY_ENTRY),
+    gzip.compress(b"\0" * (1024 * 1024), compresslevel=9),  # zeros: the byte cap alone
+)
 _VEGETA = (
     b'{"attack":"","seq":0,"code":200,"timestamp":"2026-11-27T08:00:00.000000001Z",'
     b'"latency":1200000,"bytes_out":0,"bytes_in":2,"error":"","body":null}\n'
@@ -96,6 +144,13 @@ TARGETS: tuple[Target, ...] = (
         pprof.parse,
         (pprof.ProfileError,),
         (_PROFILE, gzip.compress(_PROFILE)),
+    ),
+    Target(
+        "pprof-capped",
+        lambda d: pprof.parse(d, SMALL_LIMITS),
+        (pprof.ProfileError,),
+        (_PROFILE, profile_bomb(63), profile_bomb(63, compress=False)),
+        SMALL_BOMBS,
     ),
     Target(
         "prometheus",

@@ -7,6 +7,7 @@ parser must return or raise its documented error, nothing else.
 from __future__ import annotations
 
 import contextlib
+import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -37,7 +38,8 @@ def mutated(seed: bytes) -> st.SearchStrategy[bytes]:
 
 @pytest.mark.parametrize("target", TARGETS, ids=lambda t: t.name)
 def test_parser_raises_only_its_own_error(target: Target) -> None:
-    inputs = st.one_of(st.binary(max_size=2048), *(mutated(s) for s in target.seeds))
+    starts = (*target.seeds, *target.refused)
+    inputs = st.one_of(st.binary(max_size=2048), *(mutated(s) for s in starts))
 
     @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
     @given(inputs)
@@ -52,3 +54,12 @@ def test_parser_raises_only_its_own_error(target: Target) -> None:
 def test_seeds_are_valid(target: Target) -> None:
     for seed in target.seeds:
         target.run(seed)
+
+
+@pytest.mark.parametrize("target", [t for t in TARGETS if t.refused], ids=lambda t: t.name)
+def test_bombs_are_refused_quickly(target: Target) -> None:
+    for bomb in target.refused:
+        started = time.monotonic()
+        with pytest.raises(target.allowed):
+            target.run(bomb)
+        assert time.monotonic() - started < 0.5, len(bomb)

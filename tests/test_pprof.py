@@ -168,22 +168,88 @@ def test_corrupt_gzip_is_refused() -> None:
         pprof.parse(bytes(data))
 
 
-def test_gzip_bomb_stops_at_the_cap(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(pprof, "MAX_DECOMPRESSED_BYTES", 8 * 1024 * 1024)
+def test_gzip_bomb_stops_at_the_cap() -> None:
     bomb = gzip.compress(b"\0" * (64 * 1024 * 1024), compresslevel=9)
     assert len(bomb) < 100_000
-    with pytest.raises(pprof.ProfileError, match="gzip bomb"):
-        pprof.parse(bomb)
+    limits = pprof.Limits(decompressed_bytes=8 * 1024 * 1024)
+    with pytest.raises(pprof.ProfileError, match=r"decompresses to more than 8\.0 MiB"):
+        pprof.parse(bomb, limits)
 
 
-def test_oversized_file_is_refused_before_decompressing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(pprof, "MAX_COMPRESSED_BYTES", 1000)
+def test_plain_protobuf_over_the_byte_cap_is_refused() -> None:
+    raw = gzip.decompress(make_profile(LEAKY))
+    with pytest.raises(pprof.ProfileError, match="larger than"):
+        pprof.parse(raw, pprof.Limits(decompressed_bytes=len(raw) - 1))
+    assert pprof.parse(raw, pprof.Limits(decompressed_bytes=len(raw))).samples
+
+
+def test_the_default_caps_are_the_documented_ones() -> None:
+    limits = pprof.LIMITS
+    assert limits.decompressed_bytes == 32 * 1024 * 1024
+    assert limits.compressed_bytes == limits.decompressed_bytes
+    assert (limits.samples, limits.locations, limits.functions, limits.strings) == (2**20,) * 4
+    assert (limits.mappings, limits.other_fields) == (2**16, 2**16)
+    assert (limits.lines, limits.lines_per_location) == (2**20, 256)
+
+
+_TABLE = {  # kind -> (its cap's field in Limits, one 4-byte top-level entry)
+    "sample": ("samples", b"\x12\x02\x08\x01"),
+    "mapping": ("mappings", b"\x1a\x02\x08\x02"),
+    "location": ("locations", b"\x22\x02\x08\x02"),
+    "function": ("functions", b"\x2a\x02\x08\x02"),
+    "string": ("strings", b"\x32\x02ab"),
+    "other": ("other_fields", b"\x68\x01"),  # unpacked `comment` entries
+}
+
+
+@pytest.mark.parametrize("kind", sorted(_TABLE))
+def test_each_count_cap_is_honoured(kind: str) -> None:
+    field, entry = _TABLE[kind]
+    head = gzip.decompress(make_profile(LEAKY))
+    have = pprof.count_entries(head)
+    limits = pprof.Limits(**{field: have[field] + 10})
+    under = head + entry * 10
+    try:
+        pprof.parse(under, limits)
+    except pprof.ProfileError as e:  # repeated ids are refused, but not for their number
+        assert "more than" not in str(e)
+    with pytest.raises(pprof.ProfileError, match=rf"more than {have[field] + 10} {kind}"):
+        pprof.parse(under + entry, limits)
+
+
+def test_a_bomb_is_refused_before_the_protobuf_is_decoded(monkeypatch: pytest.MonkeyPatch) -> None:
+    class NotDecoded:
+        def ParseFromString(self, data: bytes) -> None:
+            raise AssertionError("decoded a profile over the caps")
+
+    bomb = gzip.compress(gzip.decompress(make_profile(LEAKY)) + b"\x12\x02\x08\x01" * 5000)
+    monkeypatch.setattr(pprof, "_Decoded", NotDecoded)
+    with pytest.raises(pprof.ProfileError, match="more than 1,000 samples"):
+        pprof.parse(bomb, pprof.Limits(samples=1000))
+
+
+def test_lines_are_capped_before_any_frame_is_made() -> None:
+    p = profile_pb2.Profile()
+    p.ParseFromString(gzip.decompress(make_profile(LEAKY)))
+    p.location[0].line.extend([profile_pb2.Line(function_id=1, line=n) for n in range(300)])
+    with pytest.raises(pprof.ProfileError, match="location 1 has 301 lines"):
+        pprof.parse(p.SerializeToString())
+    with pytest.raises(pprof.ProfileError, match="more than 100 lines in all locations"):
+        pprof.parse(p.SerializeToString(), pprof.Limits(lines=100, lines_per_location=1000))
+    assert pprof.parse(p.SerializeToString(), pprof.Limits(lines_per_location=301)).samples
+
+
+def test_counting_refuses_what_the_decoder_would_skip_unseen() -> None:
+    # a group (wire type 3) is not in profile.proto: refused rather than skipped uncounted
+    with pytest.raises(pprof.ProfileError, match="corrupt protobuf"):
+        pprof.parse(b"\x0b" + b"\x12\x02\x08\x01" * 10 + b"\x0c")
+
+
+def test_oversized_file_is_refused_before_decompressing(tmp_path: Path) -> None:
     path = tmp_path / "big.pb.gz"
     path.write_bytes(zlib.compress(b"x" * 10) * 200)
     with pytest.raises(pprof.ProfileError, match=r"big.pb.gz: larger than"):
-        pprof.load(path)
+        pprof.load(path, pprof.Limits(compressed_bytes=1000))
 
 
 def test_load_names_the_file(tmp_path: Path) -> None:
