@@ -16,14 +16,15 @@ from pathlib import Path
 from types import FrameType
 from typing import NoReturn
 
-from leakgate import __version__, leaksites
+from leakgate import __version__, leaksites, outputs
 from leakgate.analysis import baseline_trials
 from leakgate.baseline import load_baseline, load_run, save_baseline
-from leakgate.build import check_main_package
+from leakgate.build import check_main_package, module_root
 from leakgate.config import Config, apply_overrides, find_config, load_config, quick
 from leakgate.errors import (
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
+    EXIT_USAGE,
     Interrupted,
     LeakgateError,
     UsageError,
@@ -174,8 +175,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args)
         if args.command == "report":
             return _report(args)
-        build_parser().print_help()
-        return 0
+        build_parser().print_help(sys.stderr)  # no command: a usage error like any other
+        return EXIT_USAGE
     except SystemExit as e:  # --help and --version
         return e.code if isinstance(e.code, int) else 0
     except LeakgateError as e:
@@ -288,14 +289,22 @@ def _resolve_prebuilt(cfg: Config, config_path: Path | None) -> Config:
     return dataclasses.replace(cfg, service=service)
 
 
-def _check_writable(report_dir: Path) -> None:
-    try:
-        report_dir.mkdir(parents=True, exist_ok=True)
-        probe = report_dir / f".write-test-{os.getpid()}"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        raise UsageError(f"{report_dir}: report directory is not writable ({e.strerror})") from None
+def _run_outputs(args: argparse.Namespace, cfg: Config, report_dir: Path) -> outputs.Outputs:
+    """What a run reads and writes, as the user named them."""
+    config = find_config(args.config, args.dir)
+    service = cfg.service
+    program = service.binary or (service.command[0] if service.command else None)
+    results = "--load-results" if args.load_results else "load.results"
+    read = outputs.inputs(
+        ("--config" if args.config else "config", config, "the config file"),
+        ("--baseline", getattr(args, "baseline", None), "the baseline"),
+        ("service.binary" if service.binary else "service.command", program, "the program"),
+        *((results, path, "a load result") for path in cfg.load.results),
+    )
+    given = {"--junit": args.junit, "--json": args.json, "--openmetrics": args.openmetrics}
+    given["-o"] = getattr(args, "output", None)
+    where = outputs.Place("--out" if args.out else "report.dir", report_dir)
+    return outputs.run_outputs(where, given, read)
 
 
 class _Signals:
@@ -333,6 +342,7 @@ def _run(args: argparse.Namespace) -> int:
     cfg, package = _load(args)
     if not (getattr(args, "target", None) or cfg.service.prebuilt):
         check_main_package(package)  # a library as DIR: exit 4 before anything is built
+        module_root(package)  # no go.mod: exit 4 before anything is built or written
     command = "baseline record" if args.command == "baseline" else args.command
     baseline = None
     if getattr(args, "quick", False):
@@ -357,11 +367,9 @@ def _run(args: argparse.Namespace) -> int:
         if cfg.service.prebuilt:
             raise UsageError("compare builds both sides: it cannot use service.binary/command")
         resolve_ref(package, args.base)  # a REF that does not exist is a usage error: exit 4
-    _check_writable(report_dir)
-    if command == "baseline record":
-        _check_writable(Path(args.output).parent)
-    if args.openmetrics:
-        _check_writable(Path(args.openmetrics).parent)
+    places = _run_outputs(args, cfg, report_dir)
+    places.check()  # nothing written over an input or another report; all writable
+    places.claim()
     # From here on the run writes reports; what an earlier run left must not pass for them.
     keep = [Path(p) for p in (getattr(args, "baseline", None), getattr(args, "output", None)) if p]
     previous = [junit_path, json_path, *([Path(args.openmetrics)] if args.openmetrics else [])]
@@ -426,6 +434,11 @@ def _run(args: argparse.Namespace) -> int:
         finally:
             signals.reporting = True
             kill_all()
+    if isinstance(error, UsageError):  # input that only the build or the worktree looks at
+        if not record.trials:
+            _print_error(error)  # nothing was judged: refused like the others, no reports
+            return error.exit_code
+        error = LeakgateError(f"{error.kind} found after trials ran: {error.message}")
     try:
         verdict = judge(record, cfg, baseline, _leak_sites(record, report_dir))
         if unconfirmed is not None:
@@ -478,7 +491,13 @@ def _report(args: argparse.Namespace) -> int:
     except (TypeError, ValueError) as e:
         raise UsageError(f"{run_path}: the run's config cannot be read back: {e}") from None
     out = Path(args.out) if args.out else run_path.parent
-    _check_writable(out)
+    read = outputs.inputs(
+        ("RUN.json", run_path, "the run record"), ("--baseline", args.baseline, "the baseline")
+    )
+    where = outputs.Place("--out" if args.out else "the directory of RUN.json", out)
+    places = outputs.report_outputs(where, args.openmetrics, read)
+    places.check()
+    places.claim()
     verdict = judge(record, cfg, baseline, _leak_sites(record, run_path.parent))
     written, problems = _write_reports(
         verdict, record, out, None, baseline=baseline, openmetrics=args.openmetrics
