@@ -99,14 +99,16 @@ def _assert_judged_what_was_measured(run: GateRun, took: float, tool: str) -> No
     assert re.search(r"interrupted \d+\.\d s into the measure window", notes), notes
     verdict = json.loads((run.out / "verdict.json").read_text())
     assert verdict["status"] == "interrupted"
+    # judged, not "no data": "warn" is a verdict too (a window too short to resolve the limit)
     judged = {c["name"]: c["status"] for c in verdict["checks"]}
-    assert judged.get("retained_per_request") in ("pass", "fail"), judged
-    assert judged.get("goroutine_growth") in ("pass", "fail"), judged
+    assert judged.get("retained_per_request") in ("pass", "fail", "warn"), judged
+    assert judged.get("goroutine_growth") in ("pass", "fail", "warn"), judged
     assert "no request completed" not in run.output + (run.out / "summary.md").read_text()
     summary = (run.out / "summary.md").read_text()
     assert "into the measure window" in summary
-    # bounded: the generator's grace and the drain checkpoint are short (2 shared CPUs here)
-    assert took < 8, f"took {took:.1f}s to stop"
+    # Bounded: the generator's grace (1 s) and the drain checkpoint (2.5 s at most) add little;
+    # the rest is writing reports, slow on a loaded 2-CPU runner (test_faults has the 5 s case).
+    assert took < 15, f"took {took:.1f}s to stop"
 
 
 @pytest.mark.go
