@@ -327,7 +327,7 @@ def kill_stale() -> list[str]:
     by_owner: dict[int, list[Proc]] = {}
     for p in snapshot():
         owner = _owner_of(p.marker) if p.marker else None
-        if owner is not None and not owner_alive(*owner):
+        if owner is not None and _same_pid_namespace(p.pid) and not owner_alive(*owner):
             by_owner.setdefault(owner[0], []).append(p)
     notes = []
     for pid, found in sorted(by_owner.items()):
@@ -338,6 +338,15 @@ def kill_stale() -> list[str]:
         noun = "process" if n == 1 else "processes"
         notes.append(f"killed {n} {noun} {_killed_run(pid)}: {named}{more}")
     return notes
+
+
+def _same_pid_namespace(pid: int) -> bool:
+    """Whether `pid` counts pids as leakgate does: a marker written in a container names a pid
+    of the container's namespace, which means nothing out here. Unknown: not ours to kill."""
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid") == os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return False
 
 
 def owned_dir_owner(path: Path, prefix: str) -> int | None:
