@@ -253,24 +253,32 @@ def _report(args: list[str], cwd: Path) -> GateRun:
 
 
 @pytest.mark.parametrize(
-    ("extra", "message"),
+    ("arguments", "message"),
     [
-        (lambda run: ["--openmetrics", str(run)], r"RUN\.json \S*run\.json and --openmetrics"),
         (
-            lambda run: ["--baseline", str(run.parent / "base.json"), "--openmetrics",
+            lambda run: [str(run), "--openmetrics", str(run)],
+            r"RUN\.json \S*run\.json and --openmetrics",
+        ),
+        (
+            lambda run: [str(run), "--baseline", str(run.parent / "base.json"), "--openmetrics",
                          str(run.parent / "base.json")],
             r"--baseline \S*base\.json and --openmetrics \S*base\.json",
         ),
+        (
+            lambda run: [str(run.rename(run.parent / "summary.md"))],
+            r"RUN\.json \S*summary\.md and summary\.md in the directory of RUN\.json",
+        ),
     ],
-    ids=["openmetrics-is-the-run", "openmetrics-is-the-baseline"],
+    ids=["openmetrics-is-the-run", "openmetrics-is-the-baseline", "run-named-like-a-report"],
 )  # fmt: skip
 def test_report_never_writes_over_the_run_or_the_baseline(
-    tmp_path: Path, extra: Callable[[Path], list[str]], message: str
+    tmp_path: Path, arguments: Callable[[Path], list[str]], message: str
 ) -> None:
     run_json = _saved_run(tmp_path / "saved")
     _baseline(tmp_path / "saved")
+    args = arguments(run_json)  # may move run.json
     before = snapshot(tmp_path / "saved")
-    run = _report([str(run_json), *extra(run_json)], tmp_path)
+    run = _report(args, tmp_path)
     refused(run, message)
     assert snapshot(tmp_path / "saved") == before
 
@@ -284,6 +292,17 @@ def test_report_rerenders_beside_its_run_json(tmp_path: Path) -> None:
     assert run_json.read_bytes() == text
     assert all((tmp_path / "saved" / name).exists() for name in JUDGED)
     assert (tmp_path / "saved" / MARKER).exists()  # only leakgate's files: adopted
+
+
+def test_report_into_a_users_folder_adds_its_files_and_leaves_it_unmarked(tmp_path: Path) -> None:
+    run_json = _saved_run(tmp_path / "saved")
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("my notes\n")
+    run = _report([str(run_json), "--out", str(folder)], tmp_path)
+    assert run.returncode in (0, 1, 5), run.output
+    assert (folder / "summary.md").exists() and (folder / "notes.txt").read_text() == "my notes\n"
+    assert not (folder / MARKER).exists()  # a later `check --out mine` is still refused
 
 
 # -- item 2: --out clears only a directory leakgate marked as its own -----------------------
