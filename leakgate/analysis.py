@@ -115,6 +115,28 @@ def retained_bytes_per_request(trial: Trial) -> float | None:
     return (after.heap_alloc - before.heap_alloc) / trial.load.requests
 
 
+def requests_served(trial: Trial) -> int:
+    """Requests completed in the measure window (0 without a load result)."""
+    return trial.load.requests if trial.load else 0
+
+
+def retained_noise_per_request(noise_floor: float, requests: int) -> float:
+    """How far retained bytes per request can be off from heap noise alone: a clean service's
+    live heap moves by up to `noise_floor` bytes between the checkpoints, and that movement is
+    divided by the requests served. Infinite without requests."""
+    return noise_floor / requests if requests > 0 else math.inf
+
+
+def requests_to_resolve(noise_floor: float, limit: float) -> int | None:
+    """The fewest requests with which heap noise of `noise_floor` bytes stays within `limit`
+    bytes per request; None when no count would (a limit of 0 with a noise floor)."""
+    if noise_floor <= 0:
+        return 1
+    if limit <= 0:
+        return None
+    return math.ceil(noise_floor / limit)
+
+
 def goroutine_growth(trial: Trial) -> int | None:
     """Quiet goroutine count after drain minus after warm-up, or None without both counts."""
     before = trial.checkpoints.get("warmup")
@@ -226,5 +248,13 @@ def baseline_trials(record: RunRecord) -> list[Trial]:
 
 
 def offered_rate(trials: Iterable[Trial]) -> float | None:
-    """The rate the trials were offered (the same for every trial of a run), if any."""
-    return next((t.offered_rate for t in trials if t.offered_rate), None)
+    """The rate the trials were offered (the same for every trial of a run), if any; a rate
+    that is not a positive finite number (a damaged record) is none."""
+    return next(
+        (
+            t.offered_rate
+            for t in trials
+            if t.offered_rate and math.isfinite(t.offered_rate) and t.offered_rate > 0
+        ),
+        None,
+    )

@@ -7,6 +7,7 @@ refused with a message naming the file; it is never misread and never modified.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from leakgate.analysis import BASELINE_SIDES, baseline_trials
@@ -136,6 +137,9 @@ def _parse(path: Path, raw: bytes, what: str, hint: str) -> RunRecord:
             f"{path}: was written by a newer leakgate (schema {version} > {SCHEMA_VERSION}); "
             f"upgrade leakgate{' or record the baseline again' if what == 'baseline' else ''}"
         )
+    problem = find_impossible_number(data)
+    if problem is not None:
+        raise BaselineError(f"{path}: {problem}; not a usable {what}{hint}")
     del data  # from_json parses again; do not hold two copies of a large record
     try:
         return RunRecord.from_json(text)
@@ -143,6 +147,60 @@ def _parse(path: Path, raw: bytes, what: str, hint: str) -> RunRecord:
         raise BaselineError(f"{path}: not a valid leakgate run record: {e}") from None
     except RecursionError:
         raise BaselineError(f"{path}: not a {what}: JSON nested too deeply") from None
+
+
+# Fields whose value is a count, a size, a duration or a rate: never below 0. The names are
+# those of model.py's Trial, LoadResult, Histogram, SecondStat and Checkpoint.
+_NON_NEGATIVE = frozenset(
+    (
+        "measure_seconds", "rss_peak", "connections", "target_rate", "duration_s", "requests",
+        "ok", "achieved_rate", "planned", "count", "min_ns", "max_ns", "sum_ns", "errors",
+        "heap_alloc", "heap_objects", "goroutines", "gc_cycles", "gc_cpu_seconds", "rss",
+    )
+)  # fmt: skip
+MAX_OFFERED_RATE = 10_000_000.0  # load.rate's own limit
+MAX_HISTOGRAM_GROWTH = 2.0  # leakgate writes 1.02; a wider bucket could not hold 1% error
+
+
+def find_impossible_number(data: object) -> str | None:
+    """The first number in a parsed run record that leakgate could not have written, as
+    "FIELD.PATH: why" (e.g. "trials[2].offered_rate: NaN ..."), or None.
+
+    leakgate writes no NaN or infinity (to_json refuses them), no negative count, size, rate
+    or duration, and offers between 0 and 10,000,000 requests per second. A record that has
+    one was edited or damaged; read as it stands it would drive a run at a rate of NaN, pass
+    a comparison silently or break a report.
+    """
+    stack: list[tuple[str, str, object]] = [("", "", data)]
+    while stack:
+        where, key, value = stack.pop()
+        if isinstance(value, dict):
+            items = [(f"{where}.{k}" if where else str(k), str(k), v) for k, v in value.items()]
+            stack.extend(reversed(items))
+        elif isinstance(value, list):
+            stack.extend(reversed([(f"{where}[{i}]", key, v) for i, v in enumerate(value)]))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            # Ranges are the trials' (a config's numbers have checks of their own); no
+            # non-finite number anywhere.
+            problem = _number_problem(key if where.startswith("trials") else "", value)
+            if problem is not None:
+                return f"{where}: {problem}"
+    return None
+
+
+def _number_problem(key: str, value: float) -> str | None:
+    if not math.isfinite(value):
+        token = "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+        return f"{token}, a number leakgate never writes (the file was edited or damaged)"
+    if key == "offered_rate" and not 0 <= value <= MAX_OFFERED_RATE:
+        if value < 0:
+            return f"must be above 0 requests per second, got {value:g}"
+        return f"must be at most {MAX_OFFERED_RATE:,.0f} requests per second, got {value:g}"
+    if key == "growth" and not 1 < value <= MAX_HISTOGRAM_GROWTH:
+        return f"must be above 1 and at most {MAX_HISTOGRAM_GROWTH:g}, got {value:g}"
+    if key in _NON_NEGATIVE and value < 0:
+        return f"must not be negative, got {value:g}"
+    return None
 
 
 def _json_kind(value: object) -> str:

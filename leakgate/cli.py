@@ -207,11 +207,17 @@ def _indent(text: str, prefix: str = "  | ") -> str:
 
 
 def _parse_env(pairs: Sequence[str]) -> dict[str, str]:
+    """--env NAME=VALUE: the name ends at the first '=' (A=B=C is A, "B=C")."""
+    from leakgate.config import env_problem
+
     env = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or not name:
             raise UsageError(f"--env {pair!r}: expected NAME=VALUE")
+        problem = env_problem(name, value)
+        if problem is not None:
+            raise UsageError(f"--env {pair!r}: {problem}")
         env[name] = value
     return env
 
@@ -230,9 +236,10 @@ def _load(args: argparse.Namespace) -> tuple[Config, Path]:
     cfg = load_config(config_path)
     if args.trials is not None and not 1 <= args.trials <= 100:
         raise UsageError(f"--trials must be between 1 and 100, got {args.trials}")
-    duration = _flag_duration("--duration", args.duration)
-    if duration is not None and duration <= 0:
-        raise UsageError("--duration must be longer than 0s")
+    from leakgate.config import flag_duration  # checked like load.duration, 24 h cap included
+
+    duration = flag_duration("--duration", "duration", args.duration)
+    warmup = flag_duration("--warmup", "warmup", args.warmup)
     if args.load_results:
         if cfg.load.tool != "external":
             raise UsageError("--load-results goes with load.tool: external and a load.command")
@@ -244,7 +251,7 @@ def _load(args: argparse.Namespace) -> tuple[Config, Path]:
     cfg = apply_overrides(
         cfg,
         duration=duration,
-        warmup=_flag_duration("--warmup", args.warmup),
+        warmup=warmup,
         trials=args.trials,
         env=_parse_env(args.env),
         report_dir=args.out,

@@ -16,10 +16,10 @@ from typing import Any, Literal
 
 import yaml
 
-from leakgate.errors import ConfigError
+from leakgate.errors import ConfigError, UsageError
 from leakgate.templates import parse_template
-from leakgate.units import parse_percent, parse_size
-from leakgate.yamlnodes import NodeReader, compose, describe
+from leakgate.units import parse_duration, parse_percent, parse_size
+from leakgate.yamlnodes import NodeReader, compose, describe, printable
 
 CONFIG_NAMES = ("leakgate.yml", "leakgate.yaml")
 MAX_CONFIG_BYTES = 1024 * 1024
@@ -46,13 +46,36 @@ class Threshold:
     max_increase: float | None = None  # relative, vs a baseline: 0.10 = +10%
     floor: float | None = None  # absolute change below which a difference is ignored
     max: float | None = None  # absolute limit on the candidate's own value
+    # retained_per_request only: how far a clean service's live heap moves between the two
+    # checkpoints (bytes), and the fewest requests a trial needs before it is judged at all.
+    noise_floor: float | None = None
+    min_requests: int | None = None
 
+
+# The live heap of a leak-free service moves between the warm-up and drain checkpoints by
+# itself (runtime and agent bookkeeping, timers, pools). Measured on the sample service: 36
+# clean `leakgate check sample-go-service --out DIR` runs, the checkpoints' heap_alloc read
+# from DIR/run.json -- `--duration 3s --warmup 1s` at rate auto and at rate 200, 10 s, the
+# default 20 s, and 20 s and 60 s at rate 200, on a 2-core machine shared with other jobs.
+# The drain heap was 24 KB below to 48.9 KB (47.7 KiB) above the warm-up heap; the largest
+# at 200 req/s, where 20 s and 60 s moved alike (about 45 KB), so it levels off rather than
+# growing with the window. 96 KiB is twice the largest. Divided by a trial's requests it is
+# the resolution of retained_per_request: 16 B/request from 6,144 requests on.
+RETAINED_NOISE_FLOOR = 96.0 * 1024
+# Fewer requests than this and the per-request figure means nothing, whatever the heap did.
+RETAINED_MIN_REQUESTS = 100
 
 DEFAULT_THRESHOLDS: dict[str, Threshold] = {
     "p95_latency": Threshold(max_increase=0.10, floor=0.5e-3),
     # Heap *growth* is gated, not the live heap's size: a cache that fills during warm-up and
     # stays bounded costs memory but is not a leak, and must not fail a compare.
-    "retained_per_request": Threshold(max_increase=0.10, floor=16.0, max=16.0),
+    "retained_per_request": Threshold(
+        max_increase=0.10,
+        floor=16.0,
+        max=16.0,
+        noise_floor=RETAINED_NOISE_FLOOR,
+        min_requests=RETAINED_MIN_REQUESTS,
+    ),
     "goroutine_growth": Threshold(max=16.0),
     "error_rate": Threshold(max=0.01),
 }
@@ -126,6 +149,82 @@ class ProbeConfig:
 PROBE_SOURCES = ("auto", "agent", "pprof", "prometheus")
 LOAD_TOOLS = ("builtin", "wrk", "external")
 
+# What the load tools can run: the generator takes durations in milliseconds and keeps one
+# latency snapshot per whole second of the window, wrk runs whole seconds; a window under a
+# second has no snapshot and too few probe samples to show a trend. 24 h is the longest
+# anyone waits for a gate. Warm-up may be 0 (none).
+MAX_LOAD_SECONDS = 24 * 3600.0
+_LOAD_MINIMUMS = {"warmup": 1e-3, "duration": 1.0, "timeout": 1e-3}
+_MINIMUM_TEXT = {
+    "warmup": "0s or at least 1ms",
+    "duration": "at least 1s",
+    "timeout": "at least 1ms",
+}
+
+
+def load_duration_problem(key: str, seconds: float, written: str) -> str | None:
+    """Why `seconds` (as `written`) cannot be load.`key` (warmup, duration, timeout), or None."""
+    if seconds > MAX_LOAD_SECONDS:
+        return f"must be at most 24h, got {written}"
+    if key == "warmup" and seconds == 0:
+        return None
+    if seconds < _LOAD_MINIMUMS[key]:
+        return f"must be {_MINIMUM_TEXT[key]}, got {written}"
+    return None
+
+
+def flag_duration(flag: str, key: str, text: str | None) -> float | None:
+    """A duration flag (--duration, --warmup) checked like load.`key` in the config."""
+    if text is None:
+        return None
+    try:
+        seconds = parse_duration(text)
+    except ValueError as e:
+        raise UsageError(f"{flag}: {e}") from None
+    problem = load_duration_problem(key, seconds, text)
+    if problem is not None:
+        raise UsageError(f"{flag}: {problem}")
+    return seconds
+
+
+def env_problem(name: str, value: str) -> str | None:
+    """Why NAME=VALUE cannot be put in the service's environment, or None."""
+    if not name:
+        return "an environment variable name cannot be empty"
+    if "\0" in name:
+        return "the name contains a NUL byte"
+    if "=" in name:
+        return "an environment variable name cannot contain '='"
+    if "\0" in value:
+        return "the value contains a NUL byte"
+    return None
+
+
+# RFC 9110 token characters: what a header name (and the generator's method check) accepts.
+_TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def path_problem(path: str) -> str | None:
+    """Why the generator would refuse `path` on the request line (control bytes, spaces,
+    non-ASCII, '#'), or None. Checked here so the refusal names the key, before any start."""
+    for c in path:
+        if c <= " " or c >= "\x7f" or c == "#":
+            return f"a path cannot contain {printable(c, quote=True)} (percent-encode it)"
+    return None
+
+
+def header_problem(name: str, value: str) -> str | None:
+    """Why a header cannot be sent: a name that is not a token, a control byte in the value
+    (CR or LF would end the header and inject another), a header the body decides."""
+    if not name or any(c not in _TOKEN for c in name):
+        return "not a valid header name"
+    if name.lower() in ("content-length", "transfer-encoding"):
+        return "is set from the body; remove it"
+    for c in value:
+        if (c < " " and c != "\t") or c == "\x7f":
+            return f"a header value cannot contain {printable(c, quote=True)}"
+    return None
+
 
 @dataclass(frozen=True, slots=True)
 class Config:
@@ -191,8 +290,8 @@ def parse_config(text: str, filename: str = "leakgate.yml") -> Config:
 class _Walker(NodeReader):
     """The schema: leakgate.yml's sections, read into the dataclasses above."""
 
-    def template(self, node: yaml.Node, keypath: str) -> str:
-        text = self.string(node, keypath)
+    def template(self, node: yaml.Node, keypath: str, *, nul: bool = False) -> str:
+        text = self.string(node, keypath, nul=nul)
         try:
             parse_template(text)
         except ValueError as e:
@@ -275,8 +374,14 @@ class _Walker(NodeReader):
                 values[key] = self.strings(value, kp)
             elif key == "env":
                 env = {}
-                for name, (_, v) in self.mapping(value, kp, None).items():
-                    env[name] = self.string(v, f"{kp}.{name}")
+                for name, (name_node, v) in self.mapping(value, kp, None).items():
+                    where = f"{kp}.{printable(name)}"
+                    problem = env_problem(name, "")
+                    if problem is not None:
+                        if "NUL" in problem:
+                            problem = "contains a NUL byte"
+                        raise self.error(name_node, where, problem)
+                    env[name] = self.string(v, where)
                 values[key] = env
             elif key in ("ready_timeout", "stop_timeout"):
                 values[key] = self.duration(value, kp, high=3600.0)
@@ -328,13 +433,16 @@ class _Walker(NodeReader):
             elif key in ("command", "results"):
                 values[key] = self.strings(value, kp)
             elif key in ("warmup", "duration", "timeout"):
-                values[key] = self.duration(value, kp)
+                values[key] = self.load_duration(value, key)
             elif key == "connections":
                 values[key] = self.integer(value, kp, 1, 10_000)
             elif key == "rate":
                 values[key] = self.rate(value, kp)
             elif key == "rate_share":
-                values[key] = self.unit(value, kp, parse_percent, 1.0)
+                share = self.unit(value, kp, parse_percent, 1.0)
+                if share <= 0:
+                    raise self.error(value, kp, f"must be above 0%, got {value.value}")
+                values[key] = share
             elif key == "cpu_split":
                 values[key] = self.boolean(value, kp)
             elif key == "paths":
@@ -358,11 +466,16 @@ class _Walker(NodeReader):
             raise self.error(
                 m["tool"][1], "load.command", "load.tool external needs the command to run"
             )
-        if values.get("duration", 1.0) <= 0:
-            raise self.error(m["duration"][1], "load.duration", "must be longer than 0s")
-        if values.get("timeout", 1.0) <= 0:
-            raise self.error(m["timeout"][1], "load.timeout", "must be longer than 0s")
         return LoadConfig(**values)
+
+    def load_duration(self, node: yaml.Node, key: str) -> float:
+        keypath = f"load.{key}"
+        seconds = self.unit(node, keypath, parse_duration, float("inf"))
+        written = str(node.value) if isinstance(node, yaml.ScalarNode) else ""
+        problem = load_duration_problem(key, seconds, written)
+        if problem is not None:
+            raise self.error(node, keypath, problem)
+        return seconds
 
     def rate(self, node: yaml.Node, keypath: str) -> Rate:
         value = self.scalar(node, keypath)
@@ -380,6 +493,9 @@ class _Walker(NodeReader):
         path = self.template(node, keypath)
         if not path.startswith("/"):
             raise self.error(node, keypath, f"a path must start with '/', got {path!r}")
+        problem = path_problem(path)
+        if problem is not None:
+            raise self.error(node, keypath, problem)
         return path
 
     def request(self, node: yaml.Node, keypath: str) -> RequestSpec:
@@ -397,13 +513,19 @@ class _Walker(NodeReader):
                 )
             values["method"] = method
         if "body" in m:
-            values["body"] = self.template(m["body"][1], f"{keypath}.body")
+            # A body is bytes on the wire: NUL is data there, unlike in a path or an argv.
+            values["body"] = self.template(m["body"][1], f"{keypath}.body", nul=True)
         if "headers" in m:
             hp = f"{keypath}.headers"
-            values["headers"] = {
-                k: self.template(v, f"{hp}.{k}")
-                for k, (_, v) in self.mapping(m["headers"][1], hp, None).items()
-            }
+            headers = {}
+            for k, (k_node, v) in self.mapping(m["headers"][1], hp, None).items():
+                where = f"{hp}.{printable(k)}"
+                text = self.template(v, where)
+                problem = header_problem(k, text)
+                if problem is not None:
+                    raise self.error(k_node if "name" in problem else v, where, problem)
+                headers[k] = text
+            values["headers"] = headers
         if "weight" in m:
             weight = self.number(m["weight"][1], f"{keypath}.weight", 0.0, 1e6)
             if weight <= 0:
@@ -447,19 +569,23 @@ class _Walker(NodeReader):
         merged = dict(DEFAULT_THRESHOLDS)
         for metric, (_, value) in self.mapping(node, "thresholds", tuple(METRIC_KINDS)).items():
             kp = f"thresholds.{metric}"
-            keys = (
-                ("max_increase", "floor")
-                if metric == "throughput"
-                else ("max_increase", "floor", "max")
-            )
+            keys: tuple[str, ...] = ("max_increase", "floor", "max")
+            if metric == "throughput":
+                keys = ("max_increase", "floor")
+            elif metric == "retained_per_request":
+                keys = (*keys, "noise_floor", "min_requests")
             m = self.mapping(value, kp, keys)
             current = merged.get(metric, Threshold())
-            updates: dict[str, float | None] = {}
+            updates: dict[str, Any] = {}
             for key, (_, v) in m.items():
                 if isinstance(v, yaml.ScalarNode) and v.tag == "tag:yaml.org,2002:null":
                     updates[key] = None  # explicit null switches a default off
                 elif key == "max_increase":
                     updates[key] = self.unit(v, f"{kp}.{key}", parse_percent, 100.0)
+                elif key == "noise_floor":
+                    updates[key] = self.unit(v, f"{kp}.{key}", parse_size, float(2**40))
+                elif key == "min_requests":
+                    updates[key] = self.integer(v, f"{kp}.{key}", 1, 10**12)
                 else:
                     updates[key] = self.metric_value(v, f"{kp}.{key}", METRIC_KINDS[metric])
             merged[metric] = dataclasses.replace(current, **updates)
@@ -518,7 +644,7 @@ def quick(cfg: Config) -> Config:
         duration=min(cfg.load.duration, QUICK_DURATION),
     )
     thresholds = {
-        name: Threshold(max=t.max)
+        name: Threshold(max=t.max, noise_floor=t.noise_floor, min_requests=t.min_requests)
         for name, t in cfg.thresholds.items()
         if name in QUICK_METRICS and t.max is not None
     }

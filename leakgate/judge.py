@@ -8,13 +8,13 @@ at least half of the trials fail it, so one noisy trial cannot decide alone.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 
 from leakgate import analysis
 from leakgate.compare import METRICS, Comparison, compare, environment_mismatches, metric_values
-from leakgate.config import Config
+from leakgate.config import Config, Threshold
 from leakgate.model import (
     Check,
     CheckStatus,
@@ -61,14 +61,14 @@ def judge(
             _combine("service_alive", trials, _service_alive, None, "", any_fail_fails=True)
         )
         for name in _limit_order(config):
-            limit = config.threshold(name).max
-            assert limit is not None
+            threshold = config.threshold(name)
+            assert threshold.max is not None
             checks.append(
                 _combine(
                     name,
                     trials,
-                    _limit_rule(name, limit, error_limit),
-                    limit,
+                    _limit_rule(name, threshold, error_limit),
+                    threshold.max,
                     METRICS[name].unit,
                 )
             )
@@ -168,6 +168,8 @@ _LATENCY_METRICS = ("p50_latency", "p95_latency", "p99_latency", "throughput")
 def _compare(
     base: Sequence[Trial], cand: Sequence[Trial], config: Config, error_limit: float | None
 ) -> list[Comparison]:
+    retained = config.threshold("retained_per_request")
+
     def values(trials: Sequence[Trial]) -> dict[str, list[float]]:
         out = metric_values(trials)
         # No latency verdict from a trial that missed its offered rate or its error limit.
@@ -175,9 +177,35 @@ def _compare(
         latency = metric_values(valid)
         for name in _LATENCY_METRICS:
             out[name] = latency.get(name, [])
+        # Nor a retained figure from a trial too short for the leak check to judge it.
+        out["retained_per_request"] = metric_values(_enough_requests(trials, retained))[
+            "retained_per_request"
+        ]
         return out
 
-    return compare(values(base), values(cand), config.thresholds)
+    thresholds = _with_noise_floor(config.thresholds, [*base, *cand], retained)
+    return compare(values(base), values(cand), thresholds)
+
+
+def _enough_requests(trials: Sequence[Trial], retained: Threshold) -> list[Trial]:
+    least = max(1, retained.min_requests or 1)
+    return [t for t in trials if analysis.requests_served(t) >= least]
+
+
+def _with_noise_floor(
+    thresholds: Mapping[str, Threshold], trials: Sequence[Trial], retained: Threshold
+) -> Mapping[str, Threshold]:
+    """The thresholds with retained_per_request's `floor` raised to what heap noise alone can
+    move the figure in the shortest trial compared: the leak check does not fail on that
+    noise, and neither may a comparison whose two sides carry the same noise."""
+    counted = [analysis.requests_served(t) for t in _enough_requests(trials, retained)]
+    if not retained.noise_floor or not counted or "retained_per_request" not in thresholds:
+        return thresholds
+    noise = analysis.retained_noise_per_request(retained.noise_floor, min(counted))
+    if noise <= (retained.floor or 0.0):
+        return thresholds
+    raised = dataclasses.replace(thresholds["retained_per_request"], floor=noise)
+    return {**thresholds, "retained_per_request": raised}
 
 
 def _row(c: Comparison) -> ComparisonRow:
@@ -351,13 +379,18 @@ def _service_alive(trial: Trial) -> TrialResult:
     return TrialResult("fail", 0.0, tuple(evidence), note)
 
 
-def _retained(trial: Trial, *, limit: float) -> TrialResult:
+def _retained(trial: Trial, *, limit: float, noise_floor: float, min_requests: int) -> TrialResult:
+    """Fails only on growth beyond the heap's own noise: with `noise_floor` bytes of movement
+    a clean service shows between the checkpoints, the figure is known to within
+    ±noise_floor/requests. Under `limit` even at its top: pass; over it even at its bottom:
+    judged as a leak (the trend test may still call it a filled cache); in between: ~."""
     value = analysis.retained_bytes_per_request(trial)
-    if value is None:
+    requests = analysis.requests_served(trial)
+    heaps = [trial.checkpoints[c].heap_alloc for c in _CHECKPOINTS if c in trial.checkpoints]
+    if value is None and (requests or len(heaps) < 2 or None in heaps):
         return TrialResult("no_data", None, note=_why_no_data(trial, "live heap checkpoints"))
     before = trial.checkpoints["warmup"].heap_alloc or 0
     after = trial.checkpoints["drain"].heap_alloc or 0
-    requests = trial.load.requests if trial.load else 0
     evidence = [
         f"live heap after forced GC: {format_size(before)} after warm-up -> "
         f"{format_size(after)} after drain "
@@ -376,8 +409,30 @@ def _retained(trial: Trial, *, limit: float) -> TrialResult:
             f"Mann-Kendall p={tr.p_value:.2g}"
         )
     evidence.extend(_profile_evidence(trial, "heap_profile"))
-    if value <= limit:
+    if requests < min_requests:
+        served = f"{requests:,} request{'s' if requests != 1 else ''}"
+        note = (
+            f"no data: {served}, fewer than min_requests {min_requests:,}: too few to tell "
+            "retained bytes per request"
+        )
+        return TrialResult("no_data", None, tuple(evidence), note)
+    assert value is not None  # both heaps and at least one request
+    noise = analysis.retained_noise_per_request(noise_floor, requests)
+    if value + noise <= limit:
         return TrialResult("pass", value, tuple(evidence))
+    if value - noise <= limit:
+        need = analysis.requests_to_resolve(noise_floor, limit)
+        settle = f"{need:,} requests would resolve the limit" if need else "no request count can"
+        note = (
+            f"within the heap's {format_size(noise_floor)} noise floor: ±{noise:,.1f} B/request "
+            f"over {requests:,} requests; {settle}"
+        )
+        evidence.append(
+            f"heap noise: a leak-free service's live heap moves by up to "
+            f"{format_size(noise_floor)} between the checkpoints "
+            "(thresholds.retained_per_request.noise_floor): not a leak, not yet a pass"
+        )
+        return TrialResult("warn", value, tuple(evidence), note)
     seconds = analysis.window_seconds(trial)
     window_rate = (after - before) / seconds if seconds else 0.0
     if analysis.heap_levelled(tr, window_rate):
@@ -443,6 +498,7 @@ def _latency(
 
 
 _LEAK_CHECKS = ("retained_per_request", "goroutine_growth")
+_CHECKPOINTS = ("warmup", "drain")
 _LATENCY_QUANTILES = {"p50_latency": 50.0, "p95_latency": 95.0, "p99_latency": 99.0}
 
 
@@ -454,10 +510,17 @@ def _limit_order(config: Config) -> list[str]:
 
 
 def _limit_rule(
-    name: str, limit: float, error_limit: float | None
+    name: str, threshold: Threshold, error_limit: float | None
 ) -> Callable[[Trial], TrialResult]:
+    limit = threshold.max
+    assert limit is not None
     if name == "retained_per_request":
-        return partial(_retained, limit=limit)
+        return partial(
+            _retained,
+            limit=limit,
+            noise_floor=threshold.noise_floor or 0.0,
+            min_requests=max(1, threshold.min_requests or 1),
+        )
     if name == "goroutine_growth":
         return partial(_goroutines, limit=limit)
     if name == "error_rate":

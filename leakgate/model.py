@@ -40,12 +40,17 @@ class Histogram:
         """The q-th percentile (0-100) in seconds, or None when there are no samples."""
         if self.count <= 0 or not self.buckets:
             return None
+        if not (math.isfinite(self.growth) and self.growth > 1.0):
+            return None  # a damaged record: no bucket can be read back
         rank = max(1, math.ceil(q / 100.0 * self.count))
         seen = 0
         for index, n in self.buckets:
             seen += n
             if seen >= rank:
-                value_ns = float(self.growth ** (index + 0.5))
+                try:
+                    value_ns = float(self.growth ** (index + 0.5))
+                except OverflowError:
+                    return None
                 value_ns = min(max(value_ns, float(self.min_ns)), float(self.max_ns or value_ns))
                 return value_ns / 1e9
         return self.max_ns / 1e9

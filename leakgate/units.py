@@ -82,7 +82,10 @@ def parse_percent(text: str | int | float) -> float:
 
 
 def format_size(n: float) -> str:
-    """1024-based, short: 512 B, 1.5 KiB, 12.3 MiB. Negative sizes keep their sign."""
+    """1024-based, short: 512 B, 1.5 KiB, 12.3 MiB. Negative sizes keep their sign; NaN and
+    infinities (from a damaged record) read "n/a"."""
+    if not math.isfinite(n):
+        return "n/a"
     sign = "-" if n < 0 else ""
     v = abs(n)
     for unit in ("B", "KiB", "MiB", "GiB"):
@@ -95,7 +98,9 @@ def format_size(n: float) -> str:
 
 
 def format_duration(seconds: float) -> str:
-    """Short human form: 850 µs, 12.3 ms, 4.20 s, 2m05s."""
+    """Short human form: 850 µs, 12.3 ms, 4.20 s, 2m05s; "n/a" for NaN and infinities."""
+    if not math.isfinite(seconds):
+        return "n/a"
     if seconds < 0:
         return "-" + format_duration(-seconds)
     if seconds < 1e-3:
@@ -109,6 +114,8 @@ def format_duration(seconds: float) -> str:
 
 
 def format_percent(fraction: float) -> str:
+    if not math.isfinite(fraction):
+        return "n/a"
     return f"{fraction * 100:.2f}%"
 
 

@@ -128,12 +128,17 @@ class NodeReader:
             raise self.error(node, keypath, f"expected a list, got {kind(node)}")
         return list(node.value)
 
-    def string(self, node: yaml.Node, keypath: str) -> str:
+    def string(self, node: yaml.Node, keypath: str, *, nul: bool = False) -> str:
+        """The text as written. NUL (a double-quoted "\\0") is refused unless `nul`: no argv,
+        environment entry or path can carry one, and the exec would fail after the start."""
         value = self.scalar(node, keypath)
         if isinstance(value, bool) or value is None or isinstance(value, (list, dict)):
             raise self.error(node, keypath, f"expected a string, got {describe(value)}")
         # The text as written: `GOGC: 0100` stays "0100", not YAML 1.1's octal 64.
-        return str(node.value)
+        text = str(node.value)
+        if not nul and "\0" in text:
+            raise self.error(node, keypath, "contains a NUL byte")
+        return text
 
     def strings(self, node: yaml.Node, keypath: str) -> tuple[str, ...]:
         return tuple(
@@ -179,6 +184,13 @@ class NodeReader:
 
     def duration(self, node: yaml.Node, keypath: str, high: float = 24 * 3600.0) -> float:
         return self.unit(node, keypath, parse_duration, high)
+
+
+def printable(text: str, *, quote: bool = False) -> str:
+    """`text` with control and other unprintable characters escaped (\\r, \\x00), for
+    messages that must not carry them to a terminal; `quote` wraps it in single quotes."""
+    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return f"'{shown}'" if quote else shown
 
 
 def kind(node: yaml.Node) -> str:

@@ -75,3 +75,26 @@ def test_median() -> None:
     rng = random.Random(0)
     values = [rng.random() for _ in range(101)]
     assert analysis.median(values) == sorted(values)[50]
+
+
+def test_retained_noise_per_request_and_requests_to_resolve() -> None:
+    assert analysis.retained_noise_per_request(96 * 1024, 600) == pytest.approx(163.84)
+    assert analysis.retained_noise_per_request(96 * 1024, 0) == float("inf")
+    assert analysis.requests_to_resolve(96 * 1024, 16.0) == 6144
+    assert analysis.requests_to_resolve(1000, 16.0) == 63  # rounded up
+    assert analysis.requests_to_resolve(0, 16.0) == 1
+    assert analysis.requests_to_resolve(1000, 0.0) is None  # max: 0B can never be resolved
+
+
+def test_requests_served() -> None:
+    assert analysis.requests_served(trial(requests=600)) == 600
+    assert analysis.requests_served(Trial(index=0)) == 0
+
+
+def test_offered_rate_ignores_a_rate_that_is_not_a_positive_number() -> None:
+    import dataclasses
+
+    rates = [float("nan"), float("inf"), -1e308, 0.0, None, 250.0]
+    trials = [dataclasses.replace(trial(index=i), offered_rate=r) for i, r in enumerate(rates)]
+    assert analysis.offered_rate(trials) == 250.0
+    assert analysis.offered_rate(trials[:5]) is None

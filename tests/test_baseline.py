@@ -327,3 +327,59 @@ def test_sigkill_at_any_moment_leaves_old_or_new_never_torn(tmp_path: Path) -> N
             proc.wait()
     loaded = bl.load_baseline(path)  # must parse: the old record or the complete new one
     assert loaded == old_record or len(loaded.trials) == 20
+
+
+# -- impossible numbers (issue 14, item 9) ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        ("offered_rate", float("nan"), "trials[1].offered_rate: NaN, a number leakgate never"),
+        ("offered_rate", float("inf"), "trials[1].offered_rate: Infinity"),
+        ("offered_rate", -1e308, "trials[1].offered_rate: must be above 0 requests per second"),
+        ("offered_rate", 1e308, "trials[1].offered_rate: must be at most 10,000,000"),
+        ("measure_seconds", -1.0, "trials[1].measure_seconds: must not be negative, got -1"),
+        ("rss_peak", float("-inf"), "trials[1].rss_peak: -Infinity"),
+    ],
+)
+def test_baseline_with_an_impossible_number_names_the_field(
+    tmp_path: Path, field: str, value: float, expected: str
+) -> None:
+    data = json.loads(record().to_json())
+    data["trials"][1][field] = value
+    path = tmp_path / "base.json"
+    path.write_text(json.dumps(data))
+    message = load_error(path)
+    assert expected in message, message
+    assert path.read_text() == json.dumps(data)  # only read
+
+
+def test_find_impossible_number_walks_nested_fields() -> None:
+    data = json.loads(record().to_json())
+    assert bl.find_impossible_number(data) is None
+    data["trials"][0]["series"]["heap_live"]["points"][2][1] = float("nan")
+    assert bl.find_impossible_number(data) == (
+        "trials[0].series.heap_live.points[2][1]: NaN, a number leakgate never writes "
+        "(the file was edited or damaged)"
+    )
+    data = json.loads(record().to_json())
+    data["trials"][2]["load"]["latency"]["growth"] = 1.0
+    assert bl.find_impossible_number(data) == (
+        "trials[2].load.latency.growth: must be above 1 and at most 2, got 1"
+    )
+    data = json.loads(record().to_json())
+    data["config"]["load"] = {"connections": -3, "rate": float("nan")}
+    # a config's ranges are its own (checked when it is read back); NaN is refused anywhere
+    assert bl.find_impossible_number(data) == (
+        "config.load.rate: NaN, a number leakgate never writes (the file was edited or damaged)"
+    )
+
+
+def test_a_run_record_with_nan_is_refused_for_report(tmp_path: Path) -> None:
+    data = json.loads(record().to_json())
+    data["trials"][0]["checkpoints"]["drain"]["gc_cpu_seconds"] = float("nan")
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(bl.BaselineError, match=r"run.json: trials\[0\]\.checkpoints\.drain"):
+        bl.load_run(path)

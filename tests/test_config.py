@@ -211,3 +211,113 @@ def test_confirm_and_trials() -> None:
     assert cfg.trial_count(against_baseline=False) == 1
     assert parse_config("trials: 7\n").trial_count(against_baseline=True) == 7
     assert "confirm: must be between 0 and 50" in _error("confirm: 99\n")
+
+
+# -- issue 14: refused up front, naming the key (items 4, 8, 9) ------------------------------
+
+
+def test_retained_noise_floor_and_min_requests() -> None:
+    from leakgate.config import RETAINED_MIN_REQUESTS, RETAINED_NOISE_FLOOR, quick
+
+    default = Config().threshold("retained_per_request")
+    assert (default.noise_floor, default.min_requests) == (96 * 1024, 100)
+    assert (RETAINED_NOISE_FLOOR, RETAINED_MIN_REQUESTS) == (96 * 1024, 100)
+    cfg = parse_config(
+        "thresholds:\n  retained_per_request: {max: 32B, noise_floor: 1MiB, min_requests: 5000}\n"
+    )
+    t = cfg.threshold("retained_per_request")
+    assert (t.max, t.noise_floor, t.min_requests, t.floor) == (32.0, 1024**2, 5000, 16.0)
+    off = parse_config("thresholds:\n  retained_per_request: {noise_floor: null}\n")
+    assert off.threshold("retained_per_request").noise_floor is None
+    assert quick(cfg).threshold("retained_per_request").noise_floor == 1024**2  # kept
+    assert "unknown key" in _error("thresholds:\n  p95_latency: {noise_floor: 1KiB}\n")
+
+
+def test_config_with_noise_floor_round_trips_through_a_run_record() -> None:
+    from leakgate.model import from_plain, to_plain
+
+    cfg = parse_config("thresholds:\n  retained_per_request: {min_requests: 7}\n")
+    assert from_plain(Config, to_plain(cfg)) == cfg
+    old = to_plain(Config())  # a record written before these keys existed
+    del old["thresholds"]["retained_per_request"]["noise_floor"]
+    assert from_plain(Config, old).threshold("retained_per_request").noise_floor is None
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("load:\n  rate_share: 0%\n", "lg.yml:2:15: load.rate_share: must be above 0%, got 0%"),
+        ("load:\n  rate_share: 0\n", "load.rate_share: must be above 0%, got 0"),
+        ("load:\n  timeout: 1ns\n", "lg.yml:2:12: load.timeout: must be at least 1ms, got 1ns"),
+        ("load:\n  timeout: 0s\n", "load.timeout: must be at least 1ms, got 0s"),
+        ("load:\n  duration: 999ms\n", "load.duration: must be at least 1s, got 999ms"),
+        ("load:\n  duration: 25h\n", "load.duration: must be at most 24h, got 25h"),
+        ("load:\n  warmup: 1ns\n", "load.warmup: must be 0s or at least 1ms, got 1ns"),
+        ("load:\n  timeout: 48h\n", "load.timeout: must be at most 24h, got 48h"),
+        ('service:\n  env: {A: "\\0"}\n', "lg.yml:2:12: service.env.A: contains a NUL byte"),
+        ('service:\n  env: {"A=B": x}\n', "service.env.A=B: an environment variable name cannot"),
+        ('service:\n  env: {"": x}\n', "service.env.: an environment variable name cannot be"),
+        ('service:\n  args: ["\\0"]\n', "service.args[0]: contains a NUL byte"),
+        ('service:\n  binary: "./a\\0"\n', "service.binary: contains a NUL byte"),
+        ('load:\n  command: [x, "\\0"]\n', "load.command[1]: contains a NUL byte"),
+        ('report:\n  dir: "a\\0"\n', "report.dir: contains a NUL byte"),
+        ('load:\n  paths: ["/a\\r\\n"]\n', "load.paths[0]: a path cannot contain '\\r'"),
+        ('load:\n  paths: ["/a#b"]\n', "load.paths[0]: a path cannot contain '#'"),
+        ('load:\n  paths: ["/é"]\n', "load.paths[0]: a path cannot contain 'é' (percent-encode"),
+        (
+            'load:\n  requests: [{path: /a, headers: {X: "a\\nb"}}]\n',
+            "load.requests[0].headers.X: a header value cannot contain '\\n'",
+        ),
+        (
+            'load:\n  requests: [{path: /a, headers: {"X:Y": b}}]\n',
+            "load.requests[0].headers.X:Y: not a valid header name",
+        ),
+        (
+            "load:\n  requests: [{path: /a, headers: {content-length: '3'}}]\n",
+            "load.requests[0].headers.content-length: is set from the body; remove it",
+        ),
+    ],
+)
+def test_input_the_service_or_the_generator_would_refuse(text: str, expected: str) -> None:
+    assert expected in _error(text)
+
+
+def test_what_stays_valid() -> None:
+    cfg = parse_config(
+        "load:\n  warmup: 0s\n  duration: 1s\n  timeout: 1ms\n  rate_share: 1%\n"
+        '  requests: [{path: "/a?b=%20{seq}", body: "x\\0y", headers: {X-A: "a\\tb"}}]\n'
+        'service:\n  env: {A: "B=C", EMPTY: ""}\n'
+    )
+    assert (cfg.load.warmup, cfg.load.duration, cfg.load.timeout) == (0.0, 1.0, 1e-3)
+    assert cfg.load.requests[0].body == "x\0y"  # a body is bytes: NUL is data there
+    assert cfg.service.env == {"A": "B=C", "EMPTY": ""}
+
+
+def test_duration_flags_are_checked_like_the_config() -> None:
+    from leakgate.config import flag_duration
+    from leakgate.errors import UsageError
+
+    assert flag_duration("--duration", "duration", "20s") == 20.0
+    assert flag_duration("--duration", "duration", None) is None
+    assert flag_duration("--warmup", "warmup", "0s") == 0.0
+    for text, message in [
+        ("100h", "--duration: must be at most 24h, got 100h"),
+        ("1ns", "--duration: must be at least 1s, got 1ns"),
+        ("soon", "--duration: 'soon' is not a duration"),
+    ]:
+        with pytest.raises(UsageError) as info:
+            flag_duration("--duration", "duration", text)
+        assert message in info.value.message
+    config_message = _error("load:\n  duration: 100h\n")
+    assert "load.duration: must be at most 24h, got 100h" in config_message  # the same words
+
+
+def test_env_problem() -> None:
+    from leakgate.config import env_problem
+
+    assert env_problem("A", "B=C") is None
+    assert env_problem("A", "") is None
+    assert env_problem("A=B", "x") == "an environment variable name cannot contain '='"
+    assert env_problem("", "x") == "an environment variable name cannot be empty"
+    assert env_problem("A\0", "x") == "the name contains a NUL byte"
+    assert env_problem("A", "x\0") == "the value contains a NUL byte"

@@ -202,3 +202,107 @@ def test_fail_on_inconclusive_turns_a_gated_tilde_into_a_failure() -> None:
     p95 = next(c for c in strict.checks if c.name == "p95_latency_vs_baseline")
     assert p95.status == "fail" and "(fail_on_inconclusive)" in p95.summary
     assert strict.status == "fail" and exit_code(strict) == 1
+
+
+# -- retained_per_request: heap noise and few requests (issue 14, item 4) ----------------------
+
+
+def _retained_check(record: RunRecord, config: Config | None = None) -> Check:
+    verdict = judge(record, config or Config())
+    return next(c for c in verdict.checks if c.name == "retained_per_request")
+
+
+def test_heap_noise_over_few_requests_is_inconclusive_not_a_leak() -> None:
+    # The issue's reproduction: 11.9 KiB over 600 requests read as a +20.3 B/request leak.
+    t = trial(heap_after=10_000_000 + 12_186, requests=600)
+    verdict = judge(RunRecord(trials=(t,)), Config())
+    check = next(c for c in verdict.checks if c.name == "retained_per_request")
+    assert check.status == "warn", check.summary
+    assert "+20.3 B/request" in check.summary
+    assert "within the heap's 96.0 KiB noise floor: ±163.8 B/request over 600 requests" in (
+        check.summary
+    )
+    assert "6,144 requests would resolve the limit" in check.summary
+    assert any("thresholds.retained_per_request.noise_floor" in e for e in check.evidence)
+    assert verdict.status == "pass" and exit_code(verdict) == 0
+
+
+def test_one_request_is_no_data_never_a_fail() -> None:
+    t = trial(heap_after=10_000_000 + 17_080, requests=1)  # rate: 0.01
+    verdict = judge(RunRecord(trials=(t,)), Config())
+    check = next(c for c in verdict.checks if c.name == "retained_per_request")
+    assert check.status == "no_data"
+    assert check.summary == (
+        "no data: 1 request, fewer than min_requests 100: too few to tell retained bytes "
+        "per request"
+    )
+    assert any("17 KiB" in e or "16.7 KiB" in e for e in check.evidence), check.evidence
+    assert verdict.status == "error" and exit_code(verdict) == 5  # could not judge, not a leak
+
+
+def test_no_request_at_all_is_no_data_with_the_count() -> None:
+    import dataclasses
+
+    t = trial()
+    assert t.load is not None
+    t = dataclasses.replace(t, load=dataclasses.replace(t.load, requests=0, ok=0))
+    assert "0 requests, fewer than min_requests" in _retained_check(RunRecord(trials=(t,))).summary
+
+
+def test_a_leak_beyond_the_noise_still_fails_a_short_run() -> None:
+    growth = 600 * 1024  # 1 KiB a request, climbing all through the window
+    t = trial(heap_after=10_000_000 + growth, requests=600, series=heap_series(10e6, growth / 20))
+    check = _retained_check(RunRecord(trials=(t,)))
+    assert check.status == "fail" and "+1024.0 B/request" in check.summary
+
+
+def test_a_long_clean_run_still_passes_outright() -> None:
+    t = trial(heap_after=10_000_000 + 48_880, requests=30_000)  # the largest noise measured
+    assert _retained_check(RunRecord(trials=(t,))).status == "pass"
+
+
+def test_noise_floor_and_min_requests_are_configurable() -> None:
+    short = RunRecord(trials=(trial(heap_after=10_000_000 + 12_186, requests=600),))
+    off = parse_config("thresholds:\n  retained_per_request: {noise_floor: null}\n")
+    assert _retained_check(short, off).status == "fail"  # no floor: the old reading
+    small = parse_config("thresholds:\n  retained_per_request: {noise_floor: 1KiB}\n")
+    assert _retained_check(short, small).status == "fail"  # 11.9 KiB is well beyond 1 KiB
+    strict = parse_config("thresholds:\n  retained_per_request: {min_requests: 1000}\n")
+    assert _retained_check(short, strict).status == "no_data"
+
+
+def _short_compare(base_growth: list[int], cand_growth: list[int], requests: int) -> RunRecord:
+    import dataclasses
+
+    trials = []
+    for i, (b, c) in enumerate(zip(base_growth, cand_growth, strict=True)):
+        for side, growth in (("baseline", b), ("candidate", c)):
+            t = trial(index=2 * i, heap_after=10_000_000 + growth, requests=requests)
+            trials.append(dataclasses.replace(t, side=side, index=len(trials)))
+    return RunRecord(command="compare", trials=tuple(trials))
+
+
+def test_heap_noise_does_not_make_a_regression_in_a_compare() -> None:
+    # Both sides leak-free, the candidate's checkpoints a few KiB further apart by chance: over
+    # 600 requests that used to read as +25 B/request, significant, beyond the 16 B floor.
+    record = _short_compare(
+        [0, 1_000, 2_000, 3_000, 4_000], [14_000, 16_000, 18_000, 19_000, 20_000], 600
+    )
+    verdict = judge(record, Config())
+    row = next(r for r in verdict.comparisons if r.metric == "retained_per_request")
+    assert row.verdict == "pass", row.reason
+    assert "163.8 B/request floor" in row.reason
+
+
+def test_a_real_regression_beyond_the_noise_still_fails_a_compare() -> None:
+    record = _short_compare(
+        [0, 1_000, 2_000, 3_000, 4_000], [600_000, 610_000, 620_000, 630_000, 640_000], 600
+    )
+    row = next(r for r in judge(record, Config()).comparisons if r.metric == "retained_per_request")
+    assert row.verdict == "fail", row.reason
+
+
+def test_trials_too_short_to_judge_are_left_out_of_a_compare() -> None:
+    record = _short_compare([0] * 5, [17_080] * 5, 1)
+    row = next(r for r in judge(record, Config()).comparisons if r.metric == "retained_per_request")
+    assert row.verdict == "no_data" and row.n_baseline == row.n_candidate == 0

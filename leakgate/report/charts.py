@@ -129,22 +129,34 @@ def cdf(histograms: Iterable[Histogram]) -> list[tuple[float, float]]:
     """
     counts: dict[tuple[float, int], int] = {}
     for h in histograms:
-        if h.growth <= 1.0:
-            continue
+        if not (math.isfinite(h.growth) and h.growth > 1.0):
+            continue  # no bucket of a damaged histogram can be placed
         for index, n in h.buckets:
             if n > 0:
                 counts[(h.growth, index)] = counts.get((h.growth, index), 0) + n
-    total = sum(counts.values())
-    if total == 0:
-        return []
     # (upper edge, lower edge, count) in ms, in order of the upper edge
-    edges = sorted((g ** (i + 1) / 1e6, g**i / 1e6, n) for (g, i), n in counts.items())
+    edges = sorted(
+        (high, low, n)
+        for (g, i), n in counts.items()
+        if math.isfinite(high := _edge(g, i + 1)) and math.isfinite(low := _edge(g, i))
+    )
+    if not edges:
+        return []
+    total = sum(n for _, _, n in edges)
     points = [(min(low for _, low, _ in edges), 0.0)]
     seen = 0
     for high, _low, n in edges:
         seen += n
         points.append((high, seen / total))
     return points
+
+
+def _edge(growth: float, index: int) -> float:
+    """growth^index ns in ms; infinite where it overflows (a bucket index no latency has)."""
+    try:
+        return float(growth**index / 1e6)
+    except OverflowError:
+        return math.inf
 
 
 # -- the charts --------------------------------------------------------------------------------

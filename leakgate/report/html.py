@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import html
 import json
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
@@ -214,7 +215,7 @@ def _trials(sides: Mapping[str, Sequence[Trial]]) -> str:
                     esc(side),
                     Num(str(t.index + 1)),
                     Num("" if served is None else f"{served:,}"),
-                    Num("" if load is None else f"{load.achieved_rate:,.0f}"),
+                    Num(_optional(load.achieved_rate if load else None, _rate)),
                     Num(_optional(load.error_rate if load else None, format_percent)),
                     Num(_optional(load.latency.percentile(50) if load else None, format_duration)),
                     Num(_optional(load.latency.percentile(99) if load else None, format_duration)),
@@ -320,6 +321,10 @@ def _service(trial: Trial) -> str:
         return "ok"
     how = f"exit {s.exit_code}" if s.exit_code is not None else (s.signal or "")
     return esc(f"died during {s.phase or 'the run'}" + (f" ({how})" if how else ""))
+
+
+def _rate(value: float) -> str:
+    return f"{value:,.0f}" if math.isfinite(value) else "n/a"
 
 
 def _optional(value: T | None, fmt: Callable[[T], str]) -> str:
