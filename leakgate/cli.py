@@ -25,6 +25,7 @@ from leakgate.errors import (
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
     EXIT_USAGE,
+    EnvironmentProblem,
     Interrupted,
     LeakgateError,
     UsageError,
@@ -469,8 +470,8 @@ def _run(args: argparse.Namespace) -> int:
         try:
             save_baseline(record, Path(args.output))
             written.append(Path(args.output))
-        except LeakgateError as e:
-            error = e
+        except LeakgateError as e:  # learned from the run, whose reports are written: not exit 4
+            error = EnvironmentProblem(e.message) if isinstance(e, UsageError) else e
     if error is None or verdict.checks:
         sys.stdout.write(console.render(verdict, record, written))
     else:

@@ -25,9 +25,10 @@ from leakgate.build import AGENT_FILE_NAME
 from leakgate.config import Config
 from leakgate.model import RunRecord, to_plain
 
+from .conftest import SAMPLE
 from .factories import trial
 from .fakes import fake_service
-from .gate import GateRun, go_module, run_gate
+from .gate import GateRun, go_module, run_gate, write_config
 
 MARKER = ".leakgate-report"
 JUDGED = ("run.json", "verdict.json", "junit.xml", "summary.md", "report.html")
@@ -452,3 +453,22 @@ def test_a_usage_error_found_during_the_build_writes_no_report(go_bin: str, tmp_
     run = run_gate([str(package)], tmp_path / "out", timeout=120, cwd=tmp_path)
     refused(run, rf"{AGENT_FILE_NAME} already exists")
     assert not any((tmp_path / "out" / name).exists() for name in JUDGED)
+
+
+@pytest.mark.go
+@pytest.mark.slow
+def test_a_baseline_refused_after_the_run_is_not_a_usage_error(
+    go_bin: str, tmp_path: Path, marker: str
+) -> None:
+    """The service died in every trial, so the record cannot be a baseline: that is learned
+    only from the run, whose reports are written, so it is exit 5, never 4 ("nothing started")."""
+    config = write_config(tmp_path / "leakgate.yml", warmup="1s", duration="8s")
+    baseline = tmp_path / "base.json"
+    args = [str(SAMPLE), "--config", str(config), "--env", marker, "--env", "CRASH_AFTER=2000"]
+    run = run_gate(
+        [*args, "--trials", "1", "-o", str(baseline)], tmp_path / "out", command="baseline record"
+    )
+    assert run.returncode == 5, run.output
+    assert "not saved: the run has no trial usable as a baseline" in run.stderr
+    assert all((tmp_path / "out" / name).exists() for name in JUDGED)
+    assert not baseline.exists()
