@@ -177,9 +177,11 @@ SHAPES: dict[str, tuple[str, Callable[[], bytes]]] = {
         lambda: _one_message(4, b"\x08\x02" + b"\x22\x04\x08\x01\x10\x07" * (ROOM // 6)),
     ),
     "inlined": (
-        "locations of 256 lines each (the most read), filling the byte cap",
+        "lines at the cap, 256 to a location",
         lambda: _table(
-            4, ROOM // 1544, lambda n: b"\x08" + _varint(n + 2) + b"\x22\x04\x08\x01\x10\x07" * 256
+            4,
+            CAP_COUNT // 256 - 1,
+            lambda n: b"\x08" + _varint(n + 2) + b"\x22\x04\x08\x01\x10\x07" * 256,
         ),
     ),
     "locations": (

@@ -60,7 +60,14 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="K=V",
-        help="extra environment for the service (repeatable)",
+        help="extra environment for the service (repeatable); values are <redacted> in "
+        "run.json, the baseline and every report",
+    )
+    parser.add_argument(
+        "--keep-env-values",
+        action="store_true",
+        help="write --env and service.env values into run.json and the reports as they are "
+        "(default: redacted, names kept)",
     )
     parser.add_argument("--duration", help="measure window, e.g. 20s")
     parser.add_argument("--warmup", help="warm-up before the first checkpoint, e.g. 5s")
@@ -257,6 +264,8 @@ def _load(args: argparse.Namespace) -> tuple[Config, Path]:
         env=_parse_env(args.env),
         report_dir=args.out,
     )
+    if args.keep_env_values:
+        cfg = dataclasses.replace(cfg, keep_env_values=True)
     if not getattr(args, "target", None):  # attached, nothing is run here
         cfg = _resolve_prebuilt(cfg, config_path)
     if getattr(args, "target", None) or cfg.service.prebuilt:

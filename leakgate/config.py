@@ -237,6 +237,9 @@ class Config:
     fail_on_inconclusive: bool = False  # a gated `~` left after confirming fails the gate
     thresholds: Mapping[str, Threshold] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
     report_dir: str = ".leakgate"
+    # service.env / --env values are "<redacted>" in run.json, the baseline and every report
+    # unless this is true (--keep-env-values, report.keep_env_values): they are often secrets.
+    keep_env_values: bool = False
 
     def trial_count(self, against_baseline: bool) -> int:
         if self.trials is not None:
@@ -339,11 +342,14 @@ class _Walker(NodeReader):
         if "thresholds" in top:
             cfg = dataclasses.replace(cfg, thresholds=self.thresholds(top["thresholds"][1]))
         if "report" in top:
-            report = self.mapping(top["report"][1], "report", ("dir",))
+            report = self.mapping(top["report"][1], "report", ("dir", "keep_env_values"))
             if "dir" in report:
                 cfg = dataclasses.replace(
                     cfg, report_dir=self.string(report["dir"][1], "report.dir")
                 )
+            if "keep_env_values" in report:
+                keep = self.boolean(report["keep_env_values"][1], "report.keep_env_values")
+                cfg = dataclasses.replace(cfg, keep_env_values=keep)
         return cfg
 
     def service(self, node: yaml.Node) -> ServiceConfig:
@@ -369,6 +375,8 @@ class _Walker(NodeReader):
                 path = self.string(value, kp)
                 if not path.startswith("/"):
                     raise self.error(value, kp, f"must start with '/', got {path!r}")
+                if (problem := path_problem(path)) is not None:
+                    raise self.error(value, kp, problem)
                 values[key] = path
             elif key in ("build_flags", "args"):
                 values[key] = self.strings(value, kp)
@@ -553,6 +561,8 @@ class _Walker(NodeReader):
             path = self.string(m["metrics_path"][1], "probes.metrics_path")
             if not path.startswith("/"):
                 raise self.error(m["metrics_path"][1], "probes.metrics_path", "must start with /")
+            if (problem := path_problem(path)) is not None:
+                raise self.error(m["metrics_path"][1], "probes.metrics_path", problem)
             values["metrics_path"] = path
         if "interval" in m:
             interval = self.duration(m["interval"][1], "probes.interval", high=60.0)

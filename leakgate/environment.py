@@ -1,7 +1,9 @@
-"""The environment a run is recorded with, so a baseline from another machine is flagged."""
+"""The environment a run is recorded with, so a baseline from another machine is flagged, and
+the config as the record and every report show it: the service's environment values redacted."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import socket
@@ -10,7 +12,22 @@ from pathlib import Path
 
 from leakgate import __version__
 from leakgate.build import GoToolchain, module_path
+from leakgate.config import Config
 from leakgate.model import Environment
+
+# What run.json, the baseline and the reports show for each value of service.env and --env:
+# CI passes secrets that way (`--env API_KEY=${{ secrets.KEY }}`) and publishes the reports as
+# artifacts. The names stay, so a reader still sees what was set.
+REDACTED = "<redacted>"
+
+
+def recorded_config(cfg: Config) -> Config:
+    """`cfg` as it is stored and reported: the service's environment values redacted, unless
+    the run asked to keep them (`--keep-env-values`, `report.keep_env_values: true`)."""
+    if cfg.keep_env_values or not cfg.service.env:
+        return cfg
+    env = dict.fromkeys(cfg.service.env, REDACTED)
+    return dataclasses.replace(cfg, service=dataclasses.replace(cfg.service, env=env))
 
 
 def describe_environment(go: GoToolchain, package_dir: Path) -> Environment:

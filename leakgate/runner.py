@@ -17,7 +17,7 @@ from pathlib import Path
 from leakgate import __version__
 from leakgate.build import binary_go_version, build_loadgen, build_service, find_go
 from leakgate.config import Config, environ_without_leakgate
-from leakgate.environment import describe_environment
+from leakgate.environment import describe_environment, recorded_config
 from leakgate.errors import LeakgateError, LoadError, ServiceStartError
 from leakgate.gitref import remove_stale_worktrees
 from leakgate.load.builtin import write_scenario
@@ -190,7 +190,7 @@ class Runner:
             created=self.created,
             package=self.target.url if self.target else str(self.package_dir),
             command=self.command,
-            config=to_plain(self.config),
+            config=to_plain(recorded_config(self.config)),  # env values redacted
             environment=self.environment,
             trials=tuple(trials),
             base_revision=self.base_revision,
