@@ -77,6 +77,11 @@ class ProfileError(ValueError):
     """Not a readable pprof profile; the message names the source and what was wrong."""
 
 
+class ProfileTooLarge(ProfileError):
+    """A profile over one of the `Limits`: refused unread (it may well be a real profile, so a
+    caller that only asks "did pprof answer?" can tell it from an error page)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Frame:
     function: str
@@ -189,7 +194,7 @@ def load(path: Path, limits: Limits | None = None) -> Profile:
     try:
         return parse(data, limits)
     except ProfileError as e:
-        raise ProfileError(f"{path}: {e}") from None
+        raise type(e)(f"{path}: {e}") from None
 
 
 def parse(data: bytes, limits: Limits | None = None) -> Profile:
@@ -197,7 +202,7 @@ def parse(data: bytes, limits: Limits | None = None) -> Profile:
     (default `LIMITS`): a profile over any of them is refused before it is decoded."""
     limits = limits or LIMITS
     if len(data) > limits.compressed_bytes:
-        raise ProfileError(
+        raise ProfileTooLarge(
             f"larger than {format_size(limits.compressed_bytes)}; refusing to read it"
         )
     if not data:
@@ -205,7 +210,7 @@ def parse(data: bytes, limits: Limits | None = None) -> Profile:
     if data[:2] == b"\x1f\x8b":
         raw = _gunzip(data, limits.decompressed_bytes)
     elif len(data) > limits.decompressed_bytes:
-        raise ProfileError(
+        raise ProfileTooLarge(
             f"larger than {format_size(limits.decompressed_bytes)}; refusing to read it"
         )
     else:
@@ -282,7 +287,7 @@ def count_entries(raw: bytes, limits: Limits | None = None) -> dict[str, int]:
 
 
 def _refuse(cap: int, what: str) -> NoReturn:
-    raise ProfileError(f"more than {cap:,} {what} (a profile bomb?); refusing to read it")
+    raise ProfileTooLarge(f"more than {cap:,} {what} (a profile bomb?); refusing to read it")
 
 
 def _varint(raw: bytes, i: int) -> tuple[int, int]:
@@ -311,7 +316,7 @@ def _gunzip(data: bytes, cap: int) -> bytes:
                 chunk = d.decompress(rest, min(_CHUNK, room + 1))
                 out += chunk
                 if len(out) > cap:
-                    raise ProfileError(
+                    raise ProfileTooLarge(
                         f"decompresses to more than {format_size(cap)} "
                         "(a gzip bomb?); refusing to read it"
                     )
@@ -377,7 +382,7 @@ def _build(m: Any, limits: Limits) -> Profile:  # m: a _Decoded
         _refuse(limits.lines, "lines in all locations")
     if max(line_counts, default=0) > limits.lines_per_location:
         loc = m.location[line_counts.index(max(line_counts))]
-        raise ProfileError(
+        raise ProfileTooLarge(
             f"invalid profile: location {loc.id} has {len(loc.line):,} lines (inlined calls); "
             f"leakgate reads at most {limits.lines_per_location}"
         )

@@ -217,6 +217,25 @@ def test_each_count_cap_is_honoured(kind: str) -> None:
         pprof.parse(under + entry, limits)
 
 
+def test_cap_refusals_are_their_own_kind_of_profile_error(tmp_path: Path) -> None:
+    raw = gzip.decompress(make_profile(LEAKY))
+    path = tmp_path / "heap.pb.gz"
+    path.write_bytes(gzip.compress(raw))
+    for limits in (
+        pprof.Limits(samples=2),
+        pprof.Limits(decompressed_bytes=10),
+        pprof.Limits(compressed_bytes=10),
+        pprof.Limits(lines_per_location=0),
+    ):
+        with pytest.raises(pprof.ProfileTooLarge):
+            pprof.parse(raw, limits)
+        with pytest.raises(pprof.ProfileTooLarge, match=r"heap\.pb\.gz: "):
+            pprof.load(path, limits)
+    with pytest.raises(pprof.ProfileError) as refused:
+        pprof.parse(b"<html>502</html>")
+    assert not isinstance(refused.value, pprof.ProfileTooLarge)
+
+
 def test_a_bomb_is_refused_before_the_protobuf_is_decoded(monkeypatch: pytest.MonkeyPatch) -> None:
     class NotDecoded:
         def ParseFromString(self, data: bytes) -> None:
