@@ -40,8 +40,9 @@ class Limits:
     (every allocation sampled, 2^18 distinct stacks) is 13.8 MiB decompressed with 262,195
     samples, 47 locations, 39 functions and 66 strings; the sample service's heap profile at
     GODEBUG=memprofilerate=1 is 0.05 MiB (515 samples, 617 locations, 507 strings). Within
-    these caps decoding peaks under 1 GiB whatever the input (bench/fuzz.py --memory measures
-    the worst shapes; README, "Limits").
+    these caps decoding one profile peaks under 1 GiB of RSS whatever the input: 819 MiB for
+    the costliest shape measured, one 32 MiB stack (`python bench/fuzz.py --memory`; README,
+    "Profiles are untrusted input").
     """
 
     compressed_bytes: int = 32 * _MiB
