@@ -99,6 +99,14 @@ CONFIG_CASES = {
         'load:\n  paths: ["/a b"]\n',
         r"leakgate.yml:2:11: load.paths\[0\]: a path cannot contain ' ' \(percent-encode it",
     ),
+    "ready-path-crlf": (
+        'service:\n  ready_path: "/healthz\\r\\nX-Injected: 1"\n',
+        r"leakgate.yml:2:15: service.ready_path: a path cannot contain '\\r'",
+    ),
+    "metrics-path-lf": (
+        'probes:\n  source: prometheus\n  metrics_path: "/metrics\\n"\n',
+        r"leakgate.yml:3:17: probes.metrics_path: a path cannot contain '\\n'",
+    ),
     "request-path-lf": (
         'load:\n  requests:\n    - {path: "/a\\n"}\n',
         r"leakgate.yml:3:14: load.requests\[0\].path: a path cannot contain '\\n'",
