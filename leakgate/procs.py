@@ -13,8 +13,10 @@ child rather than init's. From that:
 - kill_stale() / remove_stale_dirs() are the next run's cleanup after a leakgate killed with
   SIGKILL: processes and build directories whose owner is no longer alive.
 
-Without /proc (not Linux) only the process groups are held; without prctl, a detached daemon
-is still found by its marker unless it clears its environment.
+Where a cgroup v2 hierarchy is writable (root, or a delegated subtree; on a cgroup v1 host its
+/sys/fs/cgroup/unified), each spawned process also gets its own cgroup, leakgate-<owner>-<n>,
+which holds every descendant whatever it does to its environment or parentage. Without one,
+the marker and the subreaper do the work; without /proc (not Linux), only process groups.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ from pathlib import Path
 RUN_ENV = "LEAKGATE_RUN_ID"
 BUILD_PREFIX = "leakgate-build-"
 WORKTREE_PREFIX = "leakgate-worktree-"
+CGROUP_PREFIX = "leakgate-"
+_CGROUP_MOUNTS = (Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/unified"))
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 _REAP_SECONDS = 2.0
@@ -159,8 +163,10 @@ class _Holder:
     def __init__(self) -> None:
         self.owner = owner_tag()
         self.groups: dict[int, str] = {}  # pgid -> marker
+        self.cgroups: dict[str, Path] = {}  # marker -> its cgroup, where there is one
         self.started = 0
         self.subreaper: bool | None = None
+        self.cgroup_base: Path | bool | None = False  # False: not looked for yet
 
     def next_marker(self) -> str:
         if self.owner.split("-", 1)[0] != str(os.getpid()):  # a fork of leakgate
@@ -171,6 +177,60 @@ class _Holder:
     def ensure_subreaper(self) -> None:
         if self.subreaper is None:
             self.subreaper = _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+
+    def new_cgroup(self, marker: str) -> Path | None:
+        if self.cgroup_base is False:
+            self.cgroup_base = cgroup_base()
+        if not isinstance(self.cgroup_base, Path):
+            return None
+        path = self.cgroup_base / f"{CGROUP_PREFIX}{marker.replace(':', '-')}"
+        try:
+            path.mkdir()
+        except OSError:
+            self.cgroup_base = None  # not writable after all: markers only, from now on
+            return None
+        self.cgroups[marker] = path
+        return path
+
+
+def cgroup_base() -> Path | None:
+    """leakgate's own cgroup in a cgroup v2 hierarchy, if it may make cgroups in it."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    own = next((line[3:] for line in lines if line.startswith("0::")), None)
+    if own is None:
+        return None
+    for mount in _CGROUP_MOUNTS:
+        base = mount / own.lstrip("/")
+        if (mount / "cgroup.controllers").is_file() and os.access(base, os.W_OK | os.X_OK):
+            return base
+    return None
+
+
+def cgroup_pids(path: Path) -> list[int]:
+    try:
+        text = (path / "cgroup.procs").read_text()
+    except OSError:
+        return []
+    return [int(w) for w in text.split() if w.isdigit() and int(w) > 0]
+
+
+def _remove_cgroup(path: Path) -> None:
+    """rmdir, once its killed members are gone (bounded); a cgroup left is harmless, and the
+    next run removes it."""
+    deadline = time.monotonic() + _REAP_SECONDS
+    while True:
+        try:
+            path.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.02)
 
 
 _holder = _Holder()
@@ -184,11 +244,18 @@ def _prctl(option: int, value: int) -> bool:
         return False
 
 
-def child_setup(cpus: Sequence[int] | None) -> None:
-    """Runs in the child between fork and exec: pin CPUs, die with leakgate."""
+def child_setup(cpus: Sequence[int] | None, cgroup: Path | None = None) -> None:
+    """Runs in the child between fork and exec: pin CPUs, die with leakgate, join its cgroup."""
     if cpus:
         os.sched_setaffinity(0, cpus)
     _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if cgroup is not None:
+        with contextlib.suppress(OSError):
+            fd = os.open(cgroup / "cgroup.procs", os.O_WRONLY)
+            try:
+                os.write(fd, str(os.getpid()).encode())
+            finally:
+                os.close(fd)
 
 
 def marked_env(env: Mapping[str, str]) -> tuple[dict[str, str], str]:
@@ -209,6 +276,7 @@ def spawn(
     """Start a process in its own process group (session), marked and held until stopped."""
     _holder.ensure_subreaper()
     full_env, marker = marked_env(env)
+    cgroup = _holder.new_cgroup(marker)
     proc = subprocess.Popen(
         list(argv),
         env=full_env,
@@ -217,7 +285,7 @@ def spawn(
         stdout=stdout,  # type: ignore[arg-type]
         stderr=stderr,  # type: ignore[arg-type]
         start_new_session=True,
-        preexec_fn=lambda: child_setup(cpus),
+        preexec_fn=lambda: child_setup(cpus, cgroup),
     )
     _holder.groups[proc.pid] = marker
     return proc
@@ -232,10 +300,14 @@ def stop_group(proc: subprocess.Popen[bytes], timeout: float) -> list[Proc]:
     escaped: dict[int, Proc] = {}
     members: dict[int, Proc] = {}
 
+    cgroup = _holder.cgroups.get(marker)
+
     def look() -> None:
         table = snapshot()
-        for p in _tree(table, {marker} if marker else set()):
-            if p.pgid != pgid:
+        held = {p.pid for p in _tree(table, {marker} if marker else set())}
+        held.update(cgroup_pids(cgroup) if cgroup else ())
+        for p in table:
+            if p.pid in held and p.pgid != pgid:
                 escaped.setdefault(p.pid, p)
         members.update((p.pid, p) for p in table if p.pgid == pgid and p.pid != pgid)
 
@@ -258,6 +330,9 @@ def stop_group(proc: subprocess.Popen[bytes], timeout: float) -> list[Proc]:
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=5)
     _reap({**members, **escaped})
+    if cgroup is not None:
+        _remove_cgroup(cgroup)
+        _holder.cgroups.pop(marker, None)
     return sorted(escaped.values(), key=lambda p: p.pid)
 
 
@@ -305,6 +380,8 @@ def kill_all() -> None:
     table = snapshot()
     markers = {p.marker for p in table if p.marker.startswith(mine)}
     left = {p.pid: p for p in _tree(table, markers)}
+    for cgroup in list(_holder.cgroups.values()):
+        left.update((pid, Proc(pid, 0, 0, (), "")) for pid in cgroup_pids(cgroup))
     _signal(left, signal.SIGKILL)
     _holder.groups.clear()
 
@@ -325,10 +402,17 @@ def kill_stale() -> list[str]:
     """The next run's cleanup: SIGKILL processes whose marker names a leakgate that is gone
     (killed with SIGKILL, so nothing of its own cleanup ran). One note per dead run."""
     by_owner: dict[int, list[Proc]] = {}
-    for p in snapshot():
+    table = snapshot()
+    for p in table:
         owner = _owner_of(p.marker) if p.marker else None
         if owner is not None and _same_pid_namespace(p.pid) and not owner_alive(*owner):
             by_owner.setdefault(owner[0], []).append(p)
+    stale_cgroups = _stale_cgroups()
+    by_pid = {p.pid: p for p in table}
+    for pid, cgroup in stale_cgroups:
+        found = by_owner.setdefault(pid, [])
+        seen = {p.pid for p in found}
+        found += [by_pid[m] for m in cgroup_pids(cgroup) if m in by_pid and m not in seen]
     notes = []
     for pid, found in sorted(by_owner.items()):
         _signal({p.pid: p for p in found}, signal.SIGKILL)
@@ -336,8 +420,28 @@ def kill_stale() -> list[str]:
         named = ", ".join(f"pid {p.pid} `{p.command}`" for p in found[:_MAX_LISTED])
         more = f" and {n - _MAX_LISTED} more" if n > _MAX_LISTED else ""
         noun = "process" if n == 1 else "processes"
-        notes.append(f"killed {n} {noun} {_killed_run(pid)}: {named}{more}")
+        if n:
+            notes.append(f"killed {n} {noun} {_killed_run(pid)}: {named}{more}")
+    for _, cgroup in stale_cgroups:
+        _remove_cgroup(cgroup)
     return notes
+
+
+def _stale_cgroups() -> list[tuple[int, Path]]:
+    """(owner pid, cgroup) for the cgroups of leakgate runs that are gone."""
+    base = cgroup_base()
+    if base is None:
+        return []
+    try:
+        entries = sorted(base.iterdir())
+    except OSError:
+        return []
+    found = []
+    for path in entries:
+        pid = owned_dir_owner(path, CGROUP_PREFIX)
+        if pid is not None and not path.name.startswith((BUILD_PREFIX, WORKTREE_PREFIX)):
+            found.append((pid, path))
+    return found
 
 
 def _same_pid_namespace(pid: int) -> bool:

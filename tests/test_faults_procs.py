@@ -365,6 +365,44 @@ def test_the_holder_kills_and_names_a_child_that_left_the_group(
     )
 
 
+def test_a_cgroup_holds_a_daemon_that_cleared_its_environment(tmp_path: Path) -> None:
+    """`env -i setsid sleep 604 &` from a shell that exits: no marker, and its parent is gone,
+    so only the service's cgroup still knows it. Skipped where no cgroup is writable."""
+    if procs.cgroup_base() is None:
+        pytest.skip("no writable cgroup v2 hierarchy here: markers and the subreaper only")
+    daemon = "env -i setsid sleep 604 &"
+    script = f"import subprocess,time; subprocess.run(['sh','-c','{daemon}']); time.sleep(60)"
+    proc = procs.spawn(
+        [sys.executable, "-c", script],
+        env=os.environ,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cpus=None,
+    )
+
+    def sleepers() -> list[int]:
+        found = []
+        for entry in Path("/proc").iterdir():
+            with contextlib.suppress(OSError):
+                if (
+                    entry.name.isdigit()
+                    and (entry / "cmdline").read_bytes() == b"sleep\x00604\x00"
+                    and ") Z " not in (entry / "stat").read_text()
+                ):
+                    found.append(int(entry.name))
+        return found
+
+    try:
+        wait_for(lambda: len(sleepers()) == 1, 10, "the daemon to start")
+        escaped = procs.stop_group(proc, timeout=2)
+        assert [p.argv for p in escaped] == [("sleep", "604")]
+        assert sleepers() == []
+    finally:
+        for pid in sleepers():
+            os.kill(pid, signal.SIGKILL)
+
+
 def test_the_next_run_kills_processes_of_a_dead_leakgate_only(holder_marker: str) -> None:
     name, _, value = holder_marker.partition("=")
     dead = subprocess.Popen(["true"])
