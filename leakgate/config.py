@@ -384,10 +384,7 @@ class _Walker(NodeReader):
                 env = {}
                 for name, (name_node, v) in self.mapping(value, kp, None).items():
                     where = f"{kp}.{printable(name)}"
-                    problem = env_problem(name, "")
-                    if problem is not None:
-                        if "NUL" in problem:
-                            problem = "contains a NUL byte"
+                    if (problem := env_problem(name, "")) is not None:
                         raise self.error(name_node, where, problem)
                     env[name] = self.string(v, where)
                 values[key] = env

@@ -60,7 +60,7 @@ CONFIG_CASES = {
     ),
     "env-name-nul": (
         'service:\n  env: {"A\\0": x}\n',
-        r"leakgate.yml:2:9: service.env.A\\x00: contains a NUL byte",
+        r"leakgate.yml:2:9: service.env.A\\x00: the name contains a NUL byte",
     ),
     "args-nul": (
         'service:\n  args: ["-x", "a\\0b"]\n',
