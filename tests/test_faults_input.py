@@ -380,3 +380,23 @@ def test_short_clean_check_of_the_sample_does_not_fail(
     run = run_gate([str(SAMPLE), "--config", str(config), "--env", marker], tmp_path / "out")
     assert_fault(run, 0, r"retained_per_request", judged=True)
     assert _retained(run.out)["status"] in ("warn", "pass")
+
+
+def test_latency_distribution_of_one_request_is_a_note_not_a_warning() -> None:
+    """One request is one histogram bucket: shares 0 and 1 only, which a logit axis cannot
+    place (matplotlib warned "invalid value encountered" on stderr and lost the chart)."""
+    import warnings
+
+    t = trial()
+    assert t.load is not None
+    one = dataclasses.replace(
+        t,
+        load=dataclasses.replace(
+            t.load, latency=Histogram(buckets=((900, 1),), count=1, min_ns=1, max_ns=10**9)
+        ),
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        drawn = {c.key: c for c in charts.charts({"candidate": [one]})}
+    assert drawn["latency_distribution"].svg is None
+    assert drawn["latency_distribution"].note.startswith("no data")

@@ -222,7 +222,9 @@ def _latency_distribution(sides: Mapping[str, Sequence[Trial]]) -> Chart:
     for side, trials in sides.items():
         hists = [t.load.latency for t in trials if t.load and t.load.latency.count > 0]
         points = downsample(cdf(hists))
-        if points:
+        # The logit axis cannot place shares of 0 or 1: a curve needs a point in between
+        # (one bucket, e.g. a single request, has none).
+        if any(0.0 < share < 1.0 for _, share in points):
             curves[side], pooled[side] = [points], len(hists)
     if not curves:
         return Chart(key, title, None, "no data: no trial recorded a latency histogram")
