@@ -165,7 +165,7 @@ def test_a_daemon_left_by_a_killed_leakgate_is_killed_by_the_next_run(
         rf"killed 1 process left by a leakgate run that was killed \(pid {gate_pid}\): "
         rf"pid {daemon} `sleep 601`",
         run.stderr,
-    ), run.output
+    ), f"attempt {attempt + 1}:\n{run.output}"
 
 
 def _leave_a_daemon(config: Path, out: Path, marker: str) -> tuple[int, int]:
