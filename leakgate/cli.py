@@ -357,9 +357,6 @@ class _Signals:
 
 def _run(args: argparse.Namespace) -> int:
     cfg, package = _load(args)
-    if not (getattr(args, "target", None) or cfg.service.prebuilt):
-        check_main_package(package)  # a library as DIR: exit 4 before anything is built
-        module_root(package)  # no go.mod: exit 4 before anything is built or written
     command = "baseline record" if args.command == "baseline" else args.command
     baseline = None
     if getattr(args, "quick", False):
@@ -373,6 +370,9 @@ def _run(args: argparse.Namespace) -> int:
             raise UsageError("--target attaches to a running service: no agent can be injected")
     elif getattr(args, "probe_url", None):
         raise UsageError("--probe-url goes with --target")
+    if not (target or cfg.service.prebuilt):
+        check_main_package(package)  # a library as DIR: exit 4 before anything is built
+        module_root(package)  # no go.mod: exit 4 before anything is built or written
     if command == "check" and args.baseline:
         baseline = load_baseline(Path(args.baseline))  # refused before anything starts
     against_baseline = baseline is not None or command in ("compare", "baseline record")
