@@ -39,7 +39,6 @@ from leakgate.remote import parse_target
 from leakgate.report import Render, clear_previous, console, html, junit, markdown, write_all
 from leakgate.report import openmetrics as om
 from leakgate.runner import Reporter, Runner
-from leakgate.units import parse_duration
 
 
 class _Parser(argparse.ArgumentParser):
@@ -228,15 +227,6 @@ def _parse_env(pairs: Sequence[str]) -> dict[str, str]:
             raise UsageError(f"--env {pair!r}: {problem}")
         env[name] = value
     return env
-
-
-def _flag_duration(flag: str, text: str | None) -> float | None:
-    if text is None:
-        return None
-    try:
-        return parse_duration(text)
-    except ValueError as e:
-        raise UsageError(f"{flag}: {e}") from None
 
 
 def _load(args: argparse.Namespace) -> tuple[Config, Path]:
