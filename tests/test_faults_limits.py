@@ -78,6 +78,10 @@ def test_profile_bomb_from_the_service_is_a_note_not_gigabytes(tmp_path: Path) -
         judged=True,
     )
     assert not list((run.out / "trial-1").glob("heap-*.pb.gz"))  # refused, so not saved
+    # The service did answer ?gc=1 with a profile: the GC was forced, only the profile is unread.
+    assert (
+        "no pprof endpoint to force a GC" not in run.output + (run.out / "summary.md").read_text()
+    )
     # Decoded, this bomb took ~400 MiB and 6 s per read (four reads a trial); refused by its
     # count, leakgate stays near its own size (Python, scipy, the report libraries).
     assert peak < 250 * MiB, f"leakgate peaked at {peak / MiB:.0f} MiB"
