@@ -127,14 +127,16 @@ def retained_noise_per_request(noise_floor: float, requests: int) -> float:
     return noise_floor / requests if requests > 0 else math.inf
 
 
-def requests_to_resolve(noise_floor: float, limit: float) -> int | None:
-    """The fewest requests with which heap noise of `noise_floor` bytes stays within `limit`
-    bytes per request; None when no count would (a limit of 0 with a noise floor)."""
+def requests_to_resolve(noise_floor: float, limit: float, value: float) -> int | None:
+    """The fewest requests with which heap noise of `noise_floor` bytes, spread over them, no
+    longer spans `limit` from a figure of `value` bytes per request: noise_floor ÷ |limit −
+    value|, on the figure staying where it is. None when no count would (value on the limit)."""
     if noise_floor <= 0:
         return 1
-    if limit <= 0:
+    gap = abs(limit - value)
+    if not gap > 0 or not math.isfinite(gap):
         return None
-    return math.ceil(noise_floor / limit)
+    return math.ceil(noise_floor / gap)
 
 
 def goroutine_growth(trial: Trial) -> int | None:

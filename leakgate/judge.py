@@ -383,7 +383,9 @@ def _retained(trial: Trial, *, limit: float, noise_floor: float, min_requests: i
     """Fails only on growth beyond the heap's own noise: with `noise_floor` bytes of movement
     a clean service shows between the checkpoints, the figure is known to within
     ±noise_floor/requests. Under `limit` even at its top: pass; over it even at its bottom:
-    judged as a leak (the trend test may still call it a filled cache); in between: ~."""
+    judged as a leak (the trend test may still call it a filled cache). In between, the heap
+    series decides: a confirmed rising trend with the figure over `limit` fails, a heap that
+    levelled off passes, anything else is ~. Below `min_requests`: no data, never a fail."""
     value = analysis.retained_bytes_per_request(trial)
     requests = analysis.requests_served(trial)
     heaps = [trial.checkpoints[c].heap_alloc for c in _CHECKPOINTS if c in trial.checkpoints]
@@ -420,22 +422,46 @@ def _retained(trial: Trial, *, limit: float, noise_floor: float, min_requests: i
     noise = analysis.retained_noise_per_request(noise_floor, requests)
     if value + noise <= limit:
         return TrialResult("pass", value, tuple(evidence))
-    if value - noise <= limit:
-        need = analysis.requests_to_resolve(noise_floor, limit)
-        settle = f"{need:,} requests would resolve the limit" if need else "no request count can"
-        note = (
-            f"within the heap's {format_size(noise_floor)} noise floor: ±{noise:,.1f} B/request "
-            f"over {requests:,} requests; {settle}"
-        )
-        evidence.append(
-            f"heap noise: a leak-free service's live heap moves by up to "
-            f"{format_size(noise_floor)} between the checkpoints "
-            "(thresholds.retained_per_request.noise_floor): not a leak, not yet a pass"
-        )
-        return TrialResult("warn", value, tuple(evidence), note)
     seconds = analysis.window_seconds(trial)
     window_rate = (after - before) / seconds if seconds else 0.0
-    if analysis.heap_levelled(tr, window_rate):
+    levelled = analysis.heap_levelled(tr, window_rate)
+    if value - noise <= limit:
+        # Inside the noise band the retained figure alone cannot decide; the heap series can.
+        band = (
+            f"within the heap's {format_size(noise_floor)} noise floor: ±{noise:,.1f} B/request "
+            f"over {requests:,} requests"
+        )
+        noise_line = (
+            f"heap noise: a leak-free service's live heap moves by up to "
+            f"{format_size(noise_floor)} between the checkpoints "
+            "(thresholds.retained_per_request.noise_floor)"
+        )
+        if tr.rising is True and value > limit:
+            evidence.append(
+                f"{noise_line}: the retained figure alone was within the noise, but the heap "
+                "kept rising through the later half of the window: a leak"
+            )
+            note = f"live heap keeps growing, though the retained figure alone is {band}"
+            return TrialResult("fail", value, tuple(evidence), note)
+        if levelled:
+            evidence.append(
+                f"{noise_line}: the retained figure alone was within the noise, and the heap "
+                "levelled off in the later half of the window: not a leak"
+            )
+            note = f"{band}, and the heap levelled off in the later half of the window"
+            return TrialResult("pass", value, tuple(evidence), note)
+        need = analysis.requests_to_resolve(noise_floor, limit, value)
+        settle = (
+            f"{need:,} requests would resolve the limit at this value"
+            if need
+            else "no request count resolves the limit at this value"
+        )
+        evidence.append(
+            f"{noise_line}; the heap series neither confirms growth nor shows it levelled off: "
+            "not a leak, not yet a pass"
+        )
+        return TrialResult("warn", value, tuple(evidence), f"{band}; {settle}")
+    if levelled:
         note = "heap retained, but flat in the later half of the window (a cache that filled?)"
         return TrialResult("pass", value, tuple(evidence), note)
     if tr.rising is None:

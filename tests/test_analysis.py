@@ -80,10 +80,15 @@ def test_median() -> None:
 def test_retained_noise_per_request_and_requests_to_resolve() -> None:
     assert analysis.retained_noise_per_request(96 * 1024, 600) == pytest.approx(163.84)
     assert analysis.retained_noise_per_request(96 * 1024, 0) == float("inf")
-    assert analysis.requests_to_resolve(96 * 1024, 16.0) == 6144
-    assert analysis.requests_to_resolve(1000, 16.0) == 63  # rounded up
-    assert analysis.requests_to_resolve(0, 16.0) == 1
-    assert analysis.requests_to_resolve(1000, 0.0) is None  # max: 0B can never be resolved
+    # noise_floor ÷ |limit − value|: how many requests shrink ± noise to the distance left
+    assert analysis.requests_to_resolve(96 * 1024, 16.0, 0.0) == 6144
+    assert analysis.requests_to_resolve(96 * 1024, 16.0, 20.31) == 22_809  # issue 14's 600-run
+    assert analysis.requests_to_resolve(96 * 1024, 16.0, 40.0) == 4_096  # over the limit as well
+    assert analysis.requests_to_resolve(96 * 1024, 16.0, 12.0) == 24_576  # and under it
+    assert analysis.requests_to_resolve(1000, 16.0, 0.0) == 63  # rounded up
+    assert analysis.requests_to_resolve(0, 16.0, 16.0) == 1  # no noise: any count resolves
+    assert analysis.requests_to_resolve(1000, 16.0, 16.0) is None  # on the limit: none can
+    assert analysis.requests_to_resolve(1000, 0.0, 0.0) is None  # max: 0B, nothing retained
 
 
 def test_requests_served() -> None:

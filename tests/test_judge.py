@@ -213,7 +213,9 @@ def _retained_check(record: RunRecord, config: Config | None = None) -> Check:
 
 
 def test_heap_noise_over_few_requests_is_inconclusive_not_a_leak() -> None:
-    # The reproduction: 11.9 KiB over 600 requests read as a +20.3 B/request leak.
+    # The reproduction: 11.9 KiB over 600 requests read as a +20.3 B/request leak. The
+    # heap series (flat, 20 KB of noise a sample) neither rises nor provably levels off, so
+    # nothing settles it: ~, exit 0.
     t = trial(heap_after=10_000_000 + 12_186, requests=600)
     verdict = judge(RunRecord(trials=(t,)), Config())
     check = next(c for c in verdict.checks if c.name == "retained_per_request")
@@ -222,9 +224,89 @@ def test_heap_noise_over_few_requests_is_inconclusive_not_a_leak() -> None:
     assert "within the heap's 96.0 KiB noise floor: ±163.8 B/request over 600 requests" in (
         check.summary
     )
-    assert "6,144 requests would resolve the limit" in check.summary
+    # 98,304 B ÷ (20.31 − 16) B/request: the count at which ± noise no longer spans the limit
+    assert "22,809 requests would resolve the limit at this value" in check.summary
     assert any("thresholds.retained_per_request.noise_floor" in e for e in check.evidence)
+    assert any("neither confirms growth nor shows it levelled off" in e for e in check.evidence)
     assert verdict.status == "pass" and exit_code(verdict) == 0
+
+
+# 20 s at rate 200: 4,000 requests, so the 96 KiB noise floor is ±24.6 B/request around the
+# figure, more than the 16 B limit itself.
+_BAND_REQUESTS = 4_000
+
+
+def test_a_leak_inside_the_noise_band_fails_when_the_heap_keeps_rising() -> None:
+    growth = 40 * _BAND_REQUESTS  # +40 B/request: 40 − 24.6 is under the limit, 40 + 24.6 over
+    t = trial(
+        heap_after=10_000_000 + growth,
+        requests=_BAND_REQUESTS,
+        series=heap_series(10e6, growth / 20, noise=2_000),
+    )
+    verdict = judge(RunRecord(trials=(t,)), Config())
+    check = next(c for c in verdict.checks if c.name == "retained_per_request")
+    assert check.status == "fail", check.summary
+    assert verdict.status == "fail" and exit_code(verdict) == 1
+    assert "+40.0 B/request" in check.summary and "live heap keeps growing, though" in check.summary
+    assert any(
+        "the retained figure alone was within the noise, but the heap kept rising" in e
+        for e in check.evidence
+    ), check.evidence
+
+
+def test_a_figure_inside_the_noise_band_passes_when_the_heap_levelled_off() -> None:
+    growth = 30 * _BAND_REQUESTS  # a cache that filled in the first 5 s, then stayed flat
+    t = trial(
+        heap_after=10_000_000 + growth,
+        requests=_BAND_REQUESTS,
+        series=heap_series(10e6, growth / 5, fill_until=5, noise=2_000),
+    )
+    verdict = judge(RunRecord(trials=(t,)), Config())
+    check = next(c for c in verdict.checks if c.name == "retained_per_request")
+    assert check.status == "pass", check.summary
+    assert "levelled off" in check.summary
+    assert verdict.status == "pass" and exit_code(verdict) == 0
+
+
+def test_a_figure_inside_the_noise_band_stays_inconclusive_when_the_trend_is_undecided() -> None:
+    growth = 30 * _BAND_REQUESTS
+    noisy = trial(  # the trend test sees 20 KB of noise and cannot tell either way
+        heap_after=10_000_000 + growth,
+        requests=_BAND_REQUESTS,
+        series=heap_series(10e6, 0.0),
+    )
+    short = trial(  # 6 samples: too few to test the trend at all
+        heap_after=10_000_000 + growth,
+        requests=_BAND_REQUESTS,
+        series=heap_series(10e6, growth / 6, seconds=6, noise=2_000),
+    )
+    for t in (noisy, short):
+        verdict = judge(RunRecord(trials=(t,)), Config())
+        check = next(c for c in verdict.checks if c.name == "retained_per_request")
+        assert check.status == "warn", check.summary
+        assert "within the heap's 96.0 KiB noise floor: ±24.6 B/request" in check.summary
+        assert "7,022 requests would resolve the limit at this value" in check.summary
+        assert verdict.status == "pass" and exit_code(verdict) == 0
+
+
+def test_a_rising_heap_below_min_requests_is_still_no_data() -> None:
+    growth = 40 * 99  # in the band, with a heap series the trend test confirms as rising
+    series = heap_series(10e6, growth / 20, noise=20)
+    t = trial(heap_after=10_000_000 + growth, requests=99, series=series)
+    check = _retained_check(RunRecord(trials=(t,)))
+    assert any("Mann-Kendall p=" in e for e in check.evidence), check.evidence
+    assert check.status == "no_data", check.summary
+
+
+def test_a_kib_a_request_leak_over_a_thousand_requests_fails() -> None:
+    growth = 1_000 * 1024  # ±98.3 B/request of noise is far below +1024 B/request
+    t = trial(
+        heap_after=10_000_000 + growth,
+        requests=1_000,
+        series=heap_series(10e6, growth / 20),
+    )
+    check = _retained_check(RunRecord(trials=(t,)))
+    assert check.status == "fail" and "+1024.0 B/request" in check.summary
 
 
 def test_one_request_is_no_data_never_a_fail() -> None:
