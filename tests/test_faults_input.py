@@ -119,6 +119,52 @@ CONFIG_CASES = {
         'load:\n  requests:\n    - {path: /a, headers: {"X A": b}}\n',
         r"leakgate.yml:3:28: load.requests\[0\].headers.X A: not a valid header name",
     ),
+    # items 8 and 9 again: integers too large for a float (over ~1.8e308) or too long for
+    # Python to read (over 4,300 digits) were an OverflowError or a ValueError, exit 3
+    "rate-400-digits": (
+        f"load:\n  rate: {'1' * 400}\n",
+        r"leakgate.yml:2:9: load.rate: must be at most 10,000,000 requests per second, "
+        r"got an integer of 400 digits",
+    ),
+    "rate-5000-digits": (
+        f"load:\n  rate: {'1' * 5000}\n",
+        r"leakgate.yml:2:9: load.rate: an integer of 5000 digits is too long to read "
+        r"\(the limit is 4300 digits\)",
+    ),
+    "weight-400-digits": (
+        f"load:\n  requests:\n    - {{path: /a, weight: {'1' * 400}}}\n",
+        r"leakgate.yml:3:28: load.requests\[0\].weight: must be between 0 and 1e\+06, "
+        r"got an integer of 400 digits",
+    ),
+    "duration-400-digits": (
+        f"load:\n  duration: {'1' * 400}\n",
+        r"leakgate.yml:2:13: load.duration: an integer of 400 digits is too large for a "
+        r"number of seconds",
+    ),
+    "noise-floor-400-digits": (
+        f"thresholds:\n  retained_per_request: {{noise_floor: {'9' * 400}}}\n",
+        r"leakgate.yml:2:39: thresholds.retained_per_request.noise_floor: an integer of 400 "
+        r"digits is too large for a number of bytes",
+    ),
+    "max-increase-400-digits": (
+        f"thresholds:\n  p95_latency: {{max_increase: {'1' * 400}}}\n",
+        r"leakgate.yml:2:32: thresholds.p95_latency.max_increase: an integer of 400 digits "
+        r"is too large for a fraction",
+    ),
+    "min-requests-5000-digits": (
+        f"thresholds:\n  retained_per_request: {{min_requests: {'1' * 5000}}}\n",
+        r"leakgate.yml:2:40: thresholds.retained_per_request.min_requests: an integer of 5000 "
+        r"digits is too long to read",
+    ),
+    "connections-hex-6000-digits": (  # hex is read at any length; str() of it is not
+        f"load:\n  connections: 0x{'f' * 5000}\n",
+        r"leakgate.yml:2:16: load.connections: must be between 1 and 10000, "
+        r"got an integer of 6021 digits",
+    ),
+    "explicit-int-tag-on-text": (
+        "load:\n  connections: !!int many\n",
+        r"leakgate.yml:2:16: load.connections: rejected: 'many' is not a !!int",
+    ),
 }
 
 
@@ -247,13 +293,54 @@ BASELINE_CASES: dict[str, tuple[tuple[str | int, ...], object, str]] = {
 }
 
 
+
+
+@dataclasses.dataclass(frozen=True)
+class Digits:
+    """An integer of `count` digits, written into the JSON text as such: json.dumps cannot
+    write one over 4,300 digits (nor json.loads read it back)."""
+
+    count: int
+
+
+_PLACEHOLDER = 271828182845904523536
+
+
+def _dumps(data: dict[str, Any], path: tuple[str | int, ...], value: object) -> str:
+    if not isinstance(value, Digits):
+        return json.dumps(_set(data, path, value))  # json writes NaN, Infinity as such
+    text = json.dumps(_set(data, path, _PLACEHOLDER))
+    assert text.count(str(_PLACEHOLDER)) == 1
+    return text.replace(str(_PLACEHOLDER), "9" * value.count)
+
+
+BASELINE_CASES.update(
+    {
+        # an integer too large for a float was an OverflowError (math.isfinite), exit 3
+        "requests-400-digits": (
+            ("trials", 0, "load", "requests"),
+            Digits(400),
+            r"trials\[0\]\.load\.requests: an integer of 400 digits, a number leakgate never "
+            r"writes \(the file was edited or damaged\)",
+        ),
+        # one too long for Python to read was a plain ValueError out of json.loads, exit 3
+        "checkpoint-5000-digits": (
+            ("trials", 1, "checkpoints", "drain", "heap_alloc"),
+            Digits(5000),
+            r"trials\[1\]\.checkpoints\.drain\.heap_alloc: an integer of 5000 digits, a number "
+            r"leakgate never writes",
+        ),
+    }
+)
+
+
 @pytest.mark.parametrize("case", sorted(BASELINE_CASES))
 def test_baseline_with_impossible_numbers_is_refused_before_anything_starts(
     case: str, tmp_path: Path
 ) -> None:
     path, value, message = BASELINE_CASES[case]
     baseline = tmp_path / "base.json"
-    text = json.dumps(_set(_record_json(), path, value))  # json writes NaN, Infinity as such
+    text = _dumps(_record_json(), path, value)
     baseline.write_text(text)
     config = tmp_path / "leakgate.yml"
     config.write_text(FAKE_CONFIG.format(ready="1s", extra="").replace("  rate: 100\n", ""))
@@ -273,7 +360,7 @@ def test_report_with_a_nan_baseline_is_refused_not_a_crash(case: str, tmp_path: 
     run_json = tmp_path / "run.json"
     run_json.write_text(json.dumps(_record_json()))
     baseline = tmp_path / "base.json"
-    baseline.write_text(json.dumps(_set(_record_json(), path, value)))
+    baseline.write_text(_dumps(_record_json(), path, value))
     run = run_gate(
         ["report", str(run_json), "--baseline", str(baseline)], None, command="report", timeout=60
     )
@@ -281,6 +368,25 @@ def test_report_with_a_nan_baseline_is_refused_not_a_crash(case: str, tmp_path: 
     assert re.search(r"base.json: " + message, run.stderr), run.output
     assert "Traceback" not in run.output
     assert not (tmp_path / "report.html").exists()
+
+
+@pytest.mark.parametrize("case", ["requests-400-digits", "checkpoint-5000-digits"])
+def test_report_of_a_run_with_a_huge_integer_is_refused_not_a_crash(
+    case: str, tmp_path: Path
+) -> None:
+    """`leakgate report RUN.json` reads the run like a baseline: the same refusal, exit 4."""
+    path, value, message = BASELINE_CASES[case]
+    run_json = tmp_path / "run.json"
+    text = _dumps(_record_json(), path, value)
+    run_json.write_text(text)
+    run = run_gate(["report", str(run_json)], None, command="report", timeout=60)
+    assert run.returncode == 4, run.output
+    assert re.search(r"run.json: " + message + r".*; not a usable run record", run.stderr), (
+        run.output
+    )
+    assert "Traceback" not in run.output
+    assert not (tmp_path / "report.html").exists()
+    assert run_json.read_text() == text
 
 
 def test_html_report_draws_non_finite_values_as_missing() -> None:
@@ -357,7 +463,7 @@ def test_heap_noise_over_few_requests_is_inconclusive_not_a_leak(tmp_path: Path)
     check = _retained(run.out)
     assert check["status"] == "warn", check
     assert "within the heap's 96.0 KiB noise" in check["summary"], check
-    assert "6,144 requests would resolve" in check["summary"], check  # what would settle it
+    assert "requests would resolve the limit at this value" in check["summary"], check
 
 
 def test_one_request_is_no_data_never_a_fail(tmp_path: Path) -> None:
