@@ -7,6 +7,8 @@ The runner decides the order of trials and phases; this module does each step.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,10 +36,13 @@ from leakgate.probes import (
 from leakgate.remote import RemoteService
 from leakgate.service import Exit, Service
 from leakgate.units import format_duration, format_size
+from leakgate.yamlnodes import printable
 
 AnyService = Service | RemoteService  # one the runner started, or one it attached to
 TRACE_SECONDS = 2.0
 DEFAULT_TRACE_GROWTH = 16.0
+SHOWN_ADDRESS_CHARS = 80  # of an agent address refused, in the message
+_AGENT_ADDRESS = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:]+)\]|(?P<v4>[0-9.]+)):(?P<port>[0-9]{1,5})")
 
 
 class LoadInterrupted(Interrupted):
@@ -82,8 +87,37 @@ def runtime_source(
             "set service.inject_agent: false to use the service's own pprof endpoints",
             details=service.log_tail(),
         )
+    checked = loopback_agent_address(addr)
+    if checked is None:
+        shown = addr if len(addr) <= SHOWN_ADDRESS_CHARS else addr[:SHOWN_ADDRESS_CHARS] + "..."
+        raise ServiceStartError(
+            f"leakgate's debug agent address {printable(shown, quote=True)} is not a loopback "
+            "address with a numeric port (127.0.0.0/8 or [::1]): not used, and no token sent "
+            "there; set service.inject_agent: false to use the service's own pprof endpoints",
+            details=service.log_tail(),
+        )
     token = service.env.get(AGENT_TOKEN_ENV, "") if isinstance(service, Service) else ""
-    return AgentSource(addr, token)
+    return AgentSource(checked, token)
+
+
+def loopback_agent_address(text: str) -> str | None:
+    """The address the agent wrote (`127.0.0.1:PORT`, `[::1]:PORT`) as host:port for its base
+    URL, or None unless it is an IP in 127.0.0.0/8 or ::1 with a port 1-65535: what the service
+    writes there receives the agent token, so nothing else is accepted (no names, no userinfo,
+    no path)."""
+    m = _AGENT_ADDRESS.fullmatch(text)
+    if m is None:
+        return None
+    port = int(m["port"])
+    if not 0 < port < 65536 or m["port"] != str(port):
+        return None
+    try:
+        ip = ipaddress.ip_address(m["v6"] if m["v6"] is not None else m["v4"])
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address):
+        return f"[::1]:{port}" if ip == ipaddress.IPv6Address("::1") else None
+    return f"{ip}:{port}" if ip in ipaddress.IPv4Network("127.0.0.0/8") else None
 
 
 def trace_plan(cfg: Config, trial_dir: Path) -> TracePlan | None:

@@ -15,7 +15,9 @@ from http.client import HTTPMessage
 from typing import IO
 from urllib.parse import urlsplit
 
-MAX_LOCATION_SHOWN = 200
+from leakgate.yamlnodes import printable
+
+MAX_LOCATION_SHOWN = 200  # characters of a refused Location in a message, once escaped
 
 
 class OffTargetRedirect(urllib.error.HTTPError):
@@ -24,8 +26,20 @@ class OffTargetRedirect(urllib.error.HTTPError):
     def __init__(
         self, url: str, code: int, location: str, headers: HTTPMessage, fp: IO[bytes] | None
     ) -> None:
-        super().__init__(url, code, f"redirect to {location} off the target", headers, fp)
+        super().__init__(
+            url, code, f"redirect to {shown_location(location)} off the target", headers, fp
+        )
         self.location = location
+
+
+def shown_location(location: str) -> str:
+    """A Location the service sent, fit for a message: control and other unprintable
+    characters escaped (no terminal escapes, no forged lines), at most MAX_LOCATION_SHOWN
+    characters (then ending in "...")."""
+    shown = printable(location[: MAX_LOCATION_SHOWN + 1])
+    if len(location) > MAX_LOCATION_SHOWN or len(shown) > MAX_LOCATION_SHOWN:
+        shown = shown[: MAX_LOCATION_SHOWN - 3] + "..."
+    return shown
 
 
 def origin(url: str) -> tuple[str, str, int | None]:
@@ -63,6 +77,5 @@ def opener() -> urllib.request.OpenerDirector:
 def describe(e: urllib.error.HTTPError) -> str:
     """`HTTP 503`, or for a refused redirect `HTTP 302 to URL (off the target: not followed)`."""
     if isinstance(e, OffTargetRedirect):
-        where = e.location[:MAX_LOCATION_SHOWN]
-        return f"HTTP {e.code} to {where} (off the target: not followed)"
+        return f"HTTP {e.code} to {shown_location(e.location)} (off the target: not followed)"
     return f"HTTP {e.code}"

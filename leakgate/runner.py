@@ -8,6 +8,8 @@ import dataclasses
 import datetime
 import os
 import random
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -53,7 +55,7 @@ from leakgate.probes import (
     new_agent_token,
     read_rss,
 )
-from leakgate.procs import clean_stale
+from leakgate.procs import build_dir_prefix, clean_stale
 from leakgate.remote import RemoteService, Target, restarted
 from leakgate.service import Service
 
@@ -336,15 +338,20 @@ class Runner:
                     out = trial_dir / f"load-{name}.json"
                     return drive(prepared.load, service, duration, rate, out, name, label, sampler)
 
-                def take(name: str, quiet_timeout: float = cfg.probes.quiet_timeout) -> Checkpoint:
+                def take(
+                    name: str,
+                    quiet_timeout: float = cfg.probes.quiet_timeout,
+                    into: Path | None = None,
+                    notes: list[str] | None = None,
+                ) -> Checkpoint:
                     return checkpoint(
                         name,
                         source,
                         service,
-                        trial_dir,
+                        trial_dir if into is None else into,
                         self.report_dir,
                         quiet_timeout,
-                        state.notes,
+                        state.notes if notes is None else notes,
                     )
 
                 warmup = cfg.load.warmup
@@ -397,7 +404,7 @@ class Runner:
                         state.notes.append(f"{sampler.errors} runtime samples could not be read")
                 if cut is not None:
                     state.measure_seconds = cut.elapsed
-                    _after_interrupt(state, cut, service, take)
+                    _after_interrupt(state, cut, service, take, trial_dir, self.report_dir)
                     raise cut
                 phase = "drain"
                 state.checkpoints["drain"] = take("drain")
@@ -466,11 +473,19 @@ def _after_interrupt(
     state: _TrialState,
     cut: LoadInterrupted,
     service: AnyService,
-    take: Callable[[str, float], Checkpoint],
+    take: Callable[[str, float, Path, list[str]], Checkpoint],
+    trial_dir: Path,
+    report_dir: Path,
 ) -> None:
     """A signal ended the measure window: note it, and take the drain checkpoint if the
     service is still up and it comes quickly (bounded), so the leak checks judge the window
-    that ran. The load result and the series are already kept."""
+    that ran. The load result and the series are already kept.
+
+    The checkpoint is taken in a thread with its own notes and its own directory (outside
+    the report directory): only when it finished within the bound are its notes merged and
+    its profiles moved into trial_dir. A thread that is late writes nothing the reports see,
+    and removes its directory when it ends (a run killed first leaves it to the next run's
+    cleanup: it is named like a build directory)."""
     where = f"interrupted {cut.elapsed:.1f} s into the measure window"
     if state.load is None:
         state.notes.append(f"{where}: the load generator's result was lost")
@@ -478,24 +493,82 @@ def _after_interrupt(
     state.notes.append(f"{where}: judged on the {state.load.requests:,} requests measured")
     if service.exited() is not None:
         return
+    try:
+        scratch = Path(tempfile.mkdtemp(prefix=f"{build_dir_prefix()}drain-"))
+    except OSError as e:
+        state.notes.append(f"no drain checkpoint after the interrupt (no scratch directory: {e})")
+        return
     taken: list[Checkpoint] = []
     problem: list[str] = []
+    notes: list[str] = []
+    lock = threading.Lock()
+    finished = False  # the thread is done (under lock)
+    late = False  # the wait gave up on it (under lock): it cleans up after itself
 
     def drain() -> None:
+        nonlocal finished
         try:
-            taken.append(take("drain", INTERRUPTED_QUIET_SECONDS))
+            taken.append(take("drain", INTERRUPTED_QUIET_SECONDS, scratch, notes))
         except (ServiceDied, LeakgateError, OSError) as e:
             problem.append(str(e))
+        finally:
+            with lock:
+                finished = True
+                abandoned = late
+            if abandoned:
+                shutil.rmtree(scratch, ignore_errors=True)
 
     # A thread, so a service that stops answering cannot hold the exit up (probe timeouts
     # are far longer); nothing is forked after an interrupt, so it may outlive the wait.
     thread = threading.Thread(target=drain, name="leakgate-drain", daemon=True)
     thread.start()
     thread.join(INTERRUPTED_DRAIN_SECONDS)
-    if taken:
-        state.checkpoints["drain"] = taken[0]
-        _, hwm = read_rss(service.pid or 0)
-        state.rss_peak = max(state.rss_peak or 0, hwm or 0) or None
-    else:
-        why = problem[0] if problem else f"not done within {INTERRUPTED_DRAIN_SECONDS:g}s"
-        state.notes.append(f"no drain checkpoint after the interrupt ({why})")
+    with lock:
+        on_time = finished
+        late = not finished
+    if not on_time:
+        state.notes.append(
+            f"no drain checkpoint after the interrupt (not done within "
+            f"{INTERRUPTED_DRAIN_SECONDS:g}s; skipped)"
+        )
+        return
+    try:
+        if taken:
+            state.checkpoints["drain"] = _moved_in(taken[0], scratch, trial_dir, report_dir)
+            _, hwm = read_rss(service.pid or 0)
+            state.rss_peak = max(state.rss_peak or 0, hwm or 0) or None
+            state.notes.extend(notes)
+        else:
+            why = problem[0] if problem else "no reason given"
+            state.notes.append(f"no drain checkpoint after the interrupt ({why})")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _moved_in(cp: Checkpoint, scratch: Path, trial_dir: Path, report_dir: Path) -> Checkpoint:
+    """`cp` with the profiles it saved under `scratch` moved into trial_dir (and its paths
+    following them); a profile that cannot be moved is left out."""
+
+    def move(value: str | None) -> str | None:
+        if value is None:
+            return None
+        src = Path(value)
+        if not src.is_absolute():
+            src = report_dir / src
+        if src.parent.resolve() != scratch.resolve():
+            return value  # not one of the scratch directory's
+        dest = trial_dir / src.name
+        try:
+            trial_dir.mkdir(parents=True, exist_ok=True)
+            shutil.move(src, dest)
+        except OSError:
+            return None
+        return rel(dest, report_dir)
+
+    return dataclasses.replace(
+        cp,
+        heap_profile=move(cp.heap_profile),
+        goroutine_profile=move(cp.goroutine_profile),
+        goroutine_text=move(cp.goroutine_text),
+        goroutineleak_profile=move(cp.goroutineleak_profile),
+    )

@@ -6,8 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from leakgate.probes import AGENT_TOKEN_HEADER, AgentSource, ProbeError, TracePlan
-from leakgate.redirects import origin
+from leakgate.config import ProbeConfig
+from leakgate.errors import ServiceStartError
+from leakgate.measure import loopback_agent_address, runtime_source
+from leakgate.probes import AGENT_TOKEN_ENV, AGENT_TOKEN_HEADER, AgentSource, ProbeError, TracePlan
+from leakgate.redirects import MAX_LOCATION_SHOWN, OffTargetRedirect, describe, origin
+from leakgate.service import Service
 
 from .fakes import fake_service, redirect
 
@@ -63,3 +67,90 @@ def test_the_agent_token_never_follows_a_redirect_elsewhere() -> None:
             ):
                 source.sample()
     assert seen == []  # the other address was never asked, so never given the token
+
+
+def test_a_refused_redirects_location_is_shown_escaped_and_bounded() -> None:
+    forged = "http://10.0.0.1/\x1b[2J\x1b[31mPASS\r\nleakgate: all checks passed\x00"
+
+    def refused(location: str) -> OffTargetRedirect:
+        return OffTargetRedirect("http://127.0.0.1:1/healthz", 302, location, None, None)  # type: ignore[arg-type]
+
+    text = describe(refused(forged))
+    assert text.startswith("HTTP 302 to http://10.0.0.1/\\x1b[2J") and text.endswith(
+        "(off the target: not followed)"
+    ), text
+    assert all(c.isprintable() for c in text), text
+    assert "\\r\\nleakgate" in text and "\\x00" in text
+    for location in ("http://10.0.0.1/" + "a" * 10_000, "http://10.0.0.1/" + "\x07" * 10_000):
+        shown = describe(refused(location)).removeprefix("HTTP 302 to ")
+        shown = shown.removesuffix(" (off the target: not followed)")
+        assert len(shown) == MAX_LOCATION_SHOWN and shown.endswith("..."), shown
+        assert all(c.isprintable() for c in shown)
+    assert "\x1b" not in str(refused(forged))  # the exception's own message too
+    assert describe(refused("http://10.0.0.1/ok")).startswith("HTTP 302 to http://10.0.0.1/ok (")
+
+
+def test_the_agent_address_must_be_loopback_with_a_numeric_port() -> None:
+    for good, want in (
+        ("127.0.0.1:8080", "127.0.0.1:8080"),
+        ("127.9.8.7:1", "127.9.8.7:1"),
+        ("[::1]:65535", "[::1]:65535"),
+        ("[0:0:0:0:0:0:0:1]:9", "[::1]:9"),
+    ):
+        assert loopback_agent_address(good) == want, good
+    for bad in (
+        "",
+        "10.0.0.1:80",
+        "evil.example:80",
+        "localhost:80",  # a name resolves wherever the resolver says
+        "127.0.0.1",
+        "127.0.0.1:",
+        "127.0.0.1:0",
+        "127.0.0.1:65536",
+        "127.0.0.1:080",
+        "127.0.0.1:http",
+        "127.1:80",
+        "127.0.0.01:80",
+        "[::ffff:127.0.0.1]:80",
+        "[::2]:80",
+        "[fe80::1%lo]:80",
+        "::1:80",
+        "evil.example@127.0.0.1:80",
+        "127.0.0.1:80@evil.example",
+        "127.0.0.1:80/path",
+        "127.0.0.1:80#x",
+        "127.0.0.1:80 ",
+        "1.2.3.4:80\n127.0.0.1:80",
+    ):
+        assert loopback_agent_address(bad) is None, bad
+
+
+def test_an_agent_address_off_loopback_is_refused_and_gets_no_token(tmp_path: Path) -> None:
+    def service_writing(addr: str) -> Service:
+        svc = Service(
+            tmp_path / "svc",
+            args=(),
+            env={AGENT_TOKEN_ENV: "secret"},
+            cwd=tmp_path,
+            log_path=tmp_path / "service.log",
+            cpus=None,
+            gomaxprocs=None,
+            agent=True,
+            stop_timeout=1.0,
+        )
+        svc.agent_file.write_text(addr + "\n")
+        return svc
+
+    source = runtime_source(ProbeConfig(), True, service_writing("127.0.0.1:4321"), None)
+    assert isinstance(source, AgentSource)
+    assert source.base_url == "http://127.0.0.1:4321"
+    assert source.headers == {AGENT_TOKEN_HEADER: "secret"}
+    for addr in ("evil.example:80", "10.1.2.3:4321", "127.0.0.1:80@evil.example", "\x1b[31m:1"):
+        with pytest.raises(ServiceStartError) as refused:
+            runtime_source(ProbeConfig(), True, service_writing(addr), None)
+        message = str(refused.value)
+        assert "not a loopback address" in message and "no token sent" in message, message
+        assert "\x1b" not in message
+    with pytest.raises(ServiceStartError) as refused:
+        runtime_source(ProbeConfig(), True, service_writing("x" * 5000), None)
+    assert len(str(refused.value)) < 400

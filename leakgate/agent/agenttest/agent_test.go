@@ -1,11 +1,13 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"compress/gzip"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -422,6 +424,58 @@ func TestAgentRefusesNonLoopbackHost(t *testing.T) {
 		}
 	}
 	client.CloseIdleConnections()
+}
+
+// rawGet sends request, a whole raw HTTP request, on a new connection to
+// addr and returns the response's status and body.
+func rawGet(t *testing.T, addr, request string) (int, string) {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(conn, request); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("%q: %v", request, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
+// An HTTP/1.0 request may carry no Host header at all (net/http then gives
+// the handler an empty Host); one without a Host names no loopback address
+// and is refused, token or not. An empty Host header is refused too.
+func TestAgentRefusesARequestWithoutHost(t *testing.T) {
+	s := startService(t, "127.0.0.1:0", true)
+	token := "X-Leakgate-Token: " + testToken + "\r\n"
+	for _, path := range []string{"/debug/pprof/goroutine?debug=2", "/leakgate/metrics", "/debug/pprof/heap"} {
+		for _, req := range []string{
+			"GET " + path + " HTTP/1.0\r\n" + token + "\r\n",
+			"GET " + path + " HTTP/1.0\r\n\r\n",
+			"GET " + path + " HTTP/1.0\r\nHost:\r\n" + token + "\r\n",
+			"GET " + path + " HTTP/1.1\r\nHost:\r\n" + token + "Connection: close\r\n\r\n",
+		} {
+			code, body := rawGet(t, s.agentAddr, req)
+			if code != http.StatusForbidden {
+				t.Errorf("%q: status %d, want 403 (%.100q)", req, code, body)
+			}
+			if strings.Contains(body, "goroutine ") {
+				t.Errorf("%q: a goroutine dump was served", req)
+			}
+		}
+	}
+	// The same raw request with a loopback Host is served: the refusals above
+	// are the agent's, not a request net/http could not parse.
+	req := "GET /debug/pprof/goroutine?debug=1 HTTP/1.0\r\nHost: " + s.agentAddr + "\r\n" + token + "\r\n"
+	if code, body := rawGet(t, s.agentAddr, req); code != 200 || !strings.Contains(body, "goroutine profile:") {
+		t.Errorf("%q: status %d, want 200 with the profile (%.100q)", req, code, body)
+	}
 }
 
 func TestAgentRequiresTheToken(t *testing.T) {

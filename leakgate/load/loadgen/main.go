@@ -58,7 +58,10 @@
 // 0. "window_s" is the window as run (the -duration, or the time of the
 // signal), and everything that depends on the window follows it: planned,
 // achieved_rate (open loop: sent / window_s) and seconds (whole seconds of
-// window_s only). A further signal changes nothing; SIGKILL loses the result.
+// window_s only). A signal after the window (requests still in flight, each
+// bounded by -timeout) leaves the window as configured but gives those
+// requests the same -stop-grace, then cuts them; "interrupted" is true when
+// any was cut. A further signal changes nothing; SIGKILL loses the result.
 //
 // Every completed request is either ok (status as expected; its latency is
 // recorded) or an error: connect (dial failure, connection refused), timeout
@@ -82,7 +85,8 @@
 //	 "seconds": [{"t": 1, "requests": n, "errors": n, "p50_ns": n,
 //	              "p95_ns": n, "p99_ns": n}, ...],
 //	 "first_error": "text of the first error, or empty",
-//	 "interrupted": false (true: stopped by a signal, see above),
+//	 "interrupted": false (true: a signal ended the window early or cut
+//	                 requests in flight, see above),
 //	 "window_s": 20.0 (the window as run)}
 //
 // latency.buckets is sparse and sorted by index: bucket i holds the latencies
@@ -755,13 +759,14 @@ func (r *runner) window() time.Duration {
 func (r *runner) isStopped() bool { return r.stopAt.Load() > 0 }
 
 // stop ends the window now, and cuts the connections still busy after the
-// grace.
+// grace. A stop after the window (nothing more is sent, but requests may be
+// in flight until their -timeout) leaves the window as it was and still cuts
+// what is busy after the grace, so the result is written promptly.
 func (r *runner) stop(workers []*worker) {
 	at := max(int64(time.Since(r.start)), 1)
-	if time.Duration(at) >= r.cfg.Duration || !r.stopAt.CompareAndSwap(0, at) {
-		return // over already: the run ends as planned
+	if time.Duration(at) < r.cfg.Duration && r.stopAt.CompareAndSwap(0, at) {
+		close(r.stopped)
 	}
-	close(r.stopped)
 	t := time.NewTimer(r.cfg.StopGrace)
 	defer t.Stop()
 	select {
@@ -1315,7 +1320,7 @@ func (r *runner) collect(workers []*worker, elapsed time.Duration) *result {
 	}
 	res.DurationS = last.Seconds()
 	window := r.window()
-	res.Interrupted = r.isStopped()
+	res.Interrupted = r.isStopped() || r.aborted.Load() // ended early, or requests in flight were cut
 	res.WindowS = window.Seconds()
 	if r.open {
 		res.Mode = "open"

@@ -819,6 +819,42 @@ func TestStopCutsRequestsInFlightAfterTheGrace(t *testing.T) {
 	}
 }
 
+// A stop just after the window, while requests are still in flight (they
+// would otherwise run to their -timeout), still cuts them after the grace: the
+// result is written promptly, with the window as configured.
+func TestStopAfterTheWindowStillCutsAfterTheGrace(t *testing.T) {
+	for _, rate := range []float64{0, 200} {
+		release := make(chan struct{})
+		var served atomic.Int64
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if served.Add(1) > 20 {
+				<-release // hangs: the timeout (8 s) is far away
+			}
+			io.WriteString(w, "ok")
+		}))
+		cfg := testConfig(srv.URL, simple("/"))
+		cfg.Rate, cfg.Duration, cfg.Timeout, cfg.StopGrace = rate, time.Second, 8*time.Second, 200*time.Millisecond
+		stop := make(chan struct{})
+		cfg.Stop = stop
+		time.AfterFunc(1300*time.Millisecond, func() { close(stop) }) // after the 1 s window
+		began := time.Now()
+		res := mustRun(t, cfg)
+		took := time.Since(began)
+		close(release)
+		srv.Close()
+		if took > 3*time.Second {
+			t.Errorf("rate %v: the run took %v after a stop at 1.3 s: requests in flight were not cut after the grace", rate, took)
+		}
+		e := res.Errors
+		if res.Requests != 20 || res.OK != 20 || e.Connect+e.Timeout+e.Status+e.Other != 0 {
+			t.Errorf("rate %v: requests %d ok %d errors %+v (%q)", rate, res.Requests, res.OK, e, res.FirstError)
+		}
+		if !res.Interrupted || res.WindowS != 1 || len(res.Seconds) != 1 {
+			t.Errorf("rate %v: interrupted %v window_s %v seconds %d (want true, 1, 1)", rate, res.Interrupted, res.WindowS, len(res.Seconds))
+		}
+	}
+}
+
 // The command: SIGTERM writes the partial result and exits 0.
 func TestCLISigtermWritesThePartialResult(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
