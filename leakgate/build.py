@@ -18,7 +18,7 @@ from importlib import resources
 from pathlib import Path
 
 from leakgate.errors import BuildError, EnvironmentProblem, UsageError
-from leakgate.procs import build_dir_prefix, spawn, stop_group
+from leakgate.procs import build_dir_prefix, held_dir, spawn, stop_group
 
 AGENT_FILE_NAME = "zz_leakgate_agent.go"
 SKIP_DIRS = {".git", ".hg", ".svn", ".leakgate", "node_modules", "__pycache__", ".venv"}
@@ -271,7 +271,7 @@ def build_service(
     target = cache_dir() / "bin" / f"{package_dir.name}-{digest}"
     if target.is_file():
         return target
-    with tempfile.TemporaryDirectory(prefix=build_dir_prefix()) as tmp:
+    with tempfile.TemporaryDirectory(prefix=build_dir_prefix()) as tmp, held_dir(tmp):
         build_dir = package_dir
         if inject_agent and _in_module_cache(root, go):
             # Go refuses overlays beneath GOMODCACHE: build a copy; the cache stays untouched.
@@ -321,7 +321,7 @@ def build_loadgen(go: GoToolchain) -> Path:
     target = cache_dir() / "bin" / f"loadgen-{digest}"
     if target.is_file():
         return target
-    with tempfile.TemporaryDirectory(prefix=build_dir_prefix()) as tmp:
+    with tempfile.TemporaryDirectory(prefix=build_dir_prefix()) as tmp, held_dir(tmp):
         # Build from a copy: the installed package directory may be read-only.
         work = Path(tmp) / "loadgen"
         shutil.copytree(src, work, ignore=shutil.ignore_patterns("*_test.go"))

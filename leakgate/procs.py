@@ -10,42 +10,49 @@ child rather than init's. From that:
 - stop_group() ends a process's group, and also every process that carries its marker (or
   descends from it) but left the group; those are returned, to be reported;
 - kill_all() kills everything this run started, from a signal handler or an exit hook;
-- kill_stale() / remove_stale_dirs() are the next run's cleanup after a leakgate killed with
-  SIGKILL: processes and build directories whose owner is no longer alive.
+- leakgate.stale is the next run's cleanup after a leakgate killed with SIGKILL: processes and
+  directories whose owner is no longer alive. Each directory a run makes (build and worktree
+  directories, cgroups) is held with a shared flock for the run's life (hold_dir), so a live
+  run in another pid namespace, whose pid means nothing here, is never taken for a dead one.
+
+A process is signalled only if it is still the one a snapshot saw: its start time is checked
+(through a pidfd, where there is one, so the check and the signal name the same process), and a
+process group only while its leader is unreaped, since a reaped leader's group id is free.
 
 Where a cgroup v2 hierarchy is writable (root, or a delegated subtree; on a cgroup v1 host its
 /sys/fs/cgroup/unified), each spawned process also gets its own cgroup, leakgate-<owner>-<n>,
-which holds every descendant whatever it does to its environment or parentage. Without one,
-the marker and the subreaper do the work; without /proc (not Linux), only process groups.
+which holds every descendant whatever it does to its environment or parentage. Without one
+(or with LEAKGATE_NO_CGROUP=1), the marker and the subreaper do the work: a process reparented
+to leakgate that it did not start is held too; without /proc (not Linux), only process groups.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
-import errno
+import fcntl
 import os
 import re
-import shutil
 import signal
 import subprocess
-import tempfile
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from leakgate.cgroup import cgroup_base, cgroup_pids, remove_cgroup
 
 RUN_ENV = "LEAKGATE_RUN_ID"
 BUILD_PREFIX = "leakgate-build-"
 WORKTREE_PREFIX = "leakgate-worktree-"
 CGROUP_PREFIX = "leakgate-"
-_CGROUP_MOUNTS = (Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/unified"))
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 _REAP_SECONDS = 2.0
-_MAX_LISTED = 5  # processes named in one note; the rest are counted
+MAX_LISTED = 5  # processes named in one note; the rest are counted
+NO_CGROUP_ENV = "LEAKGATE_NO_CGROUP"  # "1": markers and the subreaper only (tests use it)
 # "<prefix><pid>-<start time>-<random>": a directory named for the run that made it.
-_OWNED_NAME = re.compile(r"(\d+)-(\d+)-")
+OWNED_NAME = re.compile(r"(\d+)-(\d+)-")
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +64,7 @@ class Proc:
     pgid: int
     argv: tuple[str, ...]
     marker: str  # its LEAKGATE_RUN_ID, "" when it has none
+    started: int = 0  # start time in clock ticks since boot; 0: unknown, never signalled
 
     @property
     def command(self) -> str:
@@ -98,7 +106,7 @@ def owner_alive(pid: int, started: int) -> bool:
     return started == 0 or now == started
 
 
-def _owner_of(marker: str) -> tuple[int, int] | None:
+def owner_of(marker: str) -> tuple[int, int] | None:
     head = marker.split(":", 1)[0]
     pid, _, started = head.partition("-")
     if not (pid.isdigit() and started.isdigit()):
@@ -133,7 +141,8 @@ def snapshot() -> list[Proc]:
                         break
             with open(f"/proc/{name}/cmdline", "rb") as f:
                 argv = tuple(a.decode("utf-8", "replace") for a in f.read().split(b"\0") if a)
-            out.append(Proc(int(name), int(fields[1]), int(fields[2]), argv, marker))
+            pid, ppid, pgid = int(name), int(fields[1]), int(fields[2])
+            out.append(Proc(pid, ppid, pgid, argv, marker, int(fields[19])))
         except (OSError, IndexError, ValueError):
             continue
     return out
@@ -155,6 +164,24 @@ def _tree(table: Iterable[Proc], markers: set[str]) -> list[Proc]:
     return [p for p in table if p.pid in members]
 
 
+def _orphans(table: Iterable[Proc], others: set[str]) -> list[Proc]:
+    """Processes reparented to leakgate (their subreaper) that it did not start itself: not a
+    live spawned leader, not a child of leakgate's own process group (git or go run directly
+    share it), and not marked for, or in the cgroup of, one of `others` (this run's other
+    groups). A daemon that cleared its environment and detached is found only so."""
+    me, own_group = os.getpid(), os.getpgrp()
+    theirs = set().union(*(cgroup_pids(c) for m, c in _holder.cgroups.items() if m in others))
+    return [
+        p
+        for p in table
+        if p.ppid == me
+        and p.pgid != own_group
+        and p.pid not in _holder.leaders
+        and p.marker not in others
+        and p.pid not in theirs
+    ]
+
+
 class _Holder:
     """The run's process groups and markers. One per leakgate process (module level: signal
     handlers and exit hooks reach it). No lock: set.add/discard and copying a set are atomic
@@ -163,6 +190,8 @@ class _Holder:
     def __init__(self) -> None:
         self.owner = owner_tag()
         self.groups: dict[int, str] = {}  # pgid -> marker
+        self.leaders: dict[int, subprocess.Popen[bytes]] = {}  # pgid -> its leader
+        self.locks: dict[str, int] = {}  # directory -> the fd of its flock
         self.cgroups: dict[str, Path] = {}  # marker -> its cgroup, where there is one
         self.started = 0
         self.subreaper: bool | None = None
@@ -180,7 +209,7 @@ class _Holder:
 
     def new_cgroup(self, marker: str) -> Path | None:
         if self.cgroup_base is False:
-            self.cgroup_base = cgroup_base()
+            self.cgroup_base = None if os.environ.get(NO_CGROUP_ENV) == "1" else cgroup_base()
         if not isinstance(self.cgroup_base, Path):
             return None
         path = self.cgroup_base / f"{CGROUP_PREFIX}{marker.replace(':', '-')}"
@@ -190,50 +219,54 @@ class _Holder:
             self.cgroup_base = None  # not writable after all: markers only, from now on
             return None
         self.cgroups[marker] = path
+        hold_dir(path)
         return path
 
 
-def cgroup_base() -> Path | None:
-    """leakgate's own cgroup in a cgroup v2 hierarchy, if it may make cgroups in it."""
-    try:
-        lines = Path("/proc/self/cgroup").read_text().splitlines()
-    except OSError:
-        return None
-    own = next((line[3:] for line in lines if line.startswith("0::")), None)
-    if own is None:
-        return None
-    for mount in _CGROUP_MOUNTS:
-        base = mount / own.lstrip("/")
-        if (mount / "cgroup.controllers").is_file() and os.access(base, os.W_OK | os.X_OK):
-            return base
-    return None
-
-
-def cgroup_pids(path: Path) -> list[int]:
-    try:
-        text = (path / "cgroup.procs").read_text()
-    except OSError:
-        return []
-    return [int(w) for w in text.split() if w.isdigit() and int(w) > 0]
-
-
-def _remove_cgroup(path: Path) -> None:
-    """rmdir, once its killed members are gone (bounded); a cgroup left is harmless, and the
-    next run removes it."""
-    deadline = time.monotonic() + _REAP_SECONDS
-    while True:
-        try:
-            path.rmdir()
-            return
-        except FileNotFoundError:
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                return
-            time.sleep(0.02)
-
-
 _holder = _Holder()
+
+
+def hold_dir(path: Path | str) -> None:
+    """Hold a directory this run made (shared flock, kept until release_dir or the run's end):
+    the next run's cleanup removes only directories whose lock it can take."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+        except OSError:
+            os.close(fd)
+            return
+        _holder.locks[str(path)] = fd
+
+
+def release_dir(path: Path | str) -> None:
+    fd = _holder.locks.pop(str(path), None)
+    if fd is not None:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def held_dir(path: Path | str) -> Iterator[None]:
+    hold_dir(path)
+    try:
+        yield
+    finally:
+        release_dir(path)
+
+
+def dir_is_held(path: Path) -> bool:
+    """Whether a live run (in whichever pid namespace) holds the directory's lock."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # also drops the lock just taken
+    return False
 
 
 def _prctl(option: int, value: int) -> bool:
@@ -277,17 +310,25 @@ def spawn(
     _holder.ensure_subreaper()
     full_env, marker = marked_env(env)
     cgroup = _holder.new_cgroup(marker)
-    proc = subprocess.Popen(
-        list(argv),
-        env=full_env,
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-        stdout=stdout,  # type: ignore[arg-type]
-        stderr=stderr,  # type: ignore[arg-type]
-        start_new_session=True,
-        preexec_fn=lambda: child_setup(cpus, cgroup),
-    )
+    try:
+        proc = subprocess.Popen(
+            list(argv),
+            env=full_env,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,  # type: ignore[arg-type]
+            stderr=stderr,  # type: ignore[arg-type]
+            start_new_session=True,
+            preexec_fn=lambda: child_setup(cpus, cgroup),
+        )
+    except BaseException:
+        if cgroup is not None:
+            release_dir(cgroup)
+            remove_cgroup(cgroup)
+            _holder.cgroups.pop(marker, None)
+        raise
     _holder.groups[proc.pid] = marker
+    _holder.leaders[proc.pid] = proc
     return proc
 
 
@@ -297,49 +338,89 @@ def stop_group(proc: subprocess.Popen[bytes], timeout: float) -> list[Proc]:
     left the group (each killed)."""
     pgid = proc.pid
     marker = _holder.groups.get(pgid, "")
-    escaped: dict[int, Proc] = {}
+    cgroup = _holder.cgroups.get(marker)
+    others = {m for g, m in _holder.groups.items() if g != pgid}
+    escaped: dict[int, Proc] = {}  # every one seen, to report
     members: dict[int, Proc] = {}
 
-    cgroup = _holder.cgroups.get(marker)
-
-    def look() -> None:
+    def look() -> tuple[list[Proc], list[Proc]]:
+        """(group members, escaped) now: a fresh snapshot for every signal."""
         table = snapshot()
         held = {p.pid for p in _tree(table, {marker} if marker else set())}
         held.update(cgroup_pids(cgroup) if cgroup else ())
-        for p in table:
-            if p.pid in held and p.pgid != pgid:
-                escaped.setdefault(p.pid, p)
-        members.update((p.pid, p) for p in table if p.pgid == pgid and p.pid != pgid)
+        if cgroup is None:
+            held.update(p.pid for p in _orphans(table, others))
+        out = [p for p in table if p.pid in held and p.pgid != pgid]
+        inside = [p for p in table if p.pgid == pgid and p.pid != pgid]
+        escaped.update((p.pid, p) for p in out)
+        members.update((p.pid, p) for p in inside)
+        return inside, out
+
+    def kill(sig: int, inside: list[Proc], out: list[Proc]) -> None:
+        _signal_group(proc, inside, sig)
+        _signal(out, sig)
 
     try:
-        look()
+        now = look()
         if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pgid, signal.SIGTERM)
-            _signal(escaped, signal.SIGTERM)
+            kill(signal.SIGTERM, *now)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=timeout)
     finally:
         # Also when an interrupt lands mid-wait: the leader may be gone while children it
         # started live on in its group, so the group is killed before it is forgotten.
-        look()
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, signal.SIGKILL)
-        _signal(escaped, signal.SIGKILL)
+        kill(signal.SIGKILL, *look())
         _holder.groups.pop(pgid, None)
+        _holder.leaders.pop(pgid, None)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=5)
     _reap({**members, **escaped})
     if cgroup is not None:
-        _remove_cgroup(cgroup)
+        release_dir(cgroup)
+        remove_cgroup(cgroup)
         _holder.cgroups.pop(marker, None)
     return sorted(escaped.values(), key=lambda p: p.pid)
 
 
-def _signal(targets: Mapping[int, Proc], sig: int) -> None:
-    for pid in targets:
+def _signal_group(leader: subprocess.Popen[bytes], members: Iterable[Proc], sig: int) -> None:
+    """The whole group while its leader is unreaped (a zombie keeps the group id taken);
+    after, the group id is free for anyone's group: each member seen, one by one."""
+    if leader.returncode is None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, sig)
+            os.killpg(leader.pid, sig)
+    else:
+        _signal(members, sig)
+
+
+def _signal(targets: Iterable[Proc], sig: int) -> None:
+    for p in targets:
+        send(p, sig)
+
+
+def send(p: Proc, sig: int) -> bool:
+    """Signal `p` if it is still the process the snapshot saw (same start time); a pidfd, where
+    there is one, pins the process between that check and the signal."""
+    if not p.started:
+        return False
+    try:
+        fd: int | None = os.pidfd_open(p.pid)
+    except ProcessLookupError:
+        return False
+    except (AttributeError, OSError):  # an older kernel or Python: the start time alone
+        fd = None
+    try:
+        if start_time(p.pid) != p.started:
+            return False  # gone, and its pid may be someone else's by now
+        if fd is not None:
+            signal.pidfd_send_signal(fd, sig)
+        else:
+            os.kill(p.pid, sig)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
 def _reap(killed: Mapping[int, Proc]) -> None:
@@ -368,106 +449,41 @@ def _is_zombie(pid: int) -> bool:
         return True
 
 
+def proc_of(pid: int) -> Proc | None:
+    """A Proc for a pid known otherwise (a cgroup's member), with its start time; None: gone."""
+    started = start_time(pid)
+    return None if started is None else Proc(pid, 0, 0, (), "", started)
+
+
 def kill_all() -> None:
-    """SIGKILL everything this run started: every process group, and every process carrying
-    this run's marker wherever it went. Safe to call from a signal handler or an exit hook."""
-    for pgid in list(_holder.groups):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, signal.SIGKILL)
+    """SIGKILL everything this run started: every process group, every process carrying this
+    run's marker wherever it went, and whatever else was reparented to leakgate (a daemon
+    without the marker). Safe to call from a signal handler or an exit hook."""
+    table = snapshot() if _holder.started else []
+    for pgid, leader in list(_holder.leaders.items()):
+        _signal_group(leader, [p for p in table if p.pgid == pgid], signal.SIGKILL)
     if not _holder.started:
         return
     mine = _holder.owner + ":"
-    table = snapshot()
     markers = {p.marker for p in table if p.marker.startswith(mine)}
     left = {p.pid: p for p in _tree(table, markers)}
+    left.update((p.pid, p) for p in _orphans(table, set()))
     for cgroup in list(_holder.cgroups.values()):
-        left.update((pid, Proc(pid, 0, 0, (), "")) for pid in cgroup_pids(cgroup))
-    _signal(left, signal.SIGKILL)
+        for pid in cgroup_pids(cgroup):
+            p = proc_of(pid)
+            if p is not None:
+                left.setdefault(pid, p)
+    _signal(left.values(), signal.SIGKILL)
     _holder.groups.clear()
+    _holder.leaders.clear()
 
 
 def describe_escaped(escaped: Sequence[Proc], who: str = "the service") -> str:
     n = len(escaped)
-    named = ", ".join(f"pid {p.pid} `{p.command}`" for p in escaped[:_MAX_LISTED])
-    more = f" and {n - _MAX_LISTED} more" if n > _MAX_LISTED else ""
+    named = ", ".join(f"pid {p.pid} `{p.command}`" for p in escaped[:MAX_LISTED])
+    more = f" and {n - MAX_LISTED} more" if n > MAX_LISTED else ""
     noun = "process" if n == 1 else "processes"
     return f"{who} left {n} {noun} outside its process group: {named}{more}; killed"
-
-
-def _killed_run(pid: int) -> str:
-    return f"left by a leakgate run that was killed (pid {pid})"
-
-
-def kill_stale() -> list[str]:
-    """The next run's cleanup: SIGKILL processes whose marker names a leakgate that is gone
-    (killed with SIGKILL, so nothing of its own cleanup ran). One note per dead run."""
-    by_owner: dict[int, list[Proc]] = {}
-    table = snapshot()
-    for p in table:
-        owner = _owner_of(p.marker) if p.marker else None
-        if owner is not None and _same_pid_namespace(p.pid) and not owner_alive(*owner):
-            by_owner.setdefault(owner[0], []).append(p)
-    stale_cgroups = _stale_cgroups()
-    by_pid = {p.pid: p for p in table}
-    for pid, cgroup in stale_cgroups:
-        found = by_owner.setdefault(pid, [])
-        seen = {p.pid for p in found}
-        found += [by_pid[m] for m in cgroup_pids(cgroup) if m in by_pid and m not in seen]
-    notes = []
-    for pid, found in sorted(by_owner.items()):
-        _signal({p.pid: p for p in found}, signal.SIGKILL)
-        n = len(found)
-        named = ", ".join(f"pid {p.pid} `{p.command}`" for p in found[:_MAX_LISTED])
-        more = f" and {n - _MAX_LISTED} more" if n > _MAX_LISTED else ""
-        noun = "process" if n == 1 else "processes"
-        if n:
-            notes.append(f"killed {n} {noun} {_killed_run(pid)}: {named}{more}")
-    for _, cgroup in stale_cgroups:
-        _remove_cgroup(cgroup)
-    return notes
-
-
-def _stale_cgroups() -> list[tuple[int, Path]]:
-    """(owner pid, cgroup) for the cgroups of leakgate runs that are gone."""
-    base = cgroup_base()
-    if base is None:
-        return []
-    try:
-        entries = sorted(base.iterdir())
-    except OSError:
-        return []
-    found = []
-    for path in entries:
-        pid = owned_dir_owner(path, CGROUP_PREFIX)
-        if pid is not None and not path.name.startswith((BUILD_PREFIX, WORKTREE_PREFIX)):
-            found.append((pid, path))
-    return found
-
-
-def _same_pid_namespace(pid: int) -> bool:
-    """Whether `pid` counts pids as leakgate does: a marker written in a container names a pid
-    of the container's namespace, which means nothing out here. Unknown: not ours to kill."""
-    try:
-        return os.readlink(f"/proc/{pid}/ns/pid") == os.readlink("/proc/self/ns/pid")
-    except OSError:
-        return False
-
-
-def owned_dir_owner(path: Path, prefix: str) -> int | None:
-    """The pid of the dead leakgate run that made `path` (named <prefix><pid>-<start>-...),
-    None when it is not a dead run's, or not this user's, or not named by leakgate."""
-    if not path.name.startswith(prefix):
-        return None
-    m = _OWNED_NAME.match(path.name[len(prefix) :])
-    if m is None:
-        return None
-    try:
-        if path.is_symlink() or path.lstat().st_uid != os.getuid():
-            return None
-    except OSError:
-        return None
-    pid, started = int(m.group(1)), int(m.group(2))
-    return None if owner_alive(pid, started) else pid
 
 
 def build_dir_prefix() -> str:
@@ -479,38 +495,8 @@ def worktree_dir_prefix() -> str:
     return f"{WORKTREE_PREFIX}{_holder.owner}-"
 
 
-def remove_stale_dirs(tmp: Path | None = None) -> list[str]:
-    """The next run's cleanup: build directories that a leakgate killed mid-build left in the
-    temporary directory. Only directories named for a run that is gone, never another's."""
-    root = Path(tmp) if tmp is not None else Path(tempfile.gettempdir())
-    notes = []
-    try:
-        entries = sorted(root.iterdir())
-    except OSError:
-        return []
-    for path in entries:
-        pid = owned_dir_owner(path, BUILD_PREFIX)
-        if pid is None or not path.is_dir():
-            continue
-        _make_removable(path)
-        shutil.rmtree(path, ignore_errors=True)
-        if not path.exists():
-            notes.append(f"removed the build directory {path} {_killed_run(pid)}")
-    return notes
-
-
-def _make_removable(path: Path) -> None:
-    # A module copied from the module cache, or Go's own work files, may be read-only.
-    for dirpath, _, _ in os.walk(path):
-        with contextlib.suppress(OSError):
-            os.chmod(dirpath, 0o755)
-
-
 def clean_stale() -> list[str]:
-    """What leakgate runs killed with SIGKILL left on this machine: processes, build dirs."""
-    try:
-        return [*kill_stale(), *remove_stale_dirs()]
-    except OSError as e:  # cleanup must never stop a run
-        if e.errno in (errno.EACCES, errno.EPERM):
-            return []
-        return [f"could not look for what earlier leakgate runs left: {e}"]
+    """What leakgate runs killed with SIGKILL left on this machine (leakgate.stale)."""
+    from leakgate.stale import clean_stale as clean  # stale imports this module
+
+    return clean()

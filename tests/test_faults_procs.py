@@ -9,6 +9,9 @@ DIR, and a failed module download's real error line.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import fcntl
+import json
 import os
 import random
 import re
@@ -16,13 +19,15 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from leakgate import gitref, procs
+from leakgate import cgroup, gitref, procs, stale
 
 from .conftest import REPO, SAMPLE
 from .gate import (
@@ -330,6 +335,56 @@ def test_only_worktrees_of_dead_leakgate_runs_are_removed(tmp_path: Path) -> Non
 
 # -- processes without Go: the holder on its own ----------------------------------------------
 
+_PR_GET_CHILD_SUBREAPER = 37
+
+
+@pytest.fixture(autouse=True)
+def no_subreaper_after() -> Iterator[None]:
+    """procs.spawn makes its process a child subreaper: pytest must not stay one for the rest
+    of the session (orphans of later tests would become its zombies)."""
+    yield
+    if procs._holder.subreaper:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(procs._PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+        procs._holder.subreaper = None
+
+
+def is_subreaper() -> bool:
+    value = ctypes.c_int(0)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_GET_CHILD_SUBREAPER, ctypes.byref(value), 0, 0, 0)
+    return bool(value.value)
+
+
+def in_own_process(code: str, **env: str) -> dict:  # type: ignore[type-arg]
+    """Run `code` (which prints one JSON line last) in a Python of its own: kill_all and a
+    leakgate that is a subreaper, without a cgroup, must not act on pytest's processes."""
+    run = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        env={**os.environ, **env},
+        stdin=subprocess.DEVNULL,
+    )
+    assert run.returncode == 0, run.stderr
+    return json.loads(run.stdout.splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def sleepers(seconds: str) -> list[int]:
+    """Live `sleep <seconds>` processes, whatever their environment."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if (
+                entry.name.isdigit()
+                and (entry / "cmdline").read_bytes() == f"sleep\0{seconds}\0".encode()
+                and ") Z " not in (entry / "stat").read_text()
+            ):
+                found.append(int(entry.name))
+    return found
+
 
 @pytest.fixture
 def holder_marker() -> Iterator[str]:
@@ -368,7 +423,7 @@ def test_the_holder_kills_and_names_a_child_that_left_the_group(
 def test_a_cgroup_holds_a_daemon_that_cleared_its_environment(tmp_path: Path) -> None:
     """`env -i setsid sleep 604 &` from a shell that exits: no marker, and its parent is gone,
     so only the service's cgroup still knows it. Skipped where no cgroup is writable."""
-    if procs.cgroup_base() is None:
+    if cgroup.cgroup_base() is None:
         pytest.skip("no writable cgroup v2 hierarchy here: markers and the subreaper only")
     daemon = "env -i setsid sleep 604 &"
     script = f"import subprocess,time; subprocess.run(['sh','-c','{daemon}']); time.sleep(60)"
@@ -418,7 +473,7 @@ def test_the_next_run_kills_processes_of_a_dead_leakgate_only(holder_marker: str
         for side, tag in marked.items()
     }
     try:
-        notes = procs.kill_stale()
+        notes = [n for n in stale.kill_stale() if f"(pid {dead.pid})" in n]
         children["dead"].wait(timeout=5)
         assert children["live"].poll() is None
         assert notes == [
@@ -435,16 +490,293 @@ def test_stale_build_directories_of_dead_runs_only(tmp_path: Path) -> None:
     dead = subprocess.Popen(["true"])
     dead.wait()
     mine = tmp_path / f"leakgate-build-{procs.owner_tag()}-x"
-    stale = tmp_path / f"leakgate-build-{dead.pid}-1-x"
+    dead_dir = tmp_path / f"leakgate-build-{dead.pid}-1-x"
     unnamed = tmp_path / "leakgate-build-abcd1234"  # an older leakgate's: whose is unknown
-    for d in (mine, stale, unnamed):
+    for d in (mine, dead_dir, unnamed):
         (d / "sub").mkdir(parents=True)
-    notes = procs.remove_stale_dirs(tmp_path)
-    assert mine.is_dir() and unnamed.is_dir() and not stale.exists()
+    notes = stale.remove_stale_dirs(tmp_path)
+    assert mine.is_dir() and unnamed.is_dir() and not dead_dir.exists()
     assert notes == [
-        f"removed the build directory {stale} left by a leakgate run that was killed "
+        f"removed the build directory {dead_dir} left by a leakgate run that was killed "
         f"(pid {dead.pid})"
     ]
+
+
+def spawn_quiet(argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    return procs.spawn(
+        argv,
+        env=env if env is not None else dict(os.environ),
+        cwd=None,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cpus=None,
+    )
+
+
+def test_the_group_of_a_reaped_leader_is_not_signalled_by_its_id(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Once the leader is reaped and its group empty, the group id is free for anyone's group
+    (another leakgate's service): stop_group must not killpg it."""
+    proc = spawn_quiet(["true"])
+    proc.wait()  # reaped early, as poll() does when a service crashes
+    calls: list[int] = []
+    monkeypatch.setattr(os, "killpg", lambda pgid, sig: calls.append(pgid))
+    assert procs.stop_group(proc, timeout=1) == []
+    assert calls == []
+
+
+def test_kill_all_leaves_the_group_id_of_a_reaped_leader_alone() -> None:
+    found = in_own_process(
+        """
+        import json, os, subprocess
+        from leakgate import procs
+        calls = []
+        os.killpg = lambda pgid, sig: calls.append(pgid)
+        p = procs.spawn(["true"], env=dict(os.environ), cwd=None, stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL, cpus=None)
+        p.wait()
+        procs.kill_all()
+        print(json.dumps({"calls": calls}))
+        """
+    )
+    assert found == {"calls": []}
+
+
+def test_members_of_a_reaped_leaders_group_are_still_killed(holder_marker: str) -> None:
+    name, _, value = holder_marker.partition("=")
+    proc = spawn_quiet(["sh", "-c", "sleep 606 & exit 0"], env={**os.environ, name: value})
+    proc.wait()
+    wait_for(lambda: len(processes_with_env(holder_marker)) == 1, 10, "the sleep to start")
+    assert procs.stop_group(proc, timeout=1) == []
+    wait_for(lambda: processes_with_env(holder_marker) == [], 5, "the group's sleep to die")
+
+
+def test_a_process_is_signalled_only_if_its_start_time_still_matches() -> None:
+    """A pid seen in an earlier snapshot may be someone else's by the time of the signal."""
+    child = subprocess.Popen(["sleep", "605"])
+    try:
+        started = procs.start_time(child.pid)
+        assert started is not None
+        other = procs.Proc(child.pid, os.getpid(), os.getpgrp(), ("sleep", "605"), "", started + 1)
+        assert procs.send(other, signal.SIGKILL) is False
+        assert child.poll() is None
+        assert procs.send(procs.Proc(child.pid, 0, 0, (), "", 0), signal.SIGKILL) is False
+        assert child.poll() is None
+        same = procs.Proc(child.pid, os.getpid(), os.getpgrp(), ("sleep", "605"), "", started)
+        assert procs.send(same, signal.SIGKILL) is True
+        assert child.wait(timeout=5) == -signal.SIGKILL
+    finally:
+        child.kill()
+        child.wait()
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root: another user's process")
+def test_the_next_run_leaves_another_users_marked_processes_alone(holder_marker: str) -> None:
+    """As root, snapshot() reads everyone's environment: a dead run's marker on another user's
+    process is that user's business."""
+    name, _, value = holder_marker.partition("=")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    env = {**os.environ, name: value, procs.RUN_ENV: f"{dead.pid}-1:1"}
+    theirs = subprocess.Popen(["sleep", "607"], env=env, user=65534, group=65534)
+    try:
+        wait_for(lambda: processes_with_env(holder_marker) == [theirs.pid], 5, "the sleep")
+        notes = stale.kill_stale()
+        assert theirs.poll() is None
+        assert not [n for n in notes if f"(pid {dead.pid})" in n]
+    finally:
+        theirs.kill()
+        theirs.wait()
+
+
+def test_without_a_cgroup_a_daemon_that_cleared_its_environment_is_held() -> None:
+    """`env -i setsid sleep &` from a shell that exits: no marker, its own session, and its
+    parent gone, so it is reparented to leakgate (the subreaper). Without a cgroup
+    (LEAKGATE_NO_CGROUP=1), stop_group and kill_all still kill and report it."""
+    code = """
+        import json, os, subprocess, sys, time
+        from leakgate import procs
+        def sleepers(seconds):
+            want, found = f"sleep\\0{seconds}\\0".encode(), []
+            for name in os.listdir("/proc"):
+                try:
+                    with open(f"/proc/{name}/cmdline", "rb") as f, open(f"/proc/{name}/stat") as g:
+                        if f.read() == want and ") Z " not in g.read():
+                            found.append(int(name))
+                except OSError:
+                    pass
+            return found
+        daemon = "env -i setsid sleep %s &"
+        script = f"import subprocess,time; subprocess.run(['sh','-c','{daemon}']); time.sleep(60)"
+        def start(seconds):
+            p = procs.spawn([sys.executable, "-c", script % seconds], env=dict(os.environ),
+                            cwd=None, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            cpus=None)
+            deadline = time.monotonic() + 10
+            while len(sleepers(seconds)) != 1 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            return p, sleepers(seconds)
+        first, daemon = start("608")
+        cgroups = len(procs._holder.cgroups)
+        escaped = procs.stop_group(first, timeout=2)
+        after_stop = sleepers("608")
+        second, daemon2 = start("609")
+        procs.kill_all()
+        deadline = time.monotonic() + 5
+        while sleepers("609") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        print(json.dumps({
+            "cgroups": cgroups, "daemon": daemon, "daemon2": daemon2,
+            "escaped": [[p.pid, list(p.argv)] for p in escaped],
+            "after_stop": after_stop, "after_kill_all": sleepers("609"),
+        }))
+    """
+    try:
+        found = in_own_process(code, **{procs.NO_CGROUP_ENV: "1"})
+    finally:
+        for pid in sleepers("608") + sleepers("609"):
+            os.kill(pid, signal.SIGKILL)
+    assert found["cgroups"] == 0, "LEAKGATE_NO_CGROUP=1 still made a cgroup"
+    assert len(found["daemon"]) == 1 and len(found["daemon2"]) == 1, found
+    assert found["escaped"] == [[found["daemon"][0], ["sleep", "608"]]]
+    assert found["after_stop"] == [] and found["after_kill_all"] == []
+
+
+def test_a_cgroup_made_for_a_spawn_that_failed_is_removed(tmp_path: Path) -> None:
+    base = cgroup.cgroup_base()
+    if base is None or os.environ.get(procs.NO_CGROUP_ENV) == "1":
+        pytest.skip("no writable cgroup v2 hierarchy here")
+    mine = f"{procs.CGROUP_PREFIX}{procs._holder.owner}-"
+
+    def ours() -> list[str]:
+        return sorted(p.name for p in base.iterdir() if p.name.startswith(mine))
+
+    before = ours()
+    with pytest.raises(OSError):
+        spawn_quiet([str(tmp_path / "no-such-program")])
+    assert ours() == before
+    assert not procs._holder.locks or all(mine not in k for k in procs._holder.locks)
+
+
+def test_a_directory_held_by_a_live_run_in_another_pid_namespace_stays(tmp_path: Path) -> None:
+    """A run in another container sharing /tmp names its folders with a pid of its own
+    namespace, dead-looking here: the folder's lock, held for the run's life, says it lives."""
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    folder = tmp_path / f"leakgate-build-{dead.pid}-1-x"
+    folder.mkdir()
+    hold = (
+        "import fcntl,os,sys,time; fd=os.open(sys.argv[1], os.O_RDONLY); "
+        "fcntl.flock(fd, fcntl.LOCK_SH); print('held', flush=True); time.sleep(60)"
+    )
+    other = subprocess.Popen(
+        [sys.executable, "-c", hold, str(folder)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert other.stdout is not None and other.stdout.readline() == "held\n"
+        assert stale.remove_stale_dirs(tmp_path) == [] and folder.is_dir()
+    finally:
+        other.kill()
+        other.wait()
+    assert stale.remove_stale_dirs(tmp_path) == [
+        f"removed the build directory {folder} left by a leakgate run that was killed "
+        f"(pid {dead.pid})"
+    ]
+
+
+def test_this_runs_own_folders_are_held_while_in_use(tmp_path: Path) -> None:
+    folder = tmp_path / "d"
+    folder.mkdir()
+    with procs.held_dir(folder):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(fd)
+    assert not procs.dir_is_held(folder)
+
+
+def test_stale_build_folders_are_made_removable_for_the_owner_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    modes: list[int] = []
+    monkeypatch.setattr(os, "chmod", lambda path, mode: modes.append(mode))
+    stale.make_removable(tmp_path / "a")
+    assert modes == [0o700, 0o700]
+
+
+# -- gitref: worktrees a killed leakgate left -------------------------------------------------
+
+
+def _repo_with_commit(root: Path) -> Path:
+    root.mkdir()
+    _git(root, "init", "-q")
+    (root / "f").write_text("x\n")
+    _git(root, "add", ".")
+    _git(root, "commit", "-qm", "one")
+    return root
+
+
+@pytest.fixture
+def dead_pid() -> int:
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    return dead.pid
+
+
+def test_a_stale_worktree_folder_its_repository_no_longer_lists_is_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dead_pid: int
+) -> None:
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    root = _repo_with_commit(tmp_path / "repo")
+    holder = tmp / f"leakgate-worktree-{dead_pid}-1-abc"
+    _git(root, "worktree", "add", "-q", "--detach", str(holder / "tree"), "HEAD")
+    # The repository's registration now names another path: it no longer lists this one.
+    (gitdir,) = (root / ".git" / "worktrees").iterdir()
+    (gitdir / "gitdir").write_text(str(tmp_path / "elsewhere" / ".git") + "\n")
+    notes = gitref.remove_stale_worktrees(None)
+    assert not holder.exists()
+    assert notes == [
+        f"removed the git worktree directory {holder} left by a leakgate run that was killed "
+        f"(pid {dead_pid})"
+    ]
+
+
+def test_the_registration_of_a_vanished_leakgate_worktree_is_pruned(
+    tmp_path: Path, dead_pid: int
+) -> None:
+    root = _repo_with_commit(tmp_path / "repo")
+    holder = tmp_path / f"leakgate-worktree-{dead_pid}-1-abc"
+    _git(root, "worktree", "add", "-q", "--detach", str(holder / "tree"), "HEAD")
+    shutil.rmtree(holder)  # e.g. a tmp cleaner: only git's registration is left
+    notes = gitref.remove_stale_worktrees(root)
+    assert worktrees(root) == [str(root)]
+    assert notes == [
+        f"removed the git worktree {holder / 'tree'} left by a leakgate run that was killed "
+        f"(pid {dead_pid})"
+    ]
+
+
+def test_a_worktree_git_refuses_to_remove_is_reported_as_not_removed(
+    tmp_path: Path, dead_pid: int
+) -> None:
+    root = _repo_with_commit(tmp_path / "repo")
+    holder = tmp_path / f"leakgate-worktree-{dead_pid}-1-abc"
+    tree = holder / "tree"
+    _git(root, "worktree", "add", "-q", "--detach", str(tree), "HEAD")
+    _git(root, "worktree", "lock", "--reason", "mine", str(tree))  # remove --force refuses
+    notes = gitref.remove_stale_worktrees(root)
+    assert str(tree) in worktrees(root)
+    assert len(notes) == 1 and notes[0].startswith(
+        f"could not remove the git worktree {tree} left by a leakgate run that was killed "
+        f"(pid {dead_pid}): "
+    ), notes
+    assert "locked" in notes[0]
 
 
 # -- item 10: what go build would have said too late or too vaguely ------------------------
