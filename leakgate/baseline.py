@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 from leakgate.analysis import BASELINE_SIDES, baseline_trials
 from leakgate.atomic import write_atomic
 from leakgate.errors import UsageError
 from leakgate.model import SCHEMA_VERSION, RunRecord
-from leakgate.units import format_size
+from leakgate.units import format_size, number_text
 
 MAX_BASELINE_BYTES = 256 * 1024 * 1024
 
@@ -107,7 +108,7 @@ def _parse(path: Path, raw: bytes, what: str, hint: str) -> RunRecord:
     if not text.strip():
         raise BaselineError(f"{path}: the {what} is empty{hint}")
     try:
-        data = json.loads(text)
+        data = _loads(text)
     except json.JSONDecodeError as e:
         # A record is one JSON object ending in "}": a parse error at the very end, or an
         # object that never closes, is a write that stopped partway.
@@ -162,6 +163,37 @@ MAX_OFFERED_RATE = 10_000_000.0  # load.rate's own limit
 MAX_HISTOGRAM_GROWTH = 2.0  # leakgate writes 1.02; a wider bucket could not hold 1% error
 
 
+def _loads(text: str) -> object:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise
+    except ValueError:
+        # Not a JSONDecodeError: int() refused an integer over Python's digit limit (4,300 by
+        # default). Read again with each such integer standing in by its length, so that
+        # find_impossible_number names its field (a syntax error after it is raised now).
+        return json.loads(text, parse_int=_read_int)
+
+
+class _LongInteger:
+    """In place of an integer too long for int() to read, from _read_int."""
+
+    __slots__ = ("digits",)
+
+    def __init__(self, digits: int) -> None:
+        self.digits = digits
+
+    def __repr__(self) -> str:
+        return f"an integer of {self.digits} digits"
+
+
+def _read_int(text: str) -> int | _LongInteger:
+    try:
+        return int(text)
+    except ValueError:
+        return _LongInteger(len(text.lstrip("-")))
+
+
 def find_impossible_number(data: object) -> str | None:
     """The first number in a parsed run record that leakgate could not have written, as
     "FIELD.PATH: why" (e.g. "trials[2].offered_rate: NaN ..."), or None.
@@ -179,19 +211,28 @@ def find_impossible_number(data: object) -> str | None:
             stack.extend(reversed(items))
         elif isinstance(value, list):
             stack.extend(reversed([(f"{where}[{i}]", key, v) for i, v in enumerate(value)]))
+        elif isinstance(value, _LongInteger):
+            return f"{where}: {value!r}, {_NEVER_WRITTEN}"
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             # Ranges are the trials' (a config's numbers have checks of their own); no
-            # non-finite number anywhere.
+            # non-finite number anywhere, no integer beyond a float's range.
             problem = _number_problem(key if where.startswith("trials") else "", value)
             if problem is not None:
                 return f"{where}: {problem}"
     return None
 
 
+_NEVER_WRITTEN = "a number leakgate never writes (the file was edited or damaged)"
+
+
 def _number_problem(key: str, value: float) -> str | None:
+    # An integer by its range first: math.isfinite (and float) of one over ~1.8e308 raises
+    # OverflowError. leakgate's counts and sizes are far below.
+    if isinstance(value, int) and not -sys.float_info.max <= value <= sys.float_info.max:
+        return f"{number_text(value)}, {_NEVER_WRITTEN}"
     if not math.isfinite(value):
         token = "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-        return f"{token}, a number leakgate never writes (the file was edited or damaged)"
+        return f"{token}, {_NEVER_WRITTEN}"
     if key == "offered_rate" and not 0 <= value <= MAX_OFFERED_RATE:
         if value < 0:
             return f"must be above 0 requests per second, got {value:g}"
@@ -208,6 +249,8 @@ def _json_kind(value: object) -> str:
         return "a list"
     if value is None:
         return "null"
+    if isinstance(value, _LongInteger):
+        return repr(value)
     return f"a {type(value).__name__}"
 
 

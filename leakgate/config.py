@@ -18,7 +18,7 @@ import yaml
 
 from leakgate.errors import ConfigError, UsageError
 from leakgate.templates import parse_template
-from leakgate.units import parse_duration, parse_percent, parse_size
+from leakgate.units import number_text, parse_duration, parse_percent, parse_size
 from leakgate.yamlnodes import NodeReader, compose, describe, printable
 
 CONFIG_NAMES = ("leakgate.yml", "leakgate.yaml")
@@ -147,6 +147,7 @@ class ProbeConfig:
 
 
 PROBE_SOURCES = ("auto", "agent", "pprof", "prometheus")
+MAX_RATE = 10_000_000  # requests per second, load.rate's limit
 LOAD_TOOLS = ("builtin", "wrk", "external")
 
 # What the load tools can run: the generator takes durations in milliseconds and keeps one
@@ -490,8 +491,17 @@ class _Walker(NodeReader):
             raise self.error(
                 node, keypath, f"expected auto, max or requests per second, got {describe(value)}"
             )
-        if not (math.isfinite(value) and 0 < value <= 10_000_000):
-            raise self.error(node, keypath, f"must be above 0 requests per second, got {value}")
+        # By range, not math.isfinite first: that raises OverflowError on an integer over
+        # ~1.8e308. NaN fails both comparisons, infinity the upper one.
+        if value > MAX_RATE:
+            raise self.error(
+                node, keypath,
+                f"must be at most {MAX_RATE:,} requests per second, got {number_text(value)}",
+            )  # fmt: skip
+        if not (0 < value <= MAX_RATE and math.isfinite(value)):
+            raise self.error(
+                node, keypath, f"must be above 0 requests per second, got {number_text(value)}"
+            )
         return float(value)
 
     def request_path(self, node: yaml.Node, keypath: str) -> str:

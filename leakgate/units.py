@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 
 _DURATION_UNITS = {
     "ns": 1e-9,
@@ -34,9 +35,7 @@ def parse_duration(text: str | int | float) -> float:
     if isinstance(text, bool):
         raise ValueError("expected a duration like 20s or 250ms")
     if isinstance(text, (int, float)):
-        if not math.isfinite(text) or text < 0:
-            raise ValueError("a duration must be a finite, non-negative number of seconds")
-        return float(text)
+        return _bare(text, "a duration must be a finite, non-negative number of seconds", "seconds")
     s = text.strip()
     if not s:
         raise ValueError("empty duration")
@@ -56,9 +55,7 @@ def parse_size(text: str | int | float) -> float:
     if isinstance(text, bool):
         raise ValueError("expected a size like 16B or 1MiB")
     if isinstance(text, (int, float)):
-        if not math.isfinite(text) or text < 0:
-            raise ValueError("a size must be a finite, non-negative number of bytes")
-        return float(text)
+        return _bare(text, "a size must be a finite, non-negative number of bytes", "bytes")
     m = _SIZE.fullmatch(text.strip())
     if not m or m.group(2).lower() not in _SIZE_UNITS | {"": 1}:
         raise ValueError(f"{text!r} is not a size (examples: 16B, 512KiB, 1MiB)")
@@ -70,15 +67,50 @@ def parse_percent(text: str | int | float) -> float:
     if isinstance(text, bool):
         raise ValueError("expected a percentage like 10%")
     if isinstance(text, (int, float)):
-        if not math.isfinite(text) or text < 0:
-            raise ValueError("a fraction must be finite and non-negative")
-        if text > 1:
+        fraction = _bare(text, "a fraction must be finite and non-negative", None)
+        if fraction > 1:
             raise ValueError(f"{text} is ambiguous: write {text}% (or a fraction such as 0.1)")
-        return float(text)
+        return fraction
     m = _PERCENT.fullmatch(text.strip())
     if not m:
         raise ValueError(f"{text!r} is not a percentage (example: 10%)")
     return float(m.group(1)) / 100.0
+
+
+def _bare(value: int | float, invalid: str, unit: str | None) -> float:
+    """A bare number from a config as a float, or ValueError(`invalid`) unless it is finite
+    and not negative. Compared by range, not math.isfinite: an integer over the largest float
+    (~1.8e308, 309 digits) is finite, but isfinite and float() raise OverflowError on it."""
+    if value < 0 or (isinstance(value, float) and not math.isfinite(value)):
+        raise ValueError(invalid)
+    if value > sys.float_info.max:
+        what = f"a number of {unit}" if unit else "a fraction"
+        raise ValueError(f"{number_text(value)} is too large for {what}")
+    return float(value)
+
+
+_SHOWN_DIGITS = 20
+
+
+def number_text(value: float) -> str:
+    """A number for a message: as Python writes it, but an integer of more than 20 digits by
+    its length ("an integer of 400 digits"): nobody reads it digit by digit, and str() of one
+    over 4,300 digits raises ValueError."""
+    if isinstance(value, bool) or not isinstance(value, int) or value.bit_length() <= 64:
+        return str(value)
+    digits = _digits(abs(value))
+    return str(value) if digits <= _SHOWN_DIGITS else f"an integer of {digits} digits"
+
+
+def _digits(n: int) -> int:
+    """How many decimal digits the positive integer `n` has, without str() (limited to
+    4,300 digits): log10 gives it to within one, the powers of ten settle it."""
+    digits = int(math.log10(n)) + 1
+    if 10 ** (digits - 1) > n:
+        digits -= 1
+    elif 10**digits <= n:
+        digits += 1
+    return digits
 
 
 def format_size(n: float) -> str:

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
+import sys
 from collections.abc import Callable
 from typing import Any
 
 import yaml
 
 from leakgate.errors import ConfigError
-from leakgate.units import parse_duration
+from leakgate.units import number_text, parse_duration
 
 MAX_NODES = 10_000
 
@@ -57,6 +59,13 @@ def caret(text: str, line: int, column: int) -> str:
 PLAIN_TAGS = {
     f"tag:yaml.org,2002:{name}" for name in ("str", "int", "float", "bool", "null", "seq", "map")
 }
+_INT_TAG = "tag:yaml.org,2002:int"
+_DECIMAL = re.compile(r"[-+]?[0-9][0-9_]*")
+
+
+class LongInteger(ConfigError):
+    """A decimal integer longer than Python reads (sys.get_int_max_str_digits(), 4,300 by
+    default): int() raises ValueError on it. Where a string goes it is still that text."""
 
 
 class NodeReader:
@@ -92,8 +101,24 @@ class NodeReader:
         except yaml.YAMLError as e:
             problem = getattr(e, "problem", None) or str(e)
             raise self.error(node, keypath, f"rejected: {problem}") from None
+        except (ValueError, TypeError, KeyError, IndexError, OverflowError):
+            # The safe constructor's int(), float() and table lookups on the text: a decimal
+            # integer over Python's digit limit, or an explicit tag on text it cannot read
+            # (`!!int many`, `!!bool maybe`, `!!int ''`).
+            raise self._unreadable(node, keypath) from None
         finally:
             loader.dispose()
+
+    def _unreadable(self, node: yaml.Node, keypath: str) -> ConfigError:
+        text = str(node.value)
+        digits = len(text.lstrip("+-").replace("_", ""))
+        limit = sys.get_int_max_str_digits()
+        if node.tag == _INT_TAG and _DECIMAL.fullmatch(text) and 0 < limit < digits:
+            too_long = f"an integer of {digits} digits is too long to read"
+            too_long += f" (the limit is {limit} digits)"
+            return LongInteger(self.error(node, keypath, too_long).message)
+        tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+        return self.error(node, keypath, f"rejected: {printable(text, quote=True)} is not a {tag}")
 
     def mapping(
         self, node: yaml.Node, keypath: str, allowed: tuple[str, ...] | None
@@ -131,7 +156,10 @@ class NodeReader:
     def string(self, node: yaml.Node, keypath: str, *, nul: bool = False) -> str:
         """The text as written. NUL (a double-quoted "\\0") is refused unless `nul`: no argv,
         environment entry or path can carry one, and the exec would fail after the start."""
-        value = self.scalar(node, keypath)
+        try:
+            value = self.scalar(node, keypath)
+        except LongInteger:
+            value = node.value  # digits, taken as written below, like any number here
         if isinstance(value, bool) or value is None or isinstance(value, (list, dict)):
             raise self.error(node, keypath, f"expected a string, got {describe(value)}")
         # The text as written: `GOGC: 0100` stays "0100", not YAML 1.1's octal 64.
@@ -157,15 +185,21 @@ class NodeReader:
         if isinstance(value, bool) or not isinstance(value, int):
             raise self.error(node, keypath, f"expected a whole number, got {describe(value)}")
         if not low <= value <= high:
-            raise self.error(node, keypath, f"must be between {low} and {high}, got {value}")
+            raise self.error(
+                node, keypath, f"must be between {low} and {high}, got {number_text(value)}"
+            )
         return value
 
     def number(self, node: yaml.Node, keypath: str, low: float, high: float) -> float:
         value = self.scalar(node, keypath)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise self.error(node, keypath, f"expected a number, got {describe(value)}")
-        if not (math.isfinite(value) and low <= value <= high):
-            raise self.error(node, keypath, f"must be between {low:g} and {high:g}, got {value}")
+        # By range first: math.isfinite (and float) of an integer over ~1.8e308 raises
+        # OverflowError. NaN fails every comparison; the bounds are finite.
+        if not (low <= value <= high and math.isfinite(value)):
+            raise self.error(
+                node, keypath, f"must be between {low:g} and {high:g}, got {number_text(value)}"
+            )
         return float(value)
 
     def unit(
@@ -176,10 +210,11 @@ class NodeReader:
             raise self.error(node, keypath, f"expected a value with a unit, got {describe(value)}")
         try:
             parsed = parse(value)
-        except (ValueError, TypeError, AttributeError) as e:
+        except (ValueError, TypeError, AttributeError, OverflowError) as e:
             raise self.error(node, keypath, str(e)) from None
         if parsed > high:
-            raise self.error(node, keypath, f"{value} is over the limit of {high:g}")
+            shown = value if isinstance(value, str) else number_text(value)
+            raise self.error(node, keypath, f"{shown} is over the limit of {high:g}")
         return parsed
 
     def duration(self, node: yaml.Node, keypath: str, high: float = 24 * 3600.0) -> float:
@@ -207,5 +242,5 @@ def describe(value: object) -> str:
     if isinstance(value, bool):
         return f"a boolean ({str(value).lower()})"
     if isinstance(value, (int, float)):
-        return f"a number ({value})"
+        return f"a number ({number_text(value)})"
     return f"{type(value).__name__} {value!r}"

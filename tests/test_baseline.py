@@ -355,6 +355,54 @@ def test_baseline_with_an_impossible_number_names_the_field(
     assert path.read_text() == json.dumps(data)  # only read
 
 
+@pytest.mark.parametrize(
+    ("digits", "field", "expected"),
+    [
+        (400, "offered_rate", "trials[1].offered_rate: an integer of 400 digits, a number "
+         "leakgate never writes (the file was edited or damaged)"),
+        (400, "rss_peak", "trials[1].rss_peak: an integer of 400 digits"),
+        # over 4,300 digits json.loads raises a plain ValueError, not a JSONDecodeError
+        (5000, "rss_peak", "trials[1].rss_peak: an integer of 5000 digits, a number leakgate "
+         "never writes (the file was edited or damaged)"),
+        (5000, "schema_version", "no valid schema_version (found an integer of 5000 digits)"),
+    ],
+)  # fmt: skip
+def test_baseline_with_a_huge_integer_names_the_field(
+    tmp_path: Path, digits: int, field: str, expected: str
+) -> None:
+    data = json.loads(record().to_json())
+    placeholder = 314159265358979323846
+    if field == "schema_version":
+        data[field] = placeholder
+    else:
+        data["trials"][1][field] = placeholder
+    text = json.dumps(data).replace(str(placeholder), "9" * digits)
+    path = tmp_path / "base.json"
+    path.write_text(text)
+    message = load_error(path)
+    assert expected in message, message
+    with pytest.raises(bl.BaselineError) as info:
+        bl.load_run(path)  # `leakgate report RUN.json` reads a run the same way
+    assert expected in info.value.message
+    assert path.read_text() == text  # only read
+
+
+def test_find_impossible_number_compares_integers_by_range() -> None:
+    data = json.loads(record().to_json())
+    data["trials"][0]["load"]["requests"] = 10**400
+    assert bl.find_impossible_number(data) == (
+        "trials[0].load.requests: an integer of 401 digits, a number leakgate never writes "
+        "(the file was edited or damaged)"
+    )
+    data["trials"][0]["load"]["requests"] = 10**300  # a float holds it: in range, not refused
+    assert bl.find_impossible_number(data) is None
+    data["config"]["load"] = {"rate": -(16**5000)}
+    assert bl.find_impossible_number(data) == (
+        "config.load.rate: an integer of 6021 digits, a number leakgate never writes "
+        "(the file was edited or damaged)"
+    )
+
+
 def test_find_impossible_number_walks_nested_fields() -> None:
     data = json.loads(record().to_json())
     assert bl.find_impossible_number(data) is None

@@ -321,3 +321,114 @@ def test_env_problem() -> None:
     assert env_problem("", "x") == "an environment variable name cannot be empty"
     assert env_problem("A\0", "x") == "the name contains a NUL byte"
     assert env_problem("A", "x\0") == "the value contains a NUL byte"
+
+
+# -- integers too large for a float or too long to read: a ConfigError, never a crash ------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            f"load:\n  rate: {'1' * 400}\n",
+            "lg.yml:2:9: load.rate: must be at most 10,000,000 requests per second, "
+            "got an integer of 400 digits",
+        ),
+        ("load:\n  rate: 20000001\n", "load.rate: must be at most 10,000,000 requests per second"),
+        (
+            f"load:\n  requests:\n    - {{path: /a, weight: {'1' * 400}}}\n",
+            "lg.yml:3:26: load.requests[0].weight: must be between 0 and 1e+06, "
+            "got an integer of 400 digits",
+        ),
+        (
+            f"load:\n  duration: {'1' * 400}\n",
+            "lg.yml:2:13: load.duration: an integer of 400 digits is too large for a number "
+            "of seconds",
+        ),
+        (
+            f"service:\n  ready_timeout: {'1' * 400}\n",
+            "service.ready_timeout: an integer of 400 digits is too large",
+        ),
+        (
+            f"probes:\n  interval: {'1' * 400}\n",
+            "probes.interval: an integer of 400 digits is too large",
+        ),
+        (
+            f"thresholds:\n  retained_per_request: {{noise_floor: {'1' * 400}}}\n",
+            "thresholds.retained_per_request.noise_floor: an integer of 400 digits is too large "
+            "for a number of bytes",
+        ),
+        (
+            f"thresholds:\n  heap_live: {{max: {'1' * 400}}}\n",
+            "thresholds.heap_live.max: an integer of 400 digits is too large for a number of bytes",
+        ),
+        (
+            f"thresholds:\n  p95_latency: {{max_increase: {'1' * 400}}}\n",
+            "thresholds.p95_latency.max_increase: an integer of 400 digits is too large for a "
+            "fraction",
+        ),
+        (
+            f"thresholds:\n  error_rate: {{max: {'1' * 400}}}\n",
+            "thresholds.error_rate.max: an integer of 400 digits is too large for a fraction",
+        ),
+        (
+            f"thresholds:\n  throughput: {{floor: {'1' * 400}}}\n",
+            "thresholds.throughput.floor: must be between 0 and 1e+12, "
+            "got an integer of 400 digits",
+        ),
+        (
+            f"load:\n  rate_share: {'1' * 400}\n",
+            "load.rate_share: an integer of 400 digits is too large for a fraction",
+        ),
+        (  # hex and sexagesimal integers are read at any length
+            f"load:\n  rate: 0x{'f' * 400}\n",
+            "load.rate: must be at most 10,000,000 requests per second, got an integer of 482",
+        ),
+        (
+            f"load:\n  rate: 1{':59' * 300}\n",
+            "load.rate: must be at most 10,000,000 requests per second, got an integer of 534",
+        ),
+        (
+            f"load:\n  connections: 0x{'f' * 5000}\n",
+            "load.connections: must be between 1 and 10000, got an integer of 6021 digits",
+        ),
+        (
+            f"load:\n  rate: {'1' * 5000}\n",
+            "lg.yml:2:9: load.rate: an integer of 5000 digits is too long to read "
+            "(the limit is 4300 digits)",
+        ),
+        (
+            f"load:\n  rate_share: {'1' * 5000}\n",
+            "lg.yml:2:15: load.rate_share: an integer of 5000 digits is too long to read",
+        ),
+        (
+            f"load:\n  connections: -{'1' * 5000}\n",
+            "load.connections: an integer of 5000 digits is too long to read",
+        ),
+        (
+            f"load:\n  requests:\n    - {{path: /a, expect_status: {'1' * 5000}}}\n",
+            "load.requests[0].expect_status: an integer of 5000 digits is too long to read",
+        ),
+        (
+            f"load:\n  requests:\n    - {{path: /a, weight: {'1' * 5000}}}\n",
+            "load.requests[0].weight: an integer of 5000 digits is too long to read",
+        ),
+        # explicit tags on text they cannot read were a ValueError, a KeyError, an IndexError
+        ("load:\n  connections: !!int many\n", "load.connections: rejected: 'many' is not a !!int"),
+        ("load:\n  rate: !!float fast\n", "load.rate: rejected: 'fast' is not a !!float"),
+        ("load:\n  cpu_split: !!bool maybe\n", "load.cpu_split: rejected: 'maybe' is not a !!bool"),
+        ("load:\n  connections: !!int ''\n", "load.connections: rejected: '' is not a !!int"),
+        ('service:\n  env: {A: !!int "x"}\n', "service.env.A: rejected: 'x' is not a !!int"),
+    ],
+)
+def test_numbers_python_cannot_hold_are_config_errors(text: str, expected: str) -> None:
+    assert expected in _error(text)
+
+
+def test_a_long_number_where_text_goes_is_that_text() -> None:
+    """An env value, an argument: the text as written, never converted (a 5,000-digit
+    integer cannot be)."""
+    digits = "1" * 5000
+    cfg = parse_config(f"service:\n  env: {{A: {digits}}}\n  args: [{digits}, -{digits}]\n")
+    assert cfg.service.env == {"A": digits}
+    assert cfg.service.args == (digits, "-" + digits)

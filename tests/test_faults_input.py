@@ -133,7 +133,7 @@ CONFIG_CASES = {
     ),
     "weight-400-digits": (
         f"load:\n  requests:\n    - {{path: /a, weight: {'1' * 400}}}\n",
-        r"leakgate.yml:3:28: load.requests\[0\].weight: must be between 0 and 1e\+06, "
+        r"leakgate.yml:3:26: load.requests\[0\].weight: must be between 0 and 1e\+06, "
         r"got an integer of 400 digits",
     ),
     "duration-400-digits": (
@@ -148,7 +148,7 @@ CONFIG_CASES = {
     ),
     "max-increase-400-digits": (
         f"thresholds:\n  p95_latency: {{max_increase: {'1' * 400}}}\n",
-        r"leakgate.yml:2:32: thresholds.p95_latency.max_increase: an integer of 400 digits "
+        r"leakgate.yml:2:31: thresholds.p95_latency.max_increase: an integer of 400 digits "
         r"is too large for a fraction",
     ),
     "min-requests-5000-digits": (
@@ -291,8 +291,6 @@ BASELINE_CASES: dict[str, tuple[tuple[str | int, ...], object, str]] = {
         r"trials\[0\]\.load\.seconds\[0\]\.p95: -Infinity",
     ),
 }
-
-
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,7 +2,14 @@ from __future__ import annotations
 
 import pytest
 
-from leakgate.units import format_duration, format_size, parse_duration, parse_percent, parse_size
+from leakgate.units import (
+    format_duration,
+    format_size,
+    number_text,
+    parse_duration,
+    parse_percent,
+    parse_size,
+)
 
 
 @pytest.mark.parametrize(
@@ -67,3 +74,42 @@ def test_formatting() -> None:
     assert format_duration(0.0125) == "12.5 ms"
     assert format_duration(0.0004) == "400 µs"
     assert format_duration(125) == "2m05s"
+
+
+@pytest.mark.parametrize(
+    ("parse", "value", "message"),
+    [
+        (parse_duration, 10**400, "an integer of 401 digits is too large for a number of seconds"),
+        (parse_size, 10**400, "an integer of 401 digits is too large for a number of bytes"),
+        (parse_percent, 10**400, "an integer of 401 digits is too large for a fraction"),
+        (parse_duration, -(10**400), "a duration must be a finite, non-negative number"),
+        (parse_size, 16**5000, "an integer of 6021 digits is too large for a number of bytes"),
+    ],
+    ids=["duration", "size", "percent", "negative", "size-6021-digits"],  # str() of 16**5000 fails
+)
+def test_bare_integers_too_large_for_a_float_are_refused(
+    parse: object, value: int, message: str
+) -> None:
+    """float() of an integer over ~1.8e308 raises OverflowError (math.isfinite too); the
+    parsers compare it by range first and say what it is."""
+    with pytest.raises(ValueError) as info:
+        parse(value)  # type: ignore[operator]
+    assert message in str(info.value)
+
+
+def test_bare_integers_within_a_float_are_read() -> None:
+    assert parse_duration(10**300) == 1e300
+    assert parse_size(2**1000) == float(2**1000)
+    with pytest.raises(ValueError, match="is ambiguous"):
+        parse_percent(10**300)
+
+
+def test_number_text() -> None:
+    assert number_text(12) == "12"
+    assert number_text(-3.5) == "-3.5"
+    assert number_text(float("nan")) == "nan"
+    assert number_text(10**19) == "10000000000000000000"  # 20 digits: shown
+    assert number_text(10**20) == "an integer of 21 digits"
+    assert number_text(10**400 - 1) == "an integer of 400 digits"
+    assert number_text(-(10**400)) == "an integer of 401 digits"
+    assert number_text(16**5000) == "an integer of 6021 digits"  # str() refuses over 4,300
