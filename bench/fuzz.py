@@ -7,13 +7,15 @@ can be repeated. A parser must return or raise its documented error; anything el
 and the first few are printed with the input that caused them.
 
 --memory measures the profile parser's peak memory instead (issue 14, item 5): each input is
-parsed by pprof.parse in a fresh process, which prints its peak RSS (VmHWM) and the time.
-The inputs are a real large profile (bench/bigprofile's heap profile, every allocation sampled
-from 2^18 stacks: the reference), the issue's gzip bomb (8.4 M tiny samples, 64 MiB that gzip
-to ~65 KB), a bomb of samples under the byte cap, and the costliest inputs the caps still let
-through to the decoder (a table at its cap, one message filling the byte cap): their largest
-peak is the parser's memory bound. --repo measures another checkout's parser (the one before a
-change, for a before/after figure); --reference reuses a profile instead of running bigprofile.
+parsed by pprof.parse in a fresh process, which prints its peak RSS (VmHWM) and the time. The
+inputs are a real large profile (bench/bigprofile's heap profile, every allocation sampled from
+2^18 stacks: the reference), the issue's gzip bomb (8.4 M tiny samples, 64 MiB that gzip to
+~65 KB), a bomb of samples under the byte cap, the shapes a review found past the counts (samples
+half of them with a padded tag, a location of 16.7 M empty lines, a packed comment), and the
+costliest inputs the caps still let through to the decoder (a table at its cap, one message
+filling the byte cap): their largest peak is the parser's memory bound. --repo measures another
+checkout's parser (the one before a change, for a before/after figure); --reference reuses a
+profile instead of running bigprofile.
 
     python bench/fuzz.py [--inputs 100000] [--targets pprof,config,...] [--seed 1]
     python bench/fuzz.py --memory [--only bomb,reference] [--repo DIR] [--reference FILE]
@@ -164,6 +166,13 @@ SHAPES: dict[str, tuple[str, Callable[[], bytes]]] = {
     ),
     "samples": ("tiny samples at the cap (read)", lambda: profile_bomb(CAP_COUNT - 2)),
     "labels": ("samples at the cap filled with labels", _labelled_samples),
+    "long-tags": (
+        "2.1 M samples, every other tag written `92 00`: each half under the cap",
+        lambda: (
+            profile_bomb(0, compress=False)
+            + (TINY_SAMPLE + b"\x92\x00" + TINY_SAMPLE[1:]) * (CAP_COUNT - 2)
+        ),
+    ),
     "stack": (
         "one sample, a 32 MiB stack",
         lambda: _one_message(2, _field(1, b"\x01" * (ROOM - 16)) + b"\x12\x01\x01"),
@@ -175,6 +184,16 @@ SHAPES: dict[str, tuple[str, Callable[[], bytes]]] = {
     "lines": (
         "one location, 5.6 M lines",
         lambda: _one_message(4, b"\x08\x02" + b"\x22\x04\x08\x01\x10\x07" * (ROOM // 6)),
+    ),
+    "empty-lines": (
+        "one location, 16.7 M empty lines (`22 00`)",
+        lambda: _one_message(4, b"\x08\x02" + b"\x22\x00" * (ROOM // 2 - 8)),
+    ),
+    "empty-inlined": (
+        "empty lines at the cap, 256 to a location",
+        lambda: _table(
+            4, CAP_COUNT // 256 - 1, lambda n: b"\x08" + _varint(n + 2) + b"\x22\x00" * 256
+        ),
     ),
     "inlined": (
         "lines at the cap, 256 to a location",
@@ -191,6 +210,10 @@ SHAPES: dict[str, tuple[str, Callable[[], bytes]]] = {
     "functions": (
         "functions at the cap",
         lambda: _table(5, CAP_COUNT - 2, lambda n: b"\x08" + _varint(n + 2) + b"\x10\x03\x20\x04"),
+    ),
+    "comment": (
+        "a packed comment of 33 M ints (field 13, unread)",
+        lambda: _one_message(13, b"\x01" * (ROOM - 16)),
     ),
     "strings": (
         "strings at the cap, filling the byte cap",

@@ -1,12 +1,13 @@
 """Read pprof profiles: gzip + protobuf (leakgate/proto/profile.proto), with limits and checks.
 
 A profile comes from a service under test, so it is untrusted input. What leakgate reads of one
-is capped (`Limits`): the compressed and the decompressed size (a gzip bomb stops at the cap, not
-in swap) and the number of entries in each table — samples, locations, functions, strings,
-mappings — counted on the wire format before anything is decoded, because the protobuf decoder
-materialises the whole message at once and a tiny sample costs ~40 times its wire size in
-memory. Every index into the string, function and location tables is checked, and anything that
-is not a profile (an HTML error page, a text `?debug=1` dump, a truncated download, a bomb) is a
+is capped (`Limits`): the compressed and the decompressed size (a gzip bomb stops at the cap,
+not in swap) and the number of entries in each table — samples, locations and their lines,
+functions, strings, mappings — counted on the wire format before anything is decoded, however a
+tag is written, because the protobuf decoder materialises the whole message at once and a tiny
+sample costs ~40 times its wire size in memory. Fields leakgate does not read are not decoded.
+Every index into the string, function and location tables is checked, and anything that is not a
+profile (an HTML error page, a text `?debug=1` dump, a truncated download, a bomb) is a
 `ProfileError` that says what it got instead; callers turn it into a note. Stacks are kept as
 tuples of location ids, cheap to hash and count; they become `Frame`s (function, file, line,
 inlined calls expanded) only where a report needs them.
@@ -52,7 +53,9 @@ class Limits:
     functions: int = 1 << 20
     strings: int = 1 << 20
     mappings: int = 1 << 16
-    other_fields: int = 1 << 16  # sample types, comments, unknown fields: a handful in real ones
+    # Sample types, comments, unknown fields; a location's fields besides its lines beyond four
+    # (an id, a mapping, an address, is_folded): a handful in real profiles.
+    other_fields: int = 1 << 16
     # Lines are a location's inlined calls, each a Frame: capped in all and per location (Go's
     # inliner nests a few deep) before any Frame is made.
     lines: int = 1 << 20
@@ -70,7 +73,7 @@ _NAMES = {
     "locations": "locations",
     "functions": "functions",
     "strings": "strings",
-    "other_fields": "other top-level fields",
+    "other_fields": "other fields",
 }
 
 
@@ -79,8 +82,14 @@ class ProfileError(ValueError):
 
 
 class ProfileTooLarge(ProfileError):
-    """A profile over one of the `Limits`: refused unread (it may well be a real profile, so a
-    caller that only asks "did pprof answer?" can tell it from an error page)."""
+    """Input over one of the `Limits`: refused unread. `recognised` says whether what was read
+    of it is a profile's framing (gzip whose start is protobuf wire format, or wire format
+    itself; every count cap is hit on the wire format): then it may well be a real profile,
+    and a caller that only asks "did pprof answer?" can tell it from a large error page."""
+
+    def __init__(self, message: str, *, recognised: bool) -> None:
+        super().__init__(message)
+        self.recognised = recognised
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,10 +164,22 @@ class Profile:
 def _decoded_message() -> Any:
     """profile.proto's Profile as decoded here: only the fields leakgate reads are declared.
 
-    The rest (labels, mapping details, columns) stay unknown fields, which the decoder keeps as
-    their raw bytes: a sample's labels materialised cost ~30 times their wire size.
+    The rest (labels, mapping details, columns, comments) stay unknown fields, which the
+    decoder keeps as their raw bytes: a sample's labels materialised cost ~30 times their wire
+    size, and a packed `comment` of 32 MiB was ~33 M ints.
     """
     used = {
+        "Profile": {
+            "sample_type",
+            "sample",
+            "mapping",
+            "location",
+            "function",
+            "string_table",
+            "period_type",
+            "period",
+            "duration_nanos",
+        },
         "Sample": {"location_id", "value"},
         "Mapping": {"id"},
         "Location": {"id", "mapping_id", "address", "line"},
@@ -194,8 +215,10 @@ def load(path: Path, limits: Limits | None = None) -> Profile:
         raise ProfileError(f"{path}: cannot read: {e.strerror}") from None
     try:
         return parse(data, limits)
+    except ProfileTooLarge as e:
+        raise ProfileTooLarge(f"{path}: {e}", recognised=e.recognised) from None
     except ProfileError as e:
-        raise type(e)(f"{path}: {e}") from None
+        raise ProfileError(f"{path}: {e}") from None
 
 
 def parse(data: bytes, limits: Limits | None = None) -> Profile:
@@ -204,7 +227,8 @@ def parse(data: bytes, limits: Limits | None = None) -> Profile:
     limits = limits or LIMITS
     if len(data) > limits.compressed_bytes:
         raise ProfileTooLarge(
-            f"larger than {format_size(limits.compressed_bytes)}; refusing to read it"
+            f"larger than {format_size(limits.compressed_bytes)}; refusing to read it",
+            recognised=_framed(_head(data)),
         )
     if not data:
         raise ProfileError("empty: no profile data")
@@ -212,7 +236,8 @@ def parse(data: bytes, limits: Limits | None = None) -> Profile:
         raw = _gunzip(data, limits.decompressed_bytes)
     elif len(data) > limits.decompressed_bytes:
         raise ProfileTooLarge(
-            f"larger than {format_size(limits.decompressed_bytes)}; refusing to read it"
+            f"larger than {format_size(limits.decompressed_bytes)}; refusing to read it",
+            recognised=_framed(data[:_HEAD]),
         )
     else:
         raw = data
@@ -223,16 +248,19 @@ def parse(data: bytes, limits: Limits | None = None) -> Profile:
         message.ParseFromString(raw)
     except DecodeError as e:
         raise ProfileError(f"not a pprof profile: corrupt protobuf ({e})") from None
-    return _build(message, limits)
+    return _build(message)
 
 
 def count_entries(raw: bytes, limits: Limits | None = None) -> dict[str, int]:
-    """The number of entries of each top-level table of a protobuf profile, read from the wire
-    format without decoding any of them; a count over its cap in `limits` is a ProfileError.
+    """The number of entries of each top-level table of a protobuf profile, and of lines (a
+    location's inlined calls), read from the wire format without decoding any of them; a count
+    over its cap in `limits` is a ProfileTooLarge.
 
-    A bomb is refused after reading `cap + 1` entry headers, not the whole input. Wire types
-    the profile format does not use (groups) are refused too: the decoder would skip them, and
-    whatever they held would go uncounted.
+    Each table has one counter, checked as it grows, whichever way an entry's tag is written
+    (the decoder takes a tag padded to more bytes, `92 00` for `12`, as the same field). A bomb
+    is refused after reading `cap + 1` entry headers, not the whole input. Wire types the
+    profile format does not use (groups) and field number 0 are refused too: the decoder would
+    skip a group, and whatever it held would go uncounted.
     """
     limits = limits or LIMITS
     names = list(_NAMES)
@@ -240,7 +268,10 @@ def count_entries(raw: bytes, limits: Limits | None = None) -> dict[str, int]:
     counts = [0] * len(names)
     slot_of = [names.index(_COUNTED.get(n, "other_fields")) for n in range(16)]
     other = names.index("other_fields")
+    sample_slot = names.index("samples")
+    location_slot = names.index("locations")
     samples, sample_cap = 0, limits.samples
+    lines, lines_cap, per_cap = 0, limits.lines, limits.lines_per_location
     i, end = 0, len(raw)
     try:
         while i < end:
@@ -259,12 +290,67 @@ def count_entries(raw: bytes, limits: Limits | None = None) -> dict[str, int]:
             i += 1
             if key >= 0x80:
                 key, i = _varint(raw, i - 1)
-            wire = key & 7
+            wire, field = key & 7, key >> 3
+            if field == 0:
+                raise ProfileError("not a pprof profile: corrupt protobuf (field number 0)")
+            slot = slot_of[field] if field < 16 else other
             if wire == 2:
                 size = raw[i]
                 i += 1
                 if size >= 0x80:
                     size, i = _varint(raw, i - 1)
+                if slot == location_slot:  # its lines, and fields other than an id and such
+                    j, stop = i, i + size
+                    here = others = 0
+                    id_at = -1  # where the location's id is, if it comes before a refusal
+                    most = lines_cap - lines if lines_cap - lines < per_cap else per_cap
+                    most_others = 4 + caps[other] - counts[other]
+                    while j < stop:
+                        key = raw[j]
+                        if key == 0x22:  # a line, as Go writes its tag
+                            size_ = raw[j + 1]
+                            if size_ < 0x80:
+                                j += 2 + size_
+                            else:
+                                size_, j = _varint(raw, j + 1)
+                                j += size_
+                            here += 1
+                            if here > most:
+                                break
+                            continue
+                        if key & 7 == 0 and key < 0x80:  # an id, a mapping, an address
+                            if key == 0x08:
+                                id_at = j + 1
+                            j += 1
+                            while raw[j] >= 0x80:
+                                j += 1
+                            j += 1
+                        else:
+                            key, j = _skip_field(raw, j)
+                            if key == 0x22:  # a line whose tag is padded (`a2 00`)
+                                here += 1
+                                if here > most:
+                                    break
+                                continue
+                        others += 1
+                        if others > most_others:
+                            break
+                    if here > per_cap:
+                        where = f"number {counts[slot] + 1}"
+                        if id_at >= 0:
+                            where = str(_varint(raw, id_at)[0])
+                        raise ProfileTooLarge(
+                            f"invalid profile: location {where} has more than {per_cap:,} "
+                            f"lines (inlined calls); leakgate reads at most {per_cap}",
+                            recognised=True,
+                        )
+                    lines += here
+                    if lines > lines_cap:
+                        _refuse(lines_cap, "lines in all locations")
+                    if others > 4:  # beyond an id, a mapping, an address and is_folded
+                        counts[other] += others - 4
+                        if counts[other] > caps[other]:
+                            _refuse(caps[other], _NAMES["other_fields"])
                 i += size
             elif wire == 0:
                 while raw[i] >= 0x80:
@@ -276,19 +362,73 @@ def count_entries(raw: bytes, limits: Limits | None = None) -> dict[str, int]:
                 i += 4
             else:
                 raise ProfileError(f"not a pprof profile: corrupt protobuf (wire type {wire})")
-            field = key >> 3
-            slot = slot_of[field] if field < 16 else other
+            if slot == sample_slot:  # a sample whose tag is not the one byte `12`
+                samples += 1
+                if samples > sample_cap:
+                    _refuse(sample_cap, _NAMES["samples"])
+                continue
             counts[slot] += 1
             if counts[slot] > caps[slot]:
                 _refuse(caps[slot], _NAMES[names[slot]])
     except IndexError:
         pass  # cut short: the decoder says so
-    counts[names.index("samples")] += samples
-    return dict(zip(names, counts, strict=True))
+    counts[sample_slot] = samples
+    return {**dict(zip(names, counts, strict=True)), "lines": lines}
+
+
+def _skip_field(raw: bytes, i: int) -> tuple[int, int]:
+    """The key of the field at raw[i:] and the index after the field."""
+    key, i = _varint(raw, i)
+    wire = key & 7
+    if wire == 0:
+        while raw[i] >= 0x80:
+            i += 1
+        i += 1
+    elif wire == 2:
+        size, i = _varint(raw, i)
+        i += size
+    elif wire == 1:
+        i += 8
+    elif wire == 5:
+        i += 4
+    else:
+        raise ProfileError(f"not a pprof profile: corrupt protobuf (wire type {wire})")
+    return key, i
 
 
 def _refuse(cap: int, what: str) -> NoReturn:
-    raise ProfileTooLarge(f"more than {cap:,} {what} (a profile bomb?); refusing to read it")
+    raise ProfileTooLarge(
+        f"more than {cap:,} {what} (a profile bomb?); refusing to read it", recognised=True
+    )
+
+
+_HEAD = 64 * 1024  # what of an input over a byte cap is read to tell whether it is a profile
+
+
+def _head(data: bytes) -> bytes:
+    """The start of `data` as a profile's protobuf: its first _HEAD bytes, decompressed if gzip
+    (b"" if that gzip is corrupt)."""
+    if data[:2] != b"\x1f\x8b":
+        return data[:_HEAD]
+    try:
+        return zlib.decompressobj(wbits=16 + zlib.MAX_WBITS).decompress(data, _HEAD)
+    except zlib.error:
+        return b""
+
+
+def _framed(head: bytes) -> bool:
+    """Whether `head`, the start of an input, reads as a profile's protobuf wire format (up to
+    where it is cut): no text, only the profile format's wire types, no field number 0."""
+    if not head:
+        return False
+    try:
+        _reject_text(head)
+        count_entries(head)
+    except ProfileTooLarge:  # a count cap hit within the head: wire format all the way
+        return True
+    except ProfileError:
+        return False
+    return True
 
 
 def _varint(raw: bytes, i: int) -> tuple[int, int]:
@@ -319,7 +459,8 @@ def _gunzip(data: bytes, cap: int) -> bytes:
                 if len(out) > cap:
                     raise ProfileTooLarge(
                         f"decompresses to more than {format_size(cap)} "
-                        "(a gzip bomb?); refusing to read it"
+                        "(a gzip bomb?); refusing to read it",
+                        recognised=_framed(bytes(out[:_HEAD])),
                     )
                 rest = d.unconsumed_tail
                 if not chunk and not rest:  # no input left and no output pending
@@ -354,7 +495,7 @@ def _is_text(head: bytes) -> bool:
     return len(head) >= 8 and all(32 <= b < 127 or b in (9, 10, 13) for b in head)
 
 
-def _build(m: Any, limits: Limits) -> Profile:  # m: a _Decoded
+def _build(m: Any) -> Profile:  # m: a _Decoded
     strings = list(m.string_table)
     if strings and strings[0] != "":
         raise ProfileError("invalid profile: string_table[0] must be the empty string")
@@ -378,15 +519,7 @@ def _build(m: Any, limits: Limits) -> Profile:  # m: a _Decoded
             raise ProfileError(f"invalid profile: function id {fn.id} is zero or repeated")
         functions[fn.id] = (string(fn.name, "function.name"), string(fn.filename, "filename"))
     mapping_ids = {mp.id for mp in m.mapping}
-    line_counts = [len(loc.line) for loc in m.location]
-    if sum(line_counts) > limits.lines:
-        _refuse(limits.lines, "lines in all locations")
-    if max(line_counts, default=0) > limits.lines_per_location:
-        loc = m.location[line_counts.index(max(line_counts))]
-        raise ProfileTooLarge(
-            f"invalid profile: location {loc.id} has {len(loc.line):,} lines (inlined calls); "
-            f"leakgate reads at most {limits.lines_per_location}"
-        )
+    # lines are within limits.lines and limits.lines_per_location: counted on the wire
     locations: dict[int, tuple[Frame, ...]] = {}
     for loc in m.location:
         if loc.id == 0 or loc.id in locations:

@@ -148,8 +148,8 @@ class RuntimeSource:
             )
             pprof.parse(body)  # a 200 from a proxy's error page is no GC
             forced = True
-        except pprof.ProfileTooLarge:  # a profile, only too large to read: pprof did the GC
-            forced = True
+        except pprof.ProfileTooLarge as e:  # a profile too large to read: pprof did the GC,
+            forced = e.recognised  # but a large error page is no proof of it
         except (ProbeError, pprof.ProfileError):
             forced = False
         self.forced_gc = forced and self.forced_gc is not False

@@ -82,6 +82,29 @@ def profile_bomb(samples: int, *, compress: bool = True) -> bytes:
     return gzip.compress(raw, compresslevel=9) if compress else raw
 
 
+def long_tag_bomb(samples: int) -> bytes:
+    """`samples` tiny samples, every other one with its tag written in two bytes (`92 00`, which
+    the decoder reads as `12`), gzipped: each half under the sample cap, the whole over it."""
+    pair = TINY_SAMPLE + b"\x92\x00" + TINY_SAMPLE[1:]
+    return gzip.compress(_PROFILE + pair * (samples // 2), compresslevel=9)
+
+
+def empty_lines_bomb(lines: int, *, locations: int = 1) -> bytes:
+    """`locations` locations of `lines` empty lines each (`22 00`, 2 bytes a line), gzipped."""
+    body = b"\x08\x02" + b"\x22\x00" * lines
+    location = b"\x22" + _varint(len(body)) + body
+    return gzip.compress(_PROFILE + location * locations, compresslevel=9)
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
 def table_bomb(kind: str, count: int) -> bytes:
     """A profile with `count` more entries of one table (mapping, location, ...), gzipped."""
     return gzip.compress(_PROFILE + TINY_ENTRY[kind] * count, compresslevel=9)
@@ -98,6 +121,8 @@ SMALL_LIMITS = pprof.Limits(
     strings=64,
     mappings=16,
     other_fields=64,
+    lines=64,
+    lines_per_location=16,
 )
 SMALL_BOMBS = (
     profile_bomb(65),
@@ -105,6 +130,10 @@ SMALL_BOMBS = (
     profile_bomb(100_000),  # 800 KB: over the byte cap as well
     *(table_bomb(kind, 65) for kind in TINY_ENTRY),
     gzip.compress(b"\0" * (1024 * 1024), compresslevel=9),  # zeros: the byte cap alone
+    long_tag_bomb(66),  # 33 + 33 samples: over the cap together
+    empty_lines_bomb(17),  # one location over lines_per_location
+    empty_lines_bomb(16, locations=5),  # each location under it, over `lines` in all
+    empty_lines_bomb(20_000),  # 40 KB of empty lines
 )
 _VEGETA = (
     b'{"attack":"","seq":0,"code":200,"timestamp":"2026-11-27T08:00:00.000000001Z",'

@@ -251,7 +251,7 @@ def test_lines_are_capped_before_any_frame_is_made() -> None:
     p = profile_pb2.Profile()
     p.ParseFromString(gzip.decompress(make_profile(LEAKY)))
     p.location[0].line.extend([profile_pb2.Line(function_id=1, line=n) for n in range(300)])
-    with pytest.raises(pprof.ProfileError, match="location 1 has 301 lines"):
+    with pytest.raises(pprof.ProfileTooLarge, match="location 1 has more than 256 lines"):
         pprof.parse(p.SerializeToString())
     with pytest.raises(pprof.ProfileError, match="more than 100 lines in all locations"):
         pprof.parse(p.SerializeToString(), pprof.Limits(lines=100, lines_per_location=1000))
@@ -278,3 +278,123 @@ def test_load_names_the_file(tmp_path: Path) -> None:
         pprof.load(path)
     with pytest.raises(pprof.ProfileError, match="cannot read"):
         pprof.load(tmp_path / "missing.pb.gz")
+
+
+def _head() -> bytes:
+    return gzip.decompress(make_profile(LEAKY))
+
+
+class _NotDecoded:
+    def ParseFromString(self, data: bytes) -> None:
+        raise AssertionError("decoded a profile over the caps")
+
+
+def test_samples_count_against_one_cap_however_their_tag_is_written(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # `92 00` is field 2's tag written in two bytes: the decoder reads it as a sample too
+    head = _head()
+    have = pprof.count_entries(head)["samples"]
+    minimal, long_tag = b"\x12\x02\x08\x01", b"\x92\x00\x02\x08\x01"
+    both = head + (minimal + long_tag) * 6
+    assert pprof.count_entries(both)["samples"] == have + 12
+    monkeypatch.setattr(pprof, "_Decoded", _NotDecoded)
+    with pytest.raises(pprof.ProfileTooLarge, match=rf"more than {have + 10} samples"):
+        pprof.parse(both, pprof.Limits(samples=have + 10))
+
+
+def _location(loc_id: int, lines: bytes) -> bytes:
+    body = b"\x08" + bytes([loc_id]) + lines
+    return b"\x22" + _varint(len(body)) + body
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def test_lines_are_counted_on_the_wire_before_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    # empty lines (`22 00`, 2 bytes each) were 16.7 M Line messages in 32 MiB before the count
+    head = _head()
+    monkeypatch.setattr(pprof, "_Decoded", _NotDecoded)
+    with pytest.raises(pprof.ProfileTooLarge, match="location 90 has more than 256 lines"):
+        pprof.parse(head + _location(90, b"\x22\x00" * 257))
+    long_tag = b"\xa2\x00\x00"  # field 4's tag in two bytes: still a Line to the decoder
+    with pytest.raises(pprof.ProfileTooLarge, match="location 90 has more than 256 lines"):
+        pprof.parse(head + _location(90, long_tag * 200 + b"\x22\x00" * 57))
+    id_last = b"\x22\x00" * 257 + b"\x08\x5a"  # its id after its lines: named by position
+    number = pprof.count_entries(head)["locations"] + 1
+    with pytest.raises(pprof.ProfileTooLarge, match=rf"location number {number} has more than"):
+        pprof.parse(head + b"\x22" + _varint(len(id_last)) + id_last)
+    many = b"".join(_location(90 + n, b"\x22\x00" * 20) for n in range(6))
+    have = pprof.count_entries(head)["lines"]
+    with pytest.raises(pprof.ProfileTooLarge, match=rf"more than {have + 100} lines in all"):
+        pprof.parse(head + many, pprof.Limits(lines=have + 100))
+    counts = pprof.count_entries(head + many + _location(99, long_tag * 3 + b"\x20\x00"))
+    assert counts["lines"] == have + 123  # `20 00` (field 4 as a varint) is no Line
+    assert counts["locations"] == pprof.count_entries(head)["locations"] + 7
+
+
+def test_lines_under_the_caps_are_decoded() -> None:
+    p = profile_pb2.Profile()
+    p.ParseFromString(_head())
+    p.location[0].line.extend([profile_pb2.Line(function_id=1, line=n) for n in range(255)])
+    assert len(pprof.parse(p.SerializeToString()).locations[1]) == 256
+
+
+def test_fields_leakgate_does_not_read_are_not_decoded() -> None:
+    # a packed `comment` (13) of 32 MiB was ~33 M ints in the decoded message
+    profile_fields = set(pprof._Decoded.DESCRIPTOR.fields_by_name)
+    assert profile_fields == {
+        "sample_type",
+        "sample",
+        "mapping",
+        "location",
+        "function",
+        "string_table",
+        "period_type",
+        "period",
+        "duration_nanos",
+    }
+    comment = b"\x6a" + _varint(100_000) + b"\x01" * 100_000
+    assert pprof.parse(_head() + comment).totals()["inuse_space"] == 8960
+
+
+@pytest.mark.parametrize(
+    ("body", "recognised"),
+    [
+        (b"<html>" + b"x" * 5000 + b"</html>", False),  # an error page over the byte cap
+        (gzip.compress(b"<html>" + b"x" * 50_000), False),  # gzipped, over the decompressed cap
+        (gzip.compress(b"\0" * 50_000), False),  # zeros: no protobuf (field 0 is invalid)
+        (b"\x1f\x8b" + b"\xff" * 5000, False),  # gzip magic, then no gzip data
+        (gzip.compress(b"\x12\x02\x08\x01" * 100), True),  # a sample bomb, by its count
+        (gzip.compress(b"\x12\x02\x08\x01" * 12_500), True),  # a profile over the byte cap
+        (b"\x12\x02\x08\x01" * 1250, True),  # plain protobuf over the byte cap
+    ],
+    ids=["html", "gzipped-html", "zeros", "not-gzip", "sample-bomb", "gzip-bomb", "plain"],
+)
+def test_too_large_says_whether_it_was_a_profile(body: bytes, recognised: bool) -> None:
+    limits = pprof.Limits(compressed_bytes=4096, decompressed_bytes=4096, samples=64)
+    with pytest.raises(pprof.ProfileTooLarge) as refused:
+        pprof.parse(body, limits)
+    assert refused.value.recognised is recognised
+
+
+def test_force_gc_counts_a_too_large_answer_only_when_it_is_a_profile(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from leakgate import probes
+
+    monkeypatch.setattr(pprof, "LIMITS", pprof.Limits(compressed_bytes=4096, samples=64))
+    for body, forced in [
+        (gzip.compress(b"\x12\x02\x08\x01" * 100), True),  # pprof's answer: a profile bomb
+        (b"<html>" + b"x" * 5000 + b"</html>", False),  # a proxy's large error page
+    ]:
+        monkeypatch.setattr(probes, "fetch", lambda url, *, body=body, **_: body)
+        source = probes.RuntimeSource()
+        source.force_gc()
+        assert source.forced_gc is forced
