@@ -21,6 +21,7 @@ from leakgate.analysis import baseline_trials
 from leakgate.baseline import load_baseline, load_run, save_baseline
 from leakgate.build import check_main_package, module_root
 from leakgate.config import Config, apply_overrides, find_config, load_config, quick
+from leakgate.environment import redacted_config
 from leakgate.errors import (
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
@@ -172,6 +173,12 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--openmetrics", metavar="FILE", help="also write the judged metrics as OpenMetrics text"
     )
+    report.add_argument(
+        "--keep-env-values",
+        action="store_true",
+        help="show the service's environment values the run.json holds (default: redacted, "
+        "also for a run.json written before leakgate redacted them or with --keep-env-values)",
+    )
     return parser
 
 
@@ -216,15 +223,21 @@ def _indent(text: str, prefix: str = "  | ") -> str:
 def _parse_env(pairs: Sequence[str]) -> dict[str, str]:
     """--env NAME=VALUE: the name ends at the first '=' (A=B=C is A, "B=C")."""
     from leakgate.config import env_problem
+    from leakgate.yamlnodes import printable
 
     env = {}
-    for pair in pairs:
+    for pair in pairs:  # a message names the variable, never its value (often a secret)
         name, sep, value = pair.partition("=")
-        if not sep or not name:
-            raise UsageError(f"--env {pair!r}: expected NAME=VALUE")
+        if not sep:
+            raise UsageError(
+                "--env: expected NAME=VALUE, got an argument without '=' (not shown: it may be "
+                "a secret)"
+            )
+        if not name:
+            raise UsageError("--env =...: expected NAME=VALUE, the name before '=' is empty")
         problem = env_problem(name, value)
         if problem is not None:
-            raise UsageError(f"--env {pair!r}: {problem}")
+            raise UsageError(f"--env {printable(name, quote=True)}: {problem}")
         env[name] = value
     return env
 
@@ -306,12 +319,14 @@ def _run_outputs(args: argparse.Namespace, cfg: Config, report_dir: Path) -> out
         ("--config" if args.config else "config", config, "the config file"),
         ("--baseline", getattr(args, "baseline", None), "the baseline"),
         ("service.binary" if service.binary else "service.command", program, "the program"),
-        *((results, path, "a load result") for path in cfg.load.results),
     )
+    # Deleted before each trial (a stale result must not pass for this trial's), so they are
+    # checked like reports: none may be an input or a report.
+    deleted = outputs.inputs(*((results, path, "a load result") for path in cfg.load.results))
     given = {"--junit": args.junit, "--json": args.json, "--openmetrics": args.openmetrics}
     given["-o"] = getattr(args, "output", None)
     where = outputs.Place("--out" if args.out else "report.dir", report_dir)
-    return outputs.run_outputs(where, given, read)
+    return outputs.run_outputs(where, given, read, deleted)
 
 
 class _Signals:
@@ -492,6 +507,8 @@ def _report(args: argparse.Namespace) -> int:
     """`leakgate report RUN.json`: the saved record judged again by the config it ran with."""
     run_path = Path(args.run)
     record = load_run(run_path)
+    if not args.keep_env_values:  # an older run.json may hold them: never re-published
+        record = dataclasses.replace(record, config=redacted_config(record.config))
     baseline = load_baseline(Path(args.baseline)) if args.baseline else None
     try:
         cfg = from_plain(Config, dict(record.config))

@@ -8,7 +8,9 @@ import os
 import platform
 import socket
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from leakgate import __version__
 from leakgate.build import GoToolchain, module_path
@@ -28,6 +30,17 @@ def recorded_config(cfg: Config) -> Config:
         return cfg
     env = dict.fromkeys(cfg.service.env, REDACTED)
     return dataclasses.replace(cfg, service=dataclasses.replace(cfg.service, env=env))
+
+
+def redacted_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored run's config (as run.json holds it) with the service's environment values
+    redacted: `leakgate report` re-renders a run.json written before leakgate redacted them, or
+    with --keep-env-values, without them unless it is given --keep-env-values itself."""
+    plain = dict(config)
+    service = plain.get("service")
+    if isinstance(service, Mapping) and isinstance(service.get("env"), Mapping):
+        plain["service"] = {**service, "env": dict.fromkeys(service["env"], REDACTED)}
+    return plain
 
 
 def describe_environment(go: GoToolchain, package_dir: Path) -> Environment:

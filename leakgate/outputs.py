@@ -1,16 +1,19 @@
 """Where a command writes, checked before anything starts.
 
 leakgate writes only into its own report directory and the paths it was given, and never over
-its inputs: every report path is compared with the inputs (baseline, config, load results, the
-run record `report` reads) and with every other report path, as the same file however it is
+its inputs: every report path, and every file the run deletes without writing it (the load
+results, removed before each trial), is compared with the inputs (baseline, config, program, the
+run record `report` reads) and with every other such path, as the same file however it is
 spelled (symlinks, hard links, `..`); an input inside a trial-N/ directory the run clears is
-refused; each output's directory is created and proven writable with a probe; and the report
-directory must be leakgate's own (marked), new, empty, or an earlier leakgate's. All of it
+refused; each output's directory is created and proven writable with a probe (and removed again
+if the command is then refused); and the report directory must be leakgate's own (marked), new,
+empty, or recognisably an earlier leakgate's (report/__init__.py foreign_entries). All of it
 raises UsageError (exit 4) naming the flags and paths.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
@@ -39,7 +42,9 @@ class Place:
 
     flag: str  # "--junit", "--baseline", "RUN.json", "report.dir", ...
     path: Path
-    what: str = ""  # for an input: what it is ("the baseline"); "" for an output
+    # for an input: what it is ("the baseline"); "" for a report; for a file the run deletes
+    # without writing it (a load result): what it is
+    what: str = ""
     within: str = ""  # for a file the report directory holds: its name there
 
     @property
@@ -63,7 +68,9 @@ class Outputs:
 
     def check(self) -> None:
         """Raise UsageError for anything that would overwrite an input or another report,
-        or that cannot be written. Writes nothing but empty directories and probe files."""
+        or that cannot be written. Every refusal that needs no directory comes first; the
+        directories the write probes then create are removed again if one of them refuses, so
+        a refused command leaves nothing behind."""
         for i, output in enumerate(self.files):
             for earlier in (*self.inputs, *self.files[:i]):
                 if same_file(output.file, earlier.file):
@@ -78,11 +85,20 @@ class Outputs:
                     )
         for output in self.files:
             if output.file.is_dir():
-                raise UsageError(f"{output.flag} {output.file}: is a directory; give a file path")
+                raise UsageError(_is_a_directory(output))
         self._check_report_dir()
-        for output in self.files:
-            if not output.within:
-                writable(output, output.path.parent)
+        created: list[Path] = []
+        try:
+            problem = "report directory is not writable"
+            writable(self.report_dir, self.report_dir.path, problem, created)
+            for output in self.files:
+                if not output.within:
+                    writable(output, output.path.parent, created=created)
+        except UsageError:
+            for directory in reversed(created):  # innermost first
+                with contextlib.suppress(OSError):
+                    directory.rmdir()
+            raise
 
     def claim(self) -> None:
         """Mark the report directory as leakgate's, unless `report` is only adding files to a
@@ -104,7 +120,6 @@ class Outputs:
             replaced = [p.within for p in self.files if p.within and p.file.exists()]
             if foreign and (self.clears or replaced):
                 raise UsageError(_not_ours(place, foreign, replaced, self.clears))
-        writable(place, directory, "report directory is not writable")
 
 
 def same_file(a: Path, b: Path) -> bool:
@@ -118,10 +133,19 @@ def same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def writable(place: Place, directory: Path, problem: str = "cannot write there") -> None:
-    """Create `directory` if needed and prove a file can be created in it."""
+def writable(
+    place: Place,
+    directory: Path,
+    problem: str = "cannot write there",
+    created: list[Path] | None = None,
+) -> None:
+    """Create `directory` if needed and prove a file can be created in it; the directories
+    it creates are appended to `created`, outermost first."""
     try:
+        missing = [d for d in (directory, *directory.parents) if not d.exists()]
         directory.mkdir(parents=True, exist_ok=True)
+        if created is not None:
+            created.extend(reversed(missing))
         fd, probe = tempfile.mkstemp(prefix=".leakgate-write-test-", dir=directory)
         os.close(fd)
         os.unlink(probe)
@@ -130,8 +154,20 @@ def writable(place: Place, directory: Path, problem: str = "cannot write there")
         raise UsageError(f"{place}: {problem} ({directory}: {reason})") from None
 
 
+def _is_a_directory(output: Place) -> str:
+    if output.within:
+        return (
+            f"{output.file} is a directory; leakgate writes its {output.within} there: "
+            f"remove it or give --out another directory"
+        )
+    return f"{output.flag} {output.file}: is a directory; give a file path"
+
+
 def _clash(first: Place, second: Place) -> str:
-    if first.what:
+    if second.what:  # a file leakgate deletes itself: a load result, before each trial
+        harm = f"leakgate deletes {second.what} before each trial"
+        harm += f", which would delete {first.what}" if first.what else ""
+    elif first.what:
         harm = f"the report would overwrite {first.what}"
     else:
         harm = "one report would overwrite the other"
@@ -157,8 +193,9 @@ def _not_ours(place: Place, foreign: Sequence[str], replaced: Sequence[str], cle
         else f"this would replace {', '.join(replaced)} there"
     )
     return (
-        f"{place}: not a leakgate report directory (it holds {shown}, which leakgate did not "
-        f"write, and no {MARKER} file); {does}, so leakgate uses only a directory it created: "
+        f"{place}: not a leakgate report directory (it holds {shown}: not what leakgate "
+        f"writes there; and no {MARKER} file); {does}, so leakgate uses only a directory it "
+        f"created: "
         f"give --out a new or empty directory (or, if this is an earlier leakgate's "
         f"report directory, delete it, or add an empty {MARKER} file to let leakgate clear "
         f"its own reports there)"
@@ -171,15 +208,24 @@ def inputs(*given: tuple[str, str | Path | None, str]) -> tuple[Place, ...]:
 
 
 def run_outputs(
-    report_dir: Place, given: Mapping[str, str | None], read: Iterable[Place]
+    report_dir: Place,
+    given: Mapping[str, str | None],
+    read: Iterable[Place],
+    deleted: Iterable[Place] = (),
 ) -> Outputs:
     """What check, compare and baseline record write: `given` maps --junit, --json,
-    --openmetrics and -o to their paths (None when not given)."""
+    --openmetrics and -o to their paths (None when not given); `deleted` are files the run
+    removes although it does not write them (the load results, before each trial), checked
+    against every input and every report like the reports are."""
     moved = {_MOVED_BY[flag] for flag, path in given.items() if path and flag in _MOVED_BY}
     names = [name for name in _RUN_FILES if name not in moved]
     return Outputs(
         report_dir,
-        (*_in(report_dir, names), *inputs(*((f, p, "") for f, p in given.items()))),
+        (
+            *_in(report_dir, names),
+            *deleted,
+            *inputs(*((f, p, "") for f, p in given.items())),
+        ),
         tuple(read),
         clears=True,
     )

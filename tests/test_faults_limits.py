@@ -12,14 +12,20 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import subprocess
 import threading
 import time
 from pathlib import Path
 
-from leakgate import pprof
+import pytest
+
+from leakgate import cli, pprof
+from leakgate.config import Config, ServiceConfig
+from leakgate.model import RunRecord, to_plain
 
 from .conftest import REPO
+from .factories import trial
 from .fakes import fake_service
 from .fuzz_targets import profile_bomb
 from .gate import GateRun, gate_command, run_gate
@@ -149,3 +155,59 @@ def test_keep_env_values_keeps_them(tmp_path: Path) -> None:
     env = json.loads((run.out / "run.json").read_text())["config"]["service"]["env"]
     assert env == {"API_TOKEN": CONFIG_SECRET, "SECRET": SECRET}
     assert SECRET in (run.out / "report.html").read_text()
+
+
+def _older_run_json(directory: Path, keep: bool) -> Path:
+    """A run.json with the values in clear: written before leakgate redacted them (`keep`
+    False), or by a run with --keep-env-values."""
+    cfg = Config(service=ServiceConfig(env={"API_TOKEN": CONFIG_SECRET}), keep_env_values=keep)
+    record = RunRecord(config=to_plain(cfg), trials=(trial(index=0),))
+    directory.mkdir(parents=True)
+    path = directory / "run.json"
+    path.write_text(record.to_json())
+    return path
+
+
+@pytest.mark.parametrize("keep", [False, True], ids=["before-redaction", "keep-env-values"])
+def test_report_redacts_the_env_values_an_older_run_json_holds(tmp_path: Path, keep: bool) -> None:
+    run_json = _older_run_json(tmp_path / "saved", keep)
+    out = tmp_path / "out"
+    run = run_gate(["report", str(run_json), "--out", str(out)], None, command="report")
+    assert run.returncode in (0, 1, 5), run.output
+    files = {**_written(out), "console": run.output}
+    assert "report.html" in files
+    leaked = [name for name, text in files.items() if CONFIG_SECRET in text]
+    assert leaked == [], f"environment values written to {leaked}"
+    assert "API_TOKEN" in files["report.html"]  # the name is kept
+    assert CONFIG_SECRET in run_json.read_text()  # the record it reads is left as it was
+
+    kept = tmp_path / "kept"
+    asked = run_gate(
+        ["report", str(run_json), "--out", str(kept), "--keep-env-values"], None, command="report"
+    )
+    assert asked.returncode in (0, 1, 5), asked.output
+    assert CONFIG_SECRET in (kept / "report.html").read_text()  # asked for: shown
+
+
+@pytest.mark.parametrize(
+    ("pair", "message"),
+    [
+        (SECRET, r"--env: expected NAME=VALUE, got an argument without '='"),
+        (f"={SECRET}", r"--env =\.\.\.: expected NAME=VALUE, the name before '=' is empty"),
+        (f"TOKEN=x{SECRET}\0", r"--env 'TOKEN': the value contains a NUL byte"),
+    ],
+    ids=["no-equals", "no-name", "nul-in-value"],
+)
+def test_env_flag_errors_name_the_variable_not_its_value(
+    pair: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """In-process: no exec can pass a NUL inside an argument; a wrapper calling main() can."""
+    config = tmp_path / "leakgate.yml"
+    config.write_text(FAKE_CONFIG.format(ready="5s", extra=""))
+    out = tmp_path / "out"
+    code = cli.main(["check", "--config", str(config), "--env", pair, "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 4, captured.err
+    assert re.search(message, captured.err), captured.err
+    assert SECRET not in captured.out + captured.err
+    assert not out.exists()

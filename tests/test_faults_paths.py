@@ -151,13 +151,30 @@ def _junit_is_the_summary(tmp: Path) -> list[str]:
     return ["--out", str(tmp / "out"), "--junit", str(tmp / "out" / "summary.md")]
 
 
-def _openmetrics_is_a_load_result(tmp: Path) -> list[str]:
+def _external_config(tmp: Path) -> Path:
     config = tmp / "leakgate.yml"
     external = "  rate: 100\n  tool: external\n  command: [sh, -c, 'sleep {duration}']\n"
     config.write_text(FAKE_CONFIG.replace("  rate: 100\n", external))
+    return config
+
+
+def _openmetrics_is_a_load_result(tmp: Path) -> list[str]:
+    _external_config(tmp)
     results = tmp / "results.json"
     results.write_text('{"code": 200, "latency": 1000000, "timestamp": "2026-11-27T08:00:00Z"}\n')
     return ["--load-results", str(results), "--openmetrics", str(results)]
+
+
+def _load_result_is_the_baseline(tmp: Path) -> list[str]:
+    """leakgate deletes every load result before each trial (a stale one must not be read as
+    this trial's): one that is the baseline would be deleted with it."""
+    _external_config(tmp)
+    base = _baseline(tmp)
+    return ["--baseline", str(base), "--load-results", str(base)]
+
+
+def _load_result_is_the_config(tmp: Path) -> list[str]:
+    return ["--load-results", str(_external_config(tmp))]
 
 
 def _record_output_is_the_config(tmp: Path) -> list[str]:
@@ -205,6 +222,15 @@ CLASHES = {
     "openmetrics-is-a-load-result": Clash(
         _openmetrics_is_a_load_result,
         r"--load-results \S*results\.json and --openmetrics \S*results\.json",
+    ),
+    "load-result-is-the-baseline": Clash(
+        _load_result_is_the_baseline,
+        r"--baseline \S*base\.json and --load-results \S*base\.json are the same file: "
+        r"leakgate deletes a load result before each trial, which would delete the baseline",
+    ),
+    "load-result-is-the-config": Clash(
+        _load_result_is_the_config,
+        r"--config \S*leakgate\.yml and --load-results \S*leakgate\.yml are the same file",
     ),
     "record-output-is-the-config": Clash(
         _record_output_is_the_config,
@@ -327,6 +353,48 @@ def test_out_refuses_a_folder_leakgate_did_not_write(tmp_path: Path, url: str) -
     assert snapshot(folder) == before
 
 
+def _only_leakgates_names(folder: Path) -> None:
+    """A user's results: every name is one leakgate uses, none is what leakgate writes there."""
+    (folder / "trial-1").mkdir(parents=True)
+    (folder / "trial-1" / "data.csv").write_text("a,b\n1,2\n")
+    (folder / "summary.md").write_text("# my summary\n")
+
+
+def _leakgates_names_without_a_run_json(folder: Path) -> None:
+    (folder / "trial-1").mkdir(parents=True)
+    (folder / "trial-1" / "service.log").write_text("my log\n")
+    (folder / "summary.md").write_text("# my summary\n")
+
+
+def _a_run_json_that_is_not_a_run_record(folder: Path) -> None:
+    folder.mkdir(parents=True)
+    (folder / "run.json").write_text('{"runs": [1, 2, 3]}\n')
+    (folder / "summary.md").write_text("# my summary\n")
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (_only_leakgates_names, r"it holds trial-1/data\.csv"),
+        (_leakgates_names_without_a_run_json, r"it holds summary\.md, trial-1 without a run\.json"),
+        (_a_run_json_that_is_not_a_run_record, r"it holds a run\.json that is not a leakgate"),
+    ],
+    ids=["trial-data-and-summary", "no-run-json", "run-json-not-a-record"],
+)
+def test_out_refuses_a_users_folder_that_only_uses_leakgates_names(
+    tmp_path: Path, url: str, make: Callable[[Path], None], message: str
+) -> None:
+    """Issue 14 item 2: leakgate's names alone do not make an unmarked folder leakgate's; its
+    trial-N/ must hold only what a trial writes, and its run.json must be a run record."""
+    folder = tmp_path / "results"
+    make(folder)
+    before = snapshot(folder)
+    config = _config(tmp_path)
+    run = run_gate(["--config", str(config), "--target", url], folder, timeout=60)
+    refused(run, r"--out \S*results: not a leakgate report directory \(" + message)
+    assert snapshot(folder) == before  # byte for byte: nothing cleared, no marker added
+
+
 def test_report_out_refuses_to_replace_a_users_file(tmp_path: Path) -> None:
     run_json = _saved_run(tmp_path / "saved")
     folder = tmp_path / "mine"
@@ -341,10 +409,12 @@ def test_out_adopts_an_earlier_leakgates_report_directory(tmp_path: Path, url: s
     """A .leakgate/ written before the marker existed holds only leakgate's own names: it is
     taken over (marked), and what the earlier run left is cleared as before."""
     out = tmp_path / ".leakgate"
-    for name in ("run.json", "verdict.json", "summary.md", "scenario.json"):
+    for name in ("verdict.json", "summary.md", "scenario.json"):
         (out / "trial-2").mkdir(parents=True, exist_ok=True)
         (out / name).write_text('{"status": "stale"}')
+    (out / "run.json").write_text(record_json())  # a run record: recognised as leakgate's
     (out / "trial-2" / "service.log").write_text("old\n")
+    (out / "trial-2" / "heap-drain.pb.gz").write_bytes(b"old")
     config = _config(tmp_path)
     run = run_gate(["--config", str(config), "--target", url], None, timeout=60, cwd=tmp_path)
     assert run.returncode == 0, run.output
@@ -378,6 +448,36 @@ def test_an_output_under_a_regular_file_is_refused_naming_the_flag(
     refused(run, rf"{flag} \S*afile/sub/report\.out: cannot write there")
     assert blocker.read_text() == "a file where a directory should be\n"
     assert not any((tmp_path / "out" / name).exists() for name in JUDGED)
+
+
+def test_a_refused_output_leaves_no_new_directory(tmp_path: Path, url: str) -> None:
+    """The write probes create the directories they test; when one refuses, those created
+    before it (the report directory, --junit's) are removed again: a refused run leaves
+    nothing behind."""
+    blocker = _blocker(tmp_path)
+    config = _config(tmp_path)
+    junit = tmp_path / "j" / "sub" / "j.xml"  # probed (and created) before --json refuses
+    args = ["--config", str(config), "--target", url, "--junit", str(junit),
+            "--json", str(blocker / "sub" / "run.json")]  # fmt: skip
+    run = run_gate(args, tmp_path / "new" / "out", timeout=60)
+    refused(run, r"--json \S*afile/sub/run\.json: cannot write there")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "leakgate.yml"]
+
+
+def test_a_report_name_taken_by_a_directory_is_refused_naming_the_fix(
+    tmp_path: Path, url: str
+) -> None:
+    out = tmp_path / "out"
+    (out / "summary.md").mkdir(parents=True)
+    (out / MARKER).write_text("")
+    config = _config(tmp_path)
+    run = run_gate(["--config", str(config), "--target", url], out, timeout=60)
+    refused(
+        run,
+        r"\S*out/summary\.md is a directory; leakgate writes its summary\.md there: "
+        r"remove it or give --out another directory",
+    )
+    assert sorted(p.name for p in out.iterdir()) == [MARKER, "summary.md"]
 
 
 @pytest.fixture

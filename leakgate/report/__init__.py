@@ -5,6 +5,7 @@ Every output is written atomically, and each is attempted even when an earlier o
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from collections.abc import Callable, Iterable
@@ -52,27 +53,81 @@ def is_marked(report_dir: Path) -> bool:
 
 
 def foreign_entries(report_dir: Path, own: Iterable[Path] = ()) -> list[str]:
-    """Names in `report_dir` that leakgate did not write, sorted; [] for a missing directory.
+    """What in an unmarked `report_dir` leakgate did not write, sorted; [] when leakgate may
+    take the directory over (missing, empty, or an earlier leakgate's report directory).
 
-    Leakgate's own: the report files, scenario.json, trial-N/ directories, the marker, the
-    leftovers of an interrupted write, and `own` (paths this run reads or writes, e.g. a
-    baseline kept beside the reports). A directory of only these, without the marker, is an
-    earlier leakgate's report directory (they had no marker) and may be taken over.
+    `own` are paths this run reads or writes (e.g. a baseline kept beside the reports): they are
+    never cleared, so they may be there. Anything else makes the directory an earlier
+    leakgate's only when recognised strictly: every top-level file is one of leakgate's names,
+    every trial-N/ directory holds only the files a trial writes, and its run.json is a leakgate
+    run record. A user's folder that merely uses the same names (trial-1/data.csv, their own
+    summary.md) is foreign, and a run refuses to clear it.
     """
     if not report_dir.is_dir():
         return []
     named = {p.name for p in own if p.parent.resolve() == report_dir.resolve()}
-    known = {*REPORT_FILES, SCENARIO_FILE, MARKER, *named}
-    foreign = []
+    foreign: list[str] = []
+    leakgates: list[str] = []  # leakgate's names, not given on this command line
     for child in report_dir.iterdir():
         name = child.name
-        if child.is_dir() and not child.is_symlink():
-            if is_trial_dir(name):
-                continue
-        elif name in known or _LEFTOVER.fullmatch(name):
+        if name in named:
             continue
-        foreign.append(name)
-    return sorted(foreign)
+        if child.is_dir() and not child.is_symlink() and is_trial_dir(name):
+            leakgates.append(name)
+            foreign.extend(f"{name}/{entry}" for entry in _foreign_in_trial(child))
+        elif child.is_file() and not child.is_symlink() and name in _TOP_LEVEL:
+            leakgates.append(name)
+        elif not _LEFTOVER.fullmatch(name):
+            foreign.append(name)
+    if foreign or not leakgates:
+        return sorted(foreign)
+    record = report_dir / "run.json"  # checked even when named: a run.json `report` reads
+    if not record.is_file():
+        return [f"{', '.join(sorted(leakgates))} without a run.json"]
+    if not _is_run_record(record):
+        return ["a run.json that is not a leakgate run record"]
+    return []
+
+
+# What a trial writes into its trial-N/ directory (runner.py, measure.py, the load drivers):
+# the service log, each load phase's result, log and wrk stderr, the checkpoints' profiles, the
+# execution trace; ".tmp" is an interrupted profile write.
+_TRIAL_FILE = re.compile(
+    r"(?:service\.log"
+    r"|load-[a-z]+\.(?:json|log|wrk-stderr\.txt)"
+    r"|(?:heap|goroutine|goroutineleak)-[a-z]+\.pb\.gz"
+    r"|goroutine-[a-z]+\.txt"
+    r"|trace-[a-z]+\.out)(?:\.tmp)?"
+)
+# Top-level files a run writes: the reports, the scenario (and its wrk script), the marker.
+_TOP_LEVEL = frozenset((*REPORT_FILES, SCENARIO_FILE, "scenario.wrk.lua", MARKER))
+_RECORD_COMMANDS = ("check", "compare", "baseline record")
+_MAX_RECORD_BYTES = 512 * 1024 * 1024
+
+
+def _foreign_in_trial(trial_dir: Path) -> list[str]:
+    return [
+        child.name
+        for child in trial_dir.iterdir()
+        if child.is_symlink() or not child.is_file() or not _TRIAL_FILE.fullmatch(child.name)
+    ]
+
+
+def _is_run_record(path: Path) -> bool:
+    """Whether `path` reads as a RunRecord leakgate wrote: a JSON object with its
+    schema_version and command (the whole record is not built: cheap, and enough to tell)."""
+    try:
+        if path.stat().st_size > _MAX_RECORD_BYTES:
+            return False
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError, RecursionError):
+        return False
+    return (
+        isinstance(data, dict)
+        and isinstance(data.get("schema_version"), int)
+        and data.get("command") in _RECORD_COMMANDS
+        and isinstance(data.get("trials"), list)
+    )
 
 
 def mark(report_dir: Path) -> None:
