@@ -332,6 +332,16 @@ def spawn(
     return proc
 
 
+def signal_and_wait(proc: subprocess.Popen[bytes], signum: int, timeout: float) -> None:
+    """Ask a process to end its work (a load tool writes its partial result on the signal) and
+    wait up to `timeout` for it; what is still running then is stop_group's."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signum)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=timeout)
+
+
 def stop_group(proc: subprocess.Popen[bytes], timeout: float) -> list[Proc]:
     """SIGTERM the process's group and whatever it started outside the group, wait up to
     `timeout` for the process, then SIGKILL what is left; reap. Returns the processes that had
@@ -493,10 +503,3 @@ def build_dir_prefix() -> str:
 
 def worktree_dir_prefix() -> str:
     return f"{WORKTREE_PREFIX}{_holder.owner}-"
-
-
-def clean_stale() -> list[str]:
-    """What leakgate runs killed with SIGKILL left on this machine (leakgate.stale)."""
-    from leakgate.stale import clean_stale as clean  # stale imports this module
-
-    return clean()

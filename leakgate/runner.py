@@ -55,9 +55,10 @@ from leakgate.probes import (
     new_agent_token,
     read_rss,
 )
-from leakgate.procs import build_dir_prefix, clean_stale
+from leakgate.procs import build_dir_prefix
 from leakgate.remote import RemoteService, Target, restarted
 from leakgate.service import Service
+from leakgate.stale import clean_stale
 
 PROBE_MIN_SECONDS = 1.0
 PROBE_MAX_SECONDS = 3.0

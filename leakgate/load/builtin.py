@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import signal
@@ -15,7 +14,7 @@ from typing import IO, Any
 from leakgate.config import RequestSpec
 from leakgate.errors import LoadError
 from leakgate.model import Histogram, LoadResult, SecondStat
-from leakgate.procs import spawn, stop_group
+from leakgate.procs import signal_and_wait, spawn, stop_group
 
 MAX_RESULT_BYTES = 64 * 1024 * 1024
 STOP_GRACE = 1.0  # after a stop, how long the generator's requests in flight may take
@@ -139,11 +138,7 @@ class LoadProcess:
         proc = self.proc
         if proc is None:
             return None
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=timeout)
+        signal_and_wait(proc, signal.SIGTERM, timeout)
         try:
             return self.result()
         except LoadError:

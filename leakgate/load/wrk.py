@@ -54,7 +54,7 @@ from urllib.parse import urlsplit
 from leakgate.config import RequestSpec
 from leakgate.errors import LoadError
 from leakgate.model import Histogram, LoadResult
-from leakgate.procs import spawn, stop_group
+from leakgate.procs import signal_and_wait, spawn, stop_group
 from leakgate.templates import Part, parse_template
 
 WRK_SCRIPT = Path(__file__).with_name("wrk_report.lua")
@@ -391,11 +391,7 @@ class WrkProcess:
         proc = self.proc
         if proc is None:
             return None
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGINT)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=timeout)
+        signal_and_wait(proc, signal.SIGINT, timeout)
         try:
             return self.result()
         except LoadError:
