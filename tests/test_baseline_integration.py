@@ -110,7 +110,12 @@ def test_compare_base_ref_interleaves_and_judges(
     go_bin: str, repo: Path, tmp_path: Path, marker: str
 ) -> None:
     svc = repo / "svc"
-    write_config(svc / "leakgate.yml", warmup="1s", duration="3s", extra=FAST)
+    # Latency of 3 s trials is not gated here: four against four of a tail percentile on a shared
+    # runner fails an A/A now and then (seen: p95 2.4 -> 4.6 ms, p = 0.029), and the A/A false-fail
+    # rate is bench/accuracy.py's to measure, not a test's to assert. What is asserted: the
+    # interleaving, one offered rate, the base revision, and a leak caught against HEAD.
+    extra = FAST + "thresholds:\n  p95_latency: {max_increase: null}\n"
+    write_config(svc / "leakgate.yml", warmup="1s", duration="3s", extra=extra)
     _git(repo, "commit", "-qam", "short config")
     # A/A: the same commit on both sides passes.
     run = run_gate(
