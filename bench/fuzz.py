@@ -38,7 +38,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.fuzz_targets import TARGETS, TINY_SAMPLE, Target, profile_bomb  # noqa: E402
+from tests.fuzz_targets import TARGETS, TINY_SAMPLE, Target, profile_bomb, varint  # noqa: E402
 
 INTERESTING = (
     b"\x00",
@@ -128,16 +128,7 @@ print(f"{hwm() / 1024:.0f}\t{before / 1024:.0f}\t{took:.2f}\t{outcome}")
 
 
 def _field(number: int, payload: bytes) -> bytes:
-    return _varint((number << 3) | 2) + _varint(len(payload)) + payload
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
+    return varint((number << 3) | 2) + varint(len(payload)) + payload
 
 
 def _table(number: int, count: int, entry: Callable[[int], bytes]) -> bytes:
@@ -192,7 +183,7 @@ SHAPES: dict[str, tuple[str, Callable[[], bytes]]] = {
     "empty-inlined": (
         "empty lines at the cap, 256 to a location",
         lambda: _table(
-            4, CAP_COUNT // 256 - 1, lambda n: b"\x08" + _varint(n + 2) + b"\x22\x00" * 256
+            4, CAP_COUNT // 256 - 1, lambda n: b"\x08" + varint(n + 2) + b"\x22\x00" * 256
         ),
     ),
     "inlined": (
@@ -200,16 +191,16 @@ SHAPES: dict[str, tuple[str, Callable[[], bytes]]] = {
         lambda: _table(
             4,
             CAP_COUNT // 256 - 1,
-            lambda n: b"\x08" + _varint(n + 2) + b"\x22\x04\x08\x01\x10\x07" * 256,
+            lambda n: b"\x08" + varint(n + 2) + b"\x22\x04\x08\x01\x10\x07" * 256,
         ),
     ),
     "locations": (
         "locations at the cap, a line each",
-        lambda: _table(4, CAP_COUNT - 2, lambda n: b"\x08" + _varint(n + 2) + b"\x22\x02\x08\x01"),
+        lambda: _table(4, CAP_COUNT - 2, lambda n: b"\x08" + varint(n + 2) + b"\x22\x02\x08\x01"),
     ),
     "functions": (
         "functions at the cap",
-        lambda: _table(5, CAP_COUNT - 2, lambda n: b"\x08" + _varint(n + 2) + b"\x10\x03\x20\x04"),
+        lambda: _table(5, CAP_COUNT - 2, lambda n: b"\x08" + varint(n + 2) + b"\x10\x03\x20\x04"),
     ),
     "comment": (
         "a packed comment of 33 M ints (field 13, unread)",

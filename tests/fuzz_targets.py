@@ -92,11 +92,12 @@ def long_tag_bomb(samples: int) -> bytes:
 def empty_lines_bomb(lines: int, *, locations: int = 1) -> bytes:
     """`locations` locations of `lines` empty lines each (`22 00`, 2 bytes a line), gzipped."""
     body = b"\x08\x02" + b"\x22\x00" * lines
-    location = b"\x22" + _varint(len(body)) + body
+    location = b"\x22" + varint(len(body)) + body
     return gzip.compress(_PROFILE + location * locations, compresslevel=9)
 
 
-def _varint(value: int) -> bytes:
+def varint(value: int) -> bytes:
+    """A protobuf base-128 varint, for hand-built wire bytes."""
     out = bytearray()
     while value >= 0x80:
         out.append(value & 0x7F | 0x80)

@@ -155,3 +155,15 @@ def go_module(root: Path, main_go: str, name: str = "example.com/faulty") -> Pat
     (root / "go.mod").write_text(f"module {name}\n\ngo 1.21\n")
     (root / "main.go").write_text(textwrap.dedent(main_go))
     return root
+
+
+def git(repo: Path, *args: str) -> str:
+    """git in `repo` as a test user; its output, stripped."""
+    proc = subprocess.run(
+        ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return proc.stdout.strip()

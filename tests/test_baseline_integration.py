@@ -4,28 +4,16 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from .conftest import SAMPLE
-from .gate import run_gate, write_config
+from .gate import git, run_gate, write_config
 
 pytestmark = [pytest.mark.go, pytest.mark.slow]
 
 FAST = "trials: 4\n"
-
-
-def _git(repo: Path, *args: str) -> str:
-    proc = subprocess.run(
-        ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return proc.stdout.strip()
 
 
 @pytest.fixture
@@ -33,9 +21,9 @@ def repo(tmp_path: Path) -> Path:
     """A git repository holding a copy of the sample service, one commit."""
     root = tmp_path / "repo"
     shutil.copytree(SAMPLE, root / "svc")
-    _git(root, "init", "-q")
-    _git(root, "add", ".")
-    _git(root, "commit", "-qm", "base")
+    git(root, "init", "-q")
+    git(root, "add", ".")
+    git(root, "commit", "-qm", "base")
     return root
 
 
@@ -116,7 +104,7 @@ def test_compare_base_ref_interleaves_and_judges(
     # interleaving, one offered rate, the base revision, and a leak caught against HEAD.
     extra = FAST + "thresholds:\n  p95_latency: {max_increase: null}\n"
     write_config(svc / "leakgate.yml", warmup="1s", duration="3s", extra=extra)
-    _git(repo, "commit", "-qam", "short config")
+    git(repo, "commit", "-qam", "short config")
     # A/A: the same commit on both sides passes.
     run = run_gate(
         ["compare", "--base", "HEAD", str(svc), "--env", marker], tmp_path / "aa", command="compare"
@@ -126,7 +114,7 @@ def test_compare_base_ref_interleaves_and_judges(
     sides = [t["side"] for t in record["trials"]]
     assert sorted(sides) == ["baseline"] * 4 + ["candidate"] * 4
     assert all(sorted(sides[i : i + 2]) == ["baseline", "candidate"] for i in range(0, 8, 2))
-    assert record["base_revision"] == _git(repo, "rev-parse", "HEAD")
+    assert record["base_revision"] == git(repo, "rev-parse", "HEAD")
     assert len({t["offered_rate"] for t in record["trials"]}) == 1
     # A change that leaks in the working tree is caught against HEAD.
     main_go = svc / "main.go"
@@ -138,5 +126,5 @@ def test_compare_base_ref_interleaves_and_judges(
     )
     assert run.returncode == 1, run.output
     assert run.junit_cases()["retained_per_request_vs_baseline"] == "failure", run.output
-    worktrees = _git(repo, "worktree", "list")
+    worktrees = git(repo, "worktree", "list")
     assert len(worktrees.splitlines()) == 1, worktrees  # the temporary worktree is gone

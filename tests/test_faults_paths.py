@@ -29,26 +29,12 @@ from .conftest import SAMPLE
 from .factories import trial
 from .fakes import fake_service
 from .gate import GateRun, go_module, run_gate, write_config
+from .test_faults import FAKE_CONFIG as FAULT_CONFIG
 
 MARKER = ".leakgate-report"
 JUDGED = ("run.json", "verdict.json", "junit.xml", "summary.md", "report.html")
 
-FAKE_CONFIG = """\
-service:
-  ready_path: /healthz
-  ready_timeout: 5s
-load:
-  warmup: 1s
-  duration: 2s
-  rate: 100
-  connections: 4
-  timeout: 500ms
-  requests:
-    - {method: GET, path: "/products/{seq}"}
-probes:
-  interval: 250ms
-  quiet_timeout: 1s
-"""
+FAKE_CONFIG = FAULT_CONFIG.format(ready="5s", extra="")  # the stand-in service's, in attach mode
 
 
 def snapshot(root: Path) -> dict[str, bytes | str]:

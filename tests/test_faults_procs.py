@@ -32,6 +32,7 @@ from leakgate import cgroup, gitref, procs, stale
 from .conftest import REPO, SAMPLE
 from .gate import (
     gate_command,
+    git,
     go_module,
     processes_with_env,
     run_gate,
@@ -41,17 +42,6 @@ from .gate import (
 from .test_faults import assert_fault
 
 DAEMON_SECONDS = "601"  # `sleep 601`: the daemon's command line, told apart from other sleeps
-
-
-def _git(repo: Path, *args: str) -> str:
-    proc = subprocess.run(
-        ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return proc.stdout.strip()
 
 
 def in_directory(path: Path) -> list[int]:
@@ -257,18 +247,18 @@ def repo(tmp_path: Path) -> Path:
     root = tmp_path / "repo"
     shutil.copytree(SAMPLE, root / "svc")
     broken_package(root / "broken")
-    _git(root, "init", "-q")
-    _git(root, "add", ".")
-    _git(root, "commit", "-qm", "base")
+    git(root, "init", "-q")
+    git(root, "add", ".")
+    git(root, "commit", "-qm", "base")
     (root / "svc" / "NOTES").write_text("second commit\n")
-    _git(root, "add", ".")
-    _git(root, "commit", "-qm", "second")
-    _git(root, "worktree", "add", "-q", "--detach", str(tmp_path / "users-own"), "HEAD~1")
+    git(root, "add", ".")
+    git(root, "commit", "-qm", "second")
+    git(root, "worktree", "add", "-q", "--detach", str(tmp_path / "users-own"), "HEAD~1")
     return root
 
 
 def worktrees(repo: Path) -> list[str]:
-    text = _git(repo, "worktree", "list", "--porcelain")
+    text = git(repo, "worktree", "list", "--porcelain")
     return [line.split(" ", 1)[1] for line in text.splitlines() if line.startswith("worktree ")]
 
 
@@ -309,10 +299,10 @@ def test_only_worktrees_of_dead_leakgate_runs_are_removed(tmp_path: Path) -> Non
     leakgate's old ones, and one of a dead run; only the dead run's goes."""
     root = tmp_path / "repo"
     root.mkdir()
-    _git(root, "init", "-q")
+    git(root, "init", "-q")
     (root / "f").write_text("x\n")
-    _git(root, "add", ".")
-    _git(root, "commit", "-qm", "one")
+    git(root, "add", ".")
+    git(root, "commit", "-qm", "one")
     dead = subprocess.Popen(["true"])
     dead.wait()
     holders = {
@@ -321,7 +311,7 @@ def test_only_worktrees_of_dead_leakgate_runs_are_removed(tmp_path: Path) -> Non
         "user": tmp_path / "leakgate-base-mine",
     }
     for holder in holders.values():
-        _git(root, "worktree", "add", "-q", "--detach", str(holder / "tree"), "HEAD")
+        git(root, "worktree", "add", "-q", "--detach", str(holder / "tree"), "HEAD")
     notes = gitref.remove_stale_worktrees(root)
     assert sorted(w for w in worktrees(root) if w != str(root)) == sorted(
         [str(holders["live"] / "tree"), str(holders["user"] / "tree")]
@@ -713,10 +703,10 @@ def test_stale_build_folders_are_made_removable_for_the_owner_only(
 
 def _repo_with_commit(root: Path) -> Path:
     root.mkdir()
-    _git(root, "init", "-q")
+    git(root, "init", "-q")
     (root / "f").write_text("x\n")
-    _git(root, "add", ".")
-    _git(root, "commit", "-qm", "one")
+    git(root, "add", ".")
+    git(root, "commit", "-qm", "one")
     return root
 
 
@@ -735,7 +725,7 @@ def test_a_stale_worktree_folder_its_repository_no_longer_lists_is_removed(
     monkeypatch.setattr(tempfile, "tempdir", str(tmp))
     root = _repo_with_commit(tmp_path / "repo")
     holder = tmp / f"leakgate-worktree-{dead_pid}-1-abc"
-    _git(root, "worktree", "add", "-q", "--detach", str(holder / "tree"), "HEAD")
+    git(root, "worktree", "add", "-q", "--detach", str(holder / "tree"), "HEAD")
     # The repository's registration now names another path: it no longer lists this one.
     (gitdir,) = (root / ".git" / "worktrees").iterdir()
     (gitdir / "gitdir").write_text(str(tmp_path / "elsewhere" / ".git") + "\n")
@@ -752,7 +742,7 @@ def test_the_registration_of_a_vanished_leakgate_worktree_is_pruned(
 ) -> None:
     root = _repo_with_commit(tmp_path / "repo")
     holder = tmp_path / f"leakgate-worktree-{dead_pid}-1-abc"
-    _git(root, "worktree", "add", "-q", "--detach", str(holder / "tree"), "HEAD")
+    git(root, "worktree", "add", "-q", "--detach", str(holder / "tree"), "HEAD")
     shutil.rmtree(holder)  # e.g. a tmp cleaner: only git's registration is left
     notes = gitref.remove_stale_worktrees(root)
     assert worktrees(root) == [str(root)]
@@ -768,8 +758,8 @@ def test_a_worktree_git_refuses_to_remove_is_reported_as_not_removed(
     root = _repo_with_commit(tmp_path / "repo")
     holder = tmp_path / f"leakgate-worktree-{dead_pid}-1-abc"
     tree = holder / "tree"
-    _git(root, "worktree", "add", "-q", "--detach", str(tree), "HEAD")
-    _git(root, "worktree", "lock", "--reason", "mine", str(tree))  # remove --force refuses
+    git(root, "worktree", "add", "-q", "--detach", str(tree), "HEAD")
+    git(root, "worktree", "lock", "--reason", "mine", str(tree))  # remove --force refuses
     notes = gitref.remove_stale_worktrees(root)
     assert str(tree) in worktrees(root)
     assert len(notes) == 1 and notes[0].startswith(

@@ -11,6 +11,8 @@ import pytest
 from leakgate import pprof
 from leakgate.proto import profile_pb2
 
+from .fuzz_targets import varint
+
 
 def make_profile(
     samples: list[tuple[list[str], list[int]]],
@@ -305,16 +307,7 @@ def test_samples_count_against_one_cap_however_their_tag_is_written(
 
 def _location(loc_id: int, lines: bytes) -> bytes:
     body = b"\x08" + bytes([loc_id]) + lines
-    return b"\x22" + _varint(len(body)) + body
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
+    return b"\x22" + varint(len(body)) + body
 
 
 def test_lines_are_counted_on_the_wire_before_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -329,7 +322,7 @@ def test_lines_are_counted_on_the_wire_before_decoding(monkeypatch: pytest.Monke
     id_last = b"\x22\x00" * 257 + b"\x08\x5a"  # its id after its lines: named by position
     number = pprof.count_entries(head)["locations"] + 1
     with pytest.raises(pprof.ProfileTooLarge, match=rf"location number {number} has more than"):
-        pprof.parse(head + b"\x22" + _varint(len(id_last)) + id_last)
+        pprof.parse(head + b"\x22" + varint(len(id_last)) + id_last)
     many = b"".join(_location(90 + n, b"\x22\x00" * 20) for n in range(6))
     have = pprof.count_entries(head)["lines"]
     with pytest.raises(pprof.ProfileTooLarge, match=rf"more than {have + 100} lines in all"):
@@ -360,7 +353,7 @@ def test_fields_leakgate_does_not_read_are_not_decoded() -> None:
         "period",
         "duration_nanos",
     }
-    comment = b"\x6a" + _varint(100_000) + b"\x01" * 100_000
+    comment = b"\x6a" + varint(100_000) + b"\x01" * 100_000
     assert pprof.parse(_head() + comment).totals()["inuse_space"] == 8960
 
 
