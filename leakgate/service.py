@@ -16,9 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from leakgate.errors import ServiceStartError
-from leakgate.procs import describe_escaped
-from leakgate.procs import spawn as spawn  # re-exported: load/external.py starts its tool so
-from leakgate.procs import stop_group as stop_group
+from leakgate.procs import describe_escaped, spawn, stop_group
 
 LOG_TAIL_LINES = 20
 LOG_TAIL_BYTES = 1024 * 1024

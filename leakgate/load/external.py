@@ -34,7 +34,7 @@ from leakgate.errors import LoadError
 from leakgate.load.builtin import parse_result
 from leakgate.load.wrk import GROWTH, MARKER, bucket_index, parse_wrk_output
 from leakgate.model import Histogram, LoadResult, SecondStat
-from leakgate.service import spawn, stop_group
+from leakgate.procs import spawn, stop_group
 
 MAX_LINE_BYTES = 1024 * 1024  # one vegeta result; a response body would rarely be this large
 MAX_RESULT_BYTES = 4 * 1024**3
