@@ -11,8 +11,8 @@ from pathlib import Path
 FILE_MODE = 0o644  # reports and baselines are CI artifacts: readable like any other file
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Replace `path` with `text` (UTF-8) atomically and durably.
+def write_atomic(path: Path, content: str | bytes) -> None:
+    """Replace `path` with `content` (text is written as UTF-8) atomically and durably.
 
     The text goes to a temporary file in the same directory (so the rename cannot cross file
     systems), which is fsynced, renamed over `path` with os.replace, and then the directory is
@@ -21,7 +21,7 @@ def write_atomic(path: Path, text: str) -> None:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = text.encode("utf-8")
+    data = content.encode("utf-8") if isinstance(content, str) else content
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
