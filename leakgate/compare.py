@@ -13,93 +13,23 @@ warning, never a guess: with 3 trials a side the smallest one-sided p-value is e
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import Literal
 
 from scipy import stats
 
 from leakgate import analysis
-from leakgate.config import Threshold
-from leakgate.model import Environment, Trial
+from leakgate.metrics import METRICS, Direction, Metric, Threshold
+from leakgate.model import Environment
 from leakgate.units import format_metric
 
-Direction = Literal["lower", "higher"]
 ComparisonVerdict = Literal["pass", "fail", "inconclusive", "too_few", "no_data"]
 
 ALPHA = 0.05
 MIN_TRIALS = 4
 EXACT_MAX_N = 8
 RATE_TOLERANCE = 0.05
-
-
-@dataclass(frozen=True, slots=True)
-class Metric:
-    """How one per-trial figure is read, which way is better, and in what unit."""
-
-    name: str
-    label: str
-    per_trial: Callable[[Trial], float | None]
-    direction: Direction
-    unit: str  # "s", "req/s", "fraction", "bytes", "B/request", "goroutines", "GC/min"
-
-
-def _latency(q: float) -> Callable[[Trial], float | None]:
-    return partial(analysis.latency_percentile, q=q)
-
-
-METRICS: dict[str, Metric] = {
-    m.name: m
-    for m in (
-        Metric("p50_latency", "p50 latency", _latency(50), "lower", "s"),
-        Metric("p95_latency", "p95 latency", _latency(95), "lower", "s"),
-        Metric("p99_latency", "p99 latency", _latency(99), "lower", "s"),
-        Metric("throughput", "throughput", analysis.throughput, "higher", "req/s"),
-        Metric("error_rate", "error rate", analysis.error_rate, "lower", "fraction"),
-        Metric(
-            "heap_live", "live heap after drain", analysis.heap_live_after_drain, "lower", "bytes"
-        ),
-        Metric(
-            "retained_per_request",
-            "retained bytes per request",
-            analysis.retained_bytes_per_request,
-            "lower",
-            "B/request",
-        ),
-        Metric(
-            "goroutine_growth",
-            "goroutine growth",
-            analysis.goroutine_growth,
-            "lower",
-            "goroutines",
-        ),
-        Metric("rss_peak", "peak RSS", analysis.rss_peak, "lower", "bytes"),
-        Metric(
-            "gc_cycles_per_min",
-            "GC cycles per minute",
-            analysis.gc_cycles_per_minute,
-            "lower",
-            "GC/min",
-        ),
-        Metric("gc_cpu_fraction", "GC CPU share", analysis.gc_cpu_fraction, "lower", "fraction"),
-    )
-}
-
-
-def metric_values(trials: Iterable[Trial]) -> dict[str, list[float]]:
-    """One value per trial for every metric in `METRICS`, in trial order.
-
-    Trials where a metric is unavailable (None) or not finite are skipped for that metric, so
-    lists may be shorter than the trial count or empty; every metric name is present, so a
-    gated metric without data shows up as `no_data` instead of vanishing.
-    """
-    trials = list(trials)
-    values: dict[str, list[float]] = {}
-    for name, metric in METRICS.items():
-        read = (metric.per_trial(t) for t in trials)
-        values[name] = [float(v) for v in read if v is not None and math.isfinite(v)]
-    return values
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,69 +17,14 @@ from typing import Any, Literal
 import yaml
 
 from leakgate.errors import ConfigError, UsageError
+from leakgate.metrics import DEFAULT_THRESHOLDS, METRICS, ThresholdKind
+from leakgate.metrics import Threshold as Threshold  # re-exported: a config holds them
 from leakgate.templates import parse_template
 from leakgate.units import number_text, parse_duration, parse_percent, parse_size
 from leakgate.yamlnodes import NodeReader, compose, describe, printable
 
 CONFIG_NAMES = ("leakgate.yml", "leakgate.yaml")
 MAX_CONFIG_BYTES = 1024 * 1024
-
-# Metric name -> unit kind of its threshold values. Lower is better for all of them except
-# throughput; the kinds decide how `max` and `floor` are parsed.
-METRIC_KINDS: dict[str, str] = {
-    "p50_latency": "duration",
-    "p95_latency": "duration",
-    "p99_latency": "duration",
-    "heap_live": "size",
-    "retained_per_request": "size",
-    "goroutine_growth": "count",
-    "rss_peak": "size",
-    "error_rate": "fraction",
-    "gc_cycles_per_min": "count",
-    "gc_cpu_fraction": "fraction",
-    "throughput": "count",
-}
-
-
-@dataclass(frozen=True, slots=True)
-class Threshold:
-    max_increase: float | None = None  # relative, vs a baseline: 0.10 = +10%
-    floor: float | None = None  # absolute change below which a difference is ignored
-    max: float | None = None  # absolute limit on the candidate's own value
-    # retained_per_request only: how far a clean service's live heap moves between the two
-    # checkpoints (bytes), and the fewest requests a trial needs before it is judged at all.
-    noise_floor: float | None = None
-    min_requests: int | None = None
-
-
-# The live heap of a leak-free service moves between the warm-up and drain checkpoints by
-# itself (runtime and agent bookkeeping, timers, pools). Measured on the sample service: 36
-# clean `leakgate check sample-go-service --out DIR` runs, the checkpoints' heap_alloc read
-# from DIR/run.json -- `--duration 3s --warmup 1s` at rate auto and at rate 200, 10 s, the
-# default 20 s, and 20 s and 60 s at rate 200, on a 2-core machine shared with other jobs.
-# The drain heap was 24 KB below to 48.9 KB (47.7 KiB) above the warm-up heap; the largest
-# at 200 req/s, where 20 s and 60 s moved alike (about 45 KB), so it levels off rather than
-# growing with the window. 96 KiB is twice the largest. Divided by a trial's requests it is
-# the resolution of retained_per_request: 16 B/request from 6,144 requests on.
-RETAINED_NOISE_FLOOR = 96.0 * 1024
-# Fewer requests than this and the per-request figure means nothing, whatever the heap did.
-RETAINED_MIN_REQUESTS = 100
-
-DEFAULT_THRESHOLDS: dict[str, Threshold] = {
-    "p95_latency": Threshold(max_increase=0.10, floor=0.5e-3),
-    # Heap *growth* is gated, not the live heap's size: a cache that fills during warm-up and
-    # stays bounded costs memory but is not a leak, and must not fail a compare.
-    "retained_per_request": Threshold(
-        max_increase=0.10,
-        floor=16.0,
-        max=16.0,
-        noise_floor=RETAINED_NOISE_FLOOR,
-        min_requests=RETAINED_MIN_REQUESTS,
-    ),
-    "goroutine_growth": Threshold(max=16.0),
-    "error_rate": Threshold(max=0.01),
-}
-
 
 # Four trials a side is the fewest with which a one-sided Mann-Whitney U test can reach p < 0.05
 # (1/70); five leaves room for one lost trial.
@@ -584,14 +529,9 @@ class _Walker(NodeReader):
 
     def thresholds(self, node: yaml.Node) -> dict[str, Threshold]:
         merged = dict(DEFAULT_THRESHOLDS)
-        for metric, (_, value) in self.mapping(node, "thresholds", tuple(METRIC_KINDS)).items():
+        for metric, (_, value) in self.mapping(node, "thresholds", tuple(METRICS)).items():
             kp = f"thresholds.{metric}"
-            keys: tuple[str, ...] = ("max_increase", "floor", "max")
-            if metric == "throughput":
-                keys = ("max_increase", "floor")
-            elif metric == "retained_per_request":
-                keys = (*keys, "noise_floor", "min_requests")
-            m = self.mapping(value, kp, keys)
+            m = self.mapping(value, kp, METRICS[metric].threshold_keys)
             current = merged.get(metric, Threshold())
             updates: dict[str, Any] = {}
             for key, (_, v) in m.items():
@@ -604,11 +544,11 @@ class _Walker(NodeReader):
                 elif key == "min_requests":
                     updates[key] = self.integer(v, f"{kp}.{key}", 1, 10**12)
                 else:
-                    updates[key] = self.metric_value(v, f"{kp}.{key}", METRIC_KINDS[metric])
+                    updates[key] = self.metric_value(v, f"{kp}.{key}", METRICS[metric].kind)
             merged[metric] = dataclasses.replace(current, **updates)
         return merged
 
-    def metric_value(self, node: yaml.Node, keypath: str, kind: str) -> float:
+    def metric_value(self, node: yaml.Node, keypath: str, kind: ThresholdKind) -> float:
         if kind == "duration":
             return self.duration(node, keypath)
         if kind == "size":
@@ -650,7 +590,6 @@ def apply_overrides(
 # (and error_rate: leak figures from a service answering errors mean nothing).
 QUICK_WARMUP = 2.0
 QUICK_DURATION = 8.0
-QUICK_METRICS = ("retained_per_request", "goroutine_growth", "error_rate")
 
 
 def quick(cfg: Config) -> Config:
@@ -663,7 +602,7 @@ def quick(cfg: Config) -> Config:
     thresholds = {
         name: Threshold(max=t.max, noise_floor=t.noise_floor, min_requests=t.min_requests)
         for name, t in cfg.thresholds.items()
-        if name in QUICK_METRICS and t.max is not None
+        if name in METRICS and METRICS[name].quick and t.max is not None
     }
     return dataclasses.replace(cfg, load=load, trials=1, confirm=0, thresholds=thresholds)
 

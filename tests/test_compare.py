@@ -6,8 +6,8 @@ import pytest
 from scipy import stats
 
 from leakgate import compare as cmp
-from leakgate.config import Threshold
-from leakgate.model import Environment, Trial
+from leakgate.metrics import Threshold, metric_values
+from leakgate.model import Environment
 
 from .factories import trial
 
@@ -274,55 +274,14 @@ def test_ties_use_the_normal_approximation() -> None:
     assert r.verdict == "fail"
 
 
-# -- metric values from trials ---------------------------------------------------------------
-
-
-def test_metric_values_reads_one_value_per_trial() -> None:
-    trials = [
-        trial(index=0, heap_before=10_000_000, heap_after=10_100_000, goroutines_after=14),
-        trial(index=1, heap_before=10_000_000, heap_after=10_000_000, errors=1000, p_ms=4.0),
-        Trial(index=2),  # nothing measured: skipped everywhere
-    ]
-    values = cmp.metric_values(trials)
-    assert set(values) == set(cmp.METRICS)
-    assert values["heap_live"] == [10_100_000.0, 10_000_000.0]
-    assert values["retained_per_request"] == [1.0, 0.0]
-    assert values["goroutine_growth"] == [2.0, 0.0]
-    assert all(isinstance(v, float) for v in values["goroutine_growth"])
-    assert values["throughput"] == [5000.0, 5000.0]
-    assert values["error_rate"] == [0.0, 0.01]
-    p95 = values["p95_latency"]
-    assert len(p95) == 2 and p95[1] > p95[0] > 1 * MS
-    assert values["p50_latency"][0] < p95[0] <= values["p99_latency"][0]
-    # no GC series and no RSS in these trials
-    assert values["rss_peak"] == values["gc_cycles_per_min"] == values["gc_cpu_fraction"] == []
-
-
-def test_metric_table_directions() -> None:
-    assert [n for n, m in cmp.METRICS.items() if m.direction == "higher"] == ["throughput"]
-    assert set(cmp.METRICS) == {
-        "p50_latency",
-        "p95_latency",
-        "p99_latency",
-        "throughput",
-        "error_rate",
-        "heap_live",
-        "retained_per_request",
-        "goroutine_growth",
-        "rss_peak",
-        "gc_cycles_per_min",
-        "gc_cpu_fraction",
-    }
-
-
 def test_compare_metric_values_end_to_end() -> None:
     base = [trial(index=i, p_ms=2.0) for i in range(5)]
     leaky = [trial(index=i, heap_after=40_000_000, p_ms=2.0) for i in range(5)]
     results = {
         r.metric: r
         for r in cmp.compare(
-            cmp.metric_values(base),
-            cmp.metric_values(leaky),
+            metric_values(base),
+            metric_values(leaky),
             {"heap_live": Threshold(max_increase=0.10, floor=1024 * 1024)},
         )
     }

@@ -217,7 +217,8 @@ def test_confirm_and_trials() -> None:
 
 
 def test_retained_noise_floor_and_min_requests() -> None:
-    from leakgate.config import RETAINED_MIN_REQUESTS, RETAINED_NOISE_FLOOR, quick
+    from leakgate.config import quick
+    from leakgate.metrics import RETAINED_MIN_REQUESTS, RETAINED_NOISE_FLOOR
 
     default = Config().threshold("retained_per_request")
     assert (default.noise_floor, default.min_requests) == (96 * 1024, 100)

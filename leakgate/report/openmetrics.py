@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 
-from leakgate.compare import METRICS, metric_values
-from leakgate.model import RunRecord, Trial, Verdict
+from leakgate.metrics import METRICS, trial_values
+from leakgate.model import RunRecord, Verdict
 
 PREFIX = "leakgate"
 STATUS_VALUES = ("pass", "fail", "warn", "no_data", "error")
@@ -68,7 +68,7 @@ def render(verdict: Verdict, record: RunRecord) -> str:
             (
                 ({"metric": metric, "unit": METRICS[metric].unit, "trial": str(t.index + 1)}, v)
                 for t in trials
-                for metric, v in _per_trial(t)
+                for metric, v in trial_values(t).items()
             ),
         )
     rows = verdict.comparisons
@@ -120,11 +120,6 @@ def render(verdict: Verdict, record: RunRecord) -> str:
     )
     lines.append("# EOF")
     return "\n".join(lines) + "\n"
-
-
-def _per_trial(trial: Trial) -> list[tuple[str, float]]:
-    values = metric_values([trial])
-    return [(metric, vs[0]) for metric, vs in values.items() if vs and math.isfinite(vs[0])]
 
 
 def _service_name(record: RunRecord) -> str:

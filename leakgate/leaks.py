@@ -1,0 +1,173 @@
+"""Leaks within one run: retained heap bytes per request and goroutine growth, per trial.
+
+The rules behind the `retained_per_request` and `goroutine_growth` checks (combined over the
+trials like every limit, in slo.py), which leak sites explain a failing check, and the noise
+floor a comparison of retained bytes inherits from the leak check.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+
+from leakgate import analysis
+from leakgate.metrics import METRICS, Threshold
+from leakgate.model import Check, CheckStatus, LeakSites, Trial
+from leakgate.slo import TrialResult, why_no_data
+from leakgate.units import format_size
+
+CHECKPOINTS = ("warmup", "drain")
+TOP_SITES = 3
+
+
+def retained(trial: Trial, *, limit: float, noise_floor: float, min_requests: int) -> TrialResult:
+    """Fails only on growth beyond the heap's own noise: with `noise_floor` bytes of movement
+    a clean service shows between the checkpoints, the figure is known to within
+    ±noise_floor/requests. Under `limit` even at its top: pass; over it even at its bottom:
+    judged as a leak (the trend test may still call it a filled cache). In between, the heap
+    series decides: a confirmed rising trend with the figure over `limit` fails, a heap that
+    levelled off passes, anything else is ~. Below `min_requests`: no data, never a fail."""
+    value = analysis.retained_bytes_per_request(trial)
+    requests = analysis.requests_served(trial)
+    heaps = [trial.checkpoints[c].heap_alloc for c in CHECKPOINTS if c in trial.checkpoints]
+    if value is None and (requests or len(heaps) < 2 or None in heaps):
+        return TrialResult("no_data", None, note=why_no_data(trial, "live heap checkpoints"))
+    before = trial.checkpoints["warmup"].heap_alloc or 0
+    after = trial.checkpoints["drain"].heap_alloc or 0
+    evidence = [
+        f"live heap after forced GC: {format_size(before)} after warm-up -> "
+        f"{format_size(after)} after drain "
+        f"({format_size(after - before)} over {requests:,} requests)"
+    ]
+    series = trial.series.get("heap_live")
+    tr = analysis.trend(series.points if series else ())
+    if tr.rising is None:
+        evidence.append(
+            f"heap trend: not testable ({tr.n} samples in the later half of the window)"
+        )
+    else:
+        evidence.append(
+            f"heap trend over the later half ({tr.n} samples): {format_size(tr.slope or 0)}/s "
+            f"(98% CI {format_size(tr.slope_low or 0)}/s .. {format_size(tr.slope_high or 0)}/s), "
+            f"Mann-Kendall p={tr.p_value:.2g}"
+        )
+    evidence.extend(profile_evidence(trial, "heap_profile"))
+    if requests < min_requests:
+        served = f"{requests:,} request{'s' if requests != 1 else ''}"
+        note = (
+            f"no data: {served}, fewer than min_requests {min_requests:,}: too few to tell "
+            "retained bytes per request"
+        )
+        return TrialResult("no_data", None, tuple(evidence), note)
+    assert value is not None  # both heaps and at least one request
+    noise = analysis.retained_noise_per_request(noise_floor, requests)
+    if value + noise <= limit:
+        return TrialResult("pass", value, tuple(evidence))
+    seconds = analysis.window_seconds(trial)
+    window_rate = (after - before) / seconds if seconds else 0.0
+    levelled = analysis.heap_levelled(tr, window_rate)
+    if value - noise <= limit:
+        # Inside the noise band the retained figure alone cannot decide; the heap series can.
+        band = (
+            f"within the heap's {format_size(noise_floor)} noise floor: ±{noise:,.1f} B/request "
+            f"over {requests:,} requests"
+        )
+        noise_line = (
+            f"heap noise: a leak-free service's live heap moves by up to "
+            f"{format_size(noise_floor)} between the checkpoints "
+            "(thresholds.retained_per_request.noise_floor)"
+        )
+        if tr.rising is True and value > limit:
+            evidence.append(
+                f"{noise_line}: the retained figure alone was within the noise, but the heap "
+                "kept rising through the later half of the window: a leak"
+            )
+            note = f"live heap keeps growing, though the retained figure alone is {band}"
+            return TrialResult("fail", value, tuple(evidence), note)
+        if levelled:
+            evidence.append(
+                f"{noise_line}: the retained figure alone was within the noise, and the heap "
+                "levelled off in the later half of the window: not a leak"
+            )
+            note = f"{band}, and the heap levelled off in the later half of the window"
+            return TrialResult("pass", value, tuple(evidence), note)
+        need = analysis.requests_to_resolve(noise_floor, limit, value)
+        settle = (
+            f"{need:,} requests would resolve the limit at this value"
+            if need
+            else "no request count resolves the limit at this value"
+        )
+        evidence.append(
+            f"{noise_line}; the heap series neither confirms growth nor shows it levelled off: "
+            "not a leak, not yet a pass"
+        )
+        return TrialResult("warn", value, tuple(evidence), f"{band}; {settle}")
+    if levelled:
+        note = "heap retained, but flat in the later half of the window (a cache that filled?)"
+        return TrialResult("pass", value, tuple(evidence), note)
+    if tr.rising is None:
+        return TrialResult("fail", value, tuple(evidence), "trend untested: window too short")
+    if tr.rising is False:
+        note = "the heap series neither confirms nor rules out growth; retained bytes decide"
+        return TrialResult("fail", value, tuple(evidence), note)
+    return TrialResult("fail", value, tuple(evidence), "live heap keeps growing")
+
+
+def goroutines(trial: Trial, *, limit: float) -> TrialResult:
+    value = analysis.goroutine_growth(trial)
+    if value is None:
+        return TrialResult("no_data", None, note=why_no_data(trial, "goroutine counts"))
+    before = trial.checkpoints["warmup"]
+    after = trial.checkpoints["drain"]
+    evidence = [
+        f"quiet goroutines: {before.goroutines} after warm-up -> {after.goroutines} after drain"
+    ]
+    if not after.goroutines_stable:
+        evidence.append("the count was still changing when the quiet period ran out")
+    evidence.extend(profile_evidence(trial, "goroutine_profile"))
+    status: CheckStatus = "fail" if value > limit else "pass"
+    return TrialResult(status, float(value), tuple(evidence))
+
+
+def profile_evidence(trial: Trial, attr: str) -> list[str]:
+    before = getattr(trial.checkpoints["warmup"], attr)
+    after = getattr(trial.checkpoints["drain"], attr)
+    if not (before and after):
+        return []
+    return [f"profiles: go tool pprof -diff_base {before} {after}"]
+
+
+def with_sites(check: Check, sites: LeakSites) -> Check:
+    """A failing leak check, or a failing comparison of a leak metric, with the top leak sites
+    of its kind attached."""
+    name = check.name.removesuffix("_vs_baseline")
+    metric = METRICS.get(name)
+    if check.status != "fail" or metric is None:
+        return check
+    kind = metric.sites if check.name.endswith("_vs_baseline") else metric.leak
+    if kind is None:
+        return check
+    top = (sites.heap if kind == "heap" else sites.goroutines)[:TOP_SITES]
+    return dataclasses.replace(check, leak_sites=top) if top else check
+
+
+def enough_requests(trials: Sequence[Trial], retained: Threshold) -> list[Trial]:
+    """The trials that served enough requests for retained bytes per request to mean anything."""
+    least = max(1, retained.min_requests or 1)
+    return [t for t in trials if analysis.requests_served(t) >= least]
+
+
+def with_noise_floor(
+    thresholds: Mapping[str, Threshold], trials: Sequence[Trial], retained: Threshold
+) -> Mapping[str, Threshold]:
+    """The thresholds with retained_per_request's `floor` raised to what heap noise alone can
+    move the figure in the shortest trial compared: the leak check does not fail on that
+    noise, and neither may a comparison whose two sides carry the same noise."""
+    counted = [analysis.requests_served(t) for t in enough_requests(trials, retained)]
+    if not retained.noise_floor or not counted or "retained_per_request" not in thresholds:
+        return thresholds
+    noise = analysis.retained_noise_per_request(retained.noise_floor, min(counted))
+    if noise <= (retained.floor or 0.0):
+        return thresholds
+    raised = dataclasses.replace(thresholds["retained_per_request"], floor=noise)
+    return {**thresholds, "retained_per_request": raised}

@@ -1,0 +1,219 @@
+"""The metric registry: every entry is parsed from leakgate.yml, compared, judged and rendered.
+
+The walk below is what makes adding a metric one entry in leakgate/metrics.py: a metric that
+the config cannot read, the comparison skips, the judge cannot limit or a reporter leaves out
+fails here by name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from leakgate import compare as cmp
+from leakgate.config import Config, load_config, quick
+from leakgate.judge import judge
+from leakgate.metrics import DEFAULT_THRESHOLDS, METRICS, Metric, Threshold, metric_values
+from leakgate.model import Environment, RunRecord, Series, Trial
+from leakgate.report import console, html, junit, markdown, openmetrics
+
+from .factories import heap_series, trial
+
+MS = 1e-3
+
+# -- metric values from trials ---------------------------------------------------------------
+
+
+def test_metric_values_reads_one_value_per_trial() -> None:
+    trials = [
+        trial(index=0, heap_before=10_000_000, heap_after=10_100_000, goroutines_after=14),
+        trial(index=1, heap_before=10_000_000, heap_after=10_000_000, errors=1000, p_ms=4.0),
+        Trial(index=2),  # nothing measured: skipped everywhere
+    ]
+    values = metric_values(trials)
+    assert set(values) == set(METRICS)
+    assert values["heap_live"] == [10_100_000.0, 10_000_000.0]
+    assert values["retained_per_request"] == [1.0, 0.0]
+    assert values["goroutine_growth"] == [2.0, 0.0]
+    assert all(isinstance(v, float) for v in values["goroutine_growth"])
+    assert values["throughput"] == [5000.0, 5000.0]
+    assert values["error_rate"] == [0.0, 0.01]
+    p95 = values["p95_latency"]
+    assert len(p95) == 2 and p95[1] > p95[0] > 1 * MS
+    assert values["p50_latency"][0] < p95[0] <= values["p99_latency"][0]
+    # no GC series and no RSS in these trials
+    assert values["rss_peak"] == values["gc_cycles_per_min"] == values["gc_cpu_fraction"] == []
+
+
+def test_metric_table_directions() -> None:
+    assert [n for n, m in METRICS.items() if m.direction == "higher"] == ["throughput"]
+    assert set(METRICS) == {
+        "p50_latency",
+        "p95_latency",
+        "p99_latency",
+        "throughput",
+        "error_rate",
+        "heap_live",
+        "retained_per_request",
+        "goroutine_growth",
+        "rss_peak",
+        "gc_cycles_per_min",
+        "gc_cpu_fraction",
+    }
+
+
+def test_defaults_and_quick_come_from_the_registry() -> None:
+    assert set(DEFAULT_THRESHOLDS) == {
+        "p95_latency",
+        "retained_per_request",
+        "goroutine_growth",
+        "error_rate",
+    }
+    assert Config().thresholds == DEFAULT_THRESHOLDS
+    quick_names = {n for n, m in METRICS.items() if m.quick}
+    assert set(quick(Config()).thresholds) == quick_names
+    assert all(t.max_increase is None for t in quick(Config()).thresholds.values())
+
+
+# -- the walk --------------------------------------------------------------------------------
+
+
+def measured(index: int, worse: float) -> Trial:
+    """A trial in which every metric has a value, `worse` times as bad as at worse=1 (with a
+    per-trial jitter of under 5%, so no two trials tie)."""
+    jitter = 1 + index / 100
+    scale = worse * jitter
+    requests = int(100_000 / scale)
+    growth = int(10_000_000 * scale)
+    t = trial(
+        index=index,
+        heap_before=10_000_000,
+        heap_after=10_000_000 + growth,
+        series=heap_series(10_000_000, growth / 20, noise=100, seed=index),
+        goroutines_after=12 + round(4 * scale),
+        requests=requests,
+        errors=round(requests * 0.004 * scale),
+        p_ms=2.0 * scale,
+    )
+    cumulative = {
+        "gc_cycles": ("count", 20 * scale),
+        "gc_cpu_seconds": ("seconds", 0.1 * scale),
+        "total_cpu_seconds": ("seconds", 10.0),
+    }
+    series = dict(t.series)
+    for name, (unit, end) in cumulative.items():
+        series[name] = Series(name, unit, ((0.0, 0.0), (20.0, end)))
+    return dataclasses.replace(
+        t, series=series, rss_peak=int(50_000_000 * scale), offered_rate=5000.0
+    )
+
+
+def run_record(baseline: float = 1.0, candidate: float = 2.0, n: int = 5) -> RunRecord:
+    trials = []
+    for i in range(n):
+        trials.append(dataclasses.replace(measured(2 * i, baseline), side="baseline"))
+        trials.append(dataclasses.replace(measured(2 * i + 1, candidate), side="candidate"))
+    return RunRecord(
+        created="2026-12-02T00:00:00+00:00",
+        package="/src/orders",
+        command="compare",
+        environment=Environment(go_version="go1.26.8"),
+        trials=tuple(trials),
+    )
+
+
+def _limit(metric: Metric, record: RunRecord) -> float:
+    """An absolute limit between the baseline's median and the candidate's."""
+    base = metric_values(t for t in record.trials if t.side == "baseline")[metric.name]
+    cand = metric_values(t for t in record.trials if t.side == "candidate")[metric.name]
+    low, high = sorted((max(base), min(cand)))
+    assert low < high, f"{metric.name}: the candidate is not worse in every trial"
+    return (low + high) / 2
+
+
+_YAML_VALUES = {"duration": ("3ms", 0.003), "size": ("2KiB", 2048.0), "count": ("12", 12.0)}
+_YAML_VALUES["fraction"] = ("2%", 0.02)
+
+
+@pytest.mark.parametrize("name", list(METRICS))
+def test_every_metric_is_parsed_from_the_config(name: str, tmp_path: Path) -> None:
+    metric = METRICS[name]
+    text, value = _YAML_VALUES[metric.kind]
+    keys = {"max_increase": "7%", "floor": text}
+    if metric.has_max:
+        keys["max"] = text
+    body = ", ".join(f"{k}: {v}" for k, v in keys.items())
+    path = tmp_path / "leakgate.yml"
+    path.write_text(f"thresholds:\n  {name}: {{{body}}}\n")
+    t = load_config(path).threshold(name)
+    assert t.max_increase == pytest.approx(0.07)
+    assert t.floor == pytest.approx(value)
+    assert t.max == (
+        pytest.approx(value) if metric.has_max else DEFAULT_THRESHOLDS.get(name, Threshold()).max
+    )
+
+
+@pytest.mark.parametrize("name", list(METRICS))
+def test_every_metric_is_compared(name: str) -> None:
+    record = run_record()
+    values = {
+        side: metric_values(t for t in record.trials if t.side == side)
+        for side in ("baseline", "candidate")
+    }
+    assert all(len(v[name]) == 5 for v in values.values()), "not measured in every trial"
+    rows = cmp.compare(
+        values["baseline"], values["candidate"], {name: Threshold(max_increase=0.10)}
+    )
+    by_metric = {r.metric: r for r in rows}
+    assert by_metric[name].verdict == "fail", by_metric[name].reason
+    assert by_metric[name].change is not None and by_metric[name].change > 0.10
+    # and the other way round it is an improvement
+    back = {r.metric: r for r in cmp.compare(values["candidate"], values["baseline"], {})}
+    assert back[name].verdict == "pass"
+
+
+@pytest.mark.parametrize("name", list(METRICS))
+def test_every_metric_is_judged_against_the_baseline_and_its_limit(name: str) -> None:
+    metric = METRICS[name]
+    record = run_record()
+    limit = _limit(metric, record) if metric.has_max else None
+    cfg = Config(thresholds={name: Threshold(max_increase=0.10, max=limit)})
+    verdict = judge(record, cfg)
+    checks = {c.name: c for c in verdict.checks}
+    assert checks[f"{name}_vs_baseline"].status == "fail", checks[f"{name}_vs_baseline"].summary
+    assert verdict.status == "fail"
+    if metric.has_max:
+        assert checks[name].status == "fail", checks[name].summary
+        assert checks[name].unit == metric.unit
+        passing = judge(run_record(1.0, 1.0), cfg)
+        assert {c.name: c for c in passing.checks}[name].status == "pass"
+    else:
+        assert name not in checks
+
+
+def test_every_metric_is_rendered_by_every_reporter() -> None:
+    record = run_record()
+    thresholds = {
+        name: Threshold(max_increase=0.10, max=_limit(m, record) if m.has_max else None)
+        for name, m in METRICS.items()
+    }
+    verdict = judge(record, Config(thresholds=thresholds))
+    assert {r.metric for r in verdict.comparisons} == set(METRICS)
+    texts = {
+        "console": console.render(verdict, record),
+        "markdown": markdown.render(verdict, record),
+        "html": html.render(verdict, record),
+        "junit": junit.render(verdict, record),
+        "openmetrics": openmetrics.render(verdict, record),
+    }
+    for name, metric in METRICS.items():
+        for reporter in ("console", "markdown", "html"):
+            assert metric.label in texts[reporter], f"{reporter} leaves out {metric.label}"
+        assert f"{name}_vs_baseline" in texts["junit"]
+        assert f'metric="{name}"' in texts["openmetrics"]
+        assert f'check="{name}_vs_baseline"' in texts["openmetrics"]
+        if metric.has_max:
+            assert f'name="{name}"' in texts["junit"], f"junit leaves out the {name} limit"
+            assert f'check="{name}"' in texts["openmetrics"]
