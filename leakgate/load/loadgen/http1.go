@@ -69,20 +69,21 @@ func (w *worker) exchange(e *entry, req []byte, sent time.Duration) (int, error)
 // ends at EOF.
 func (w *worker) readResponse(e *entry) (int, error) {
 	for interim := 0; ; interim++ {
-		code, length, chunked, keep, err := w.readHead()
+		head, err := w.readHead()
+		code := head.code
 		if err != nil {
 			return code, err
 		}
 		switch {
 		case e.method == http.MethodHead || code < 200 || code == 204 || code == 304:
 			// no body
-		case chunked:
+		case head.chunked:
 			err = w.discardChunked()
-		case length >= 0:
-			err = w.discard(length)
+		case head.length >= 0:
+			err = w.discard(head.length)
 		default: // the body runs to EOF
 			_, err = io.Copy(io.Discard, w.br)
-			keep = false
+			head.keep = false
 		}
 		if err != nil {
 			return code, err
@@ -90,7 +91,7 @@ func (w *worker) readResponse(e *entry) (int, error) {
 		if code < 200 && code != http.StatusSwitchingProtocols && interim < 10 {
 			continue
 		}
-		if !keep || code == http.StatusSwitchingProtocols {
+		if !head.keep || code == http.StatusSwitchingProtocols {
 			w.closeConn()
 		}
 		return code, nil
@@ -99,59 +100,73 @@ func (w *worker) readResponse(e *entry) (int, error) {
 
 var errMalformed = errors.New("malformed HTTP response")
 
-// readHead reads a status line and headers, keeping what frames the body.
-func (w *worker) readHead() (code int, length int64, chunked, keep bool, err error) {
+// responseHead is what readHead keeps of a status line and its headers: the
+// status, and what frames the body.
+type responseHead struct {
+	code    int
+	length  int64 // Content-Length; -1 when absent or a Transfer-Encoding overrides it
+	chunked bool  // Transfer-Encoding: chunked
+	keep    bool  // the connection may carry the next request
+}
+
+// readHead reads a status line and headers. An error after the status line
+// still returns its code: the response is counted by its status.
+func (w *worker) readHead() (responseHead, error) {
 	line, err := w.br.ReadSlice('\n')
 	if err != nil {
-		return 0, 0, false, false, err
+		return responseHead{}, err
 	}
 	// HTTP/1.x NNN reason
 	if len(line) < 12 || string(line[:7]) != "HTTP/1." || line[8] != ' ' {
-		return 0, 0, false, false, fmt.Errorf("%w: status line %q", errMalformed, trimEOL(line))
+		return responseHead{}, fmt.Errorf("%w: status line %q", errMalformed, trimEOL(line))
 	}
+	code := 0
 	for _, c := range line[9:12] {
 		if c < '0' || c > '9' {
-			return 0, 0, false, false, fmt.Errorf("%w: status line %q", errMalformed, trimEOL(line))
+			return responseHead{}, fmt.Errorf("%w: status line %q", errMalformed, trimEOL(line))
 		}
 		code = code*10 + int(c-'0')
 	}
-	keep, length = line[7] == '1', -1
+	h := responseHead{code: code, length: -1, keep: line[7] == '1'}
+	badHeader := func(line []byte) (responseHead, error) {
+		return responseHead{code: code}, fmt.Errorf("%w: header %q", errMalformed, line)
+	}
 	coded := false // a Transfer-Encoding: the body runs to EOF unless chunked
 	for n := 0; ; n++ {
 		if line, err = w.br.ReadSlice('\n'); err != nil {
-			return code, 0, false, false, err
+			return responseHead{code: code}, err
 		}
 		line = trimEOL(line)
 		if len(line) == 0 {
 			if coded {
-				length = -1
+				h.length = -1
 			}
-			return code, length, chunked, keep, nil
+			return h, nil
 		}
 		i := bytes.IndexByte(line, ':')
 		if i <= 0 || n >= 1000 {
-			return code, 0, false, false, fmt.Errorf("%w: header %q", errMalformed, line)
+			return badHeader(line)
 		}
 		name, val := line[:i], bytes.TrimSpace(line[i+1:])
 		switch {
 		case asciiEqualFold(name, "Content-Length"):
-			length = 0
+			h.length = 0
 			for k, c := range val {
 				if c < '0' || c > '9' || k >= 18 {
-					return code, 0, false, false, fmt.Errorf("%w: header %q", errMalformed, line)
+					return badHeader(line)
 				}
-				length = length*10 + int64(c-'0')
+				h.length = h.length*10 + int64(c-'0')
 			}
 			if len(val) == 0 {
-				return code, 0, false, false, fmt.Errorf("%w: header %q", errMalformed, line)
+				return badHeader(line)
 			}
 		case asciiEqualFold(name, "Transfer-Encoding"):
-			coded, chunked = true, hasTokenFold(val, "chunked")
+			coded, h.chunked = true, hasTokenFold(val, "chunked")
 		case asciiEqualFold(name, "Connection"):
 			if hasTokenFold(val, "close") {
-				keep = false
+				h.keep = false
 			} else if hasTokenFold(val, "keep-alive") {
-				keep = true
+				h.keep = true
 			}
 		}
 	}

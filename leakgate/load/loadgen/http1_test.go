@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -199,6 +200,43 @@ func TestBrokenResponses(t *testing.T) {
 		}
 		if uint64(calls.Load()) != res.Requests {
 			t.Errorf("%s: server saw %d requests, loadgen counted %d", path, calls.Load(), res.Requests)
+		}
+	}
+}
+
+func TestReadHead(t *testing.T) {
+	manyHeaders := "HTTP/1.1 200 OK\r\n" + strings.Repeat("X-A: b\r\n", 1001) + "\r\n"
+	for _, tc := range []struct {
+		name, in string
+		want     responseHead
+		err      error // errors.Is; nil: no error
+	}{
+		{"content-length", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+			responseHead{code: 200, length: 5, keep: true}, nil},
+		{"no length", "HTTP/1.1 204\r\n\r\n", responseHead{code: 204, length: -1, keep: true}, nil},
+		{"bare LF", "HTTP/1.1 200 OK\ncontent-length: 2\n\nhi", responseHead{code: 200, length: 2, keep: true}, nil},
+		{"HTTP/1.0", "HTTP/1.0 200 OK\r\n\r\n", responseHead{code: 200, length: -1}, nil},
+		{"HTTP/1.0 keep-alive", "HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 0\r\n\r\n",
+			responseHead{code: 200, length: 0, keep: true}, nil},
+		{"close", "HTTP/1.1 503 Busy\r\nConnection: foo, close\r\n\r\n", responseHead{code: 503, length: -1}, nil},
+		{"chunked over length", "HTTP/1.1 200 OK\r\nContent-Length: 9\r\nTransfer-Encoding: chunked\r\n\r\n",
+			responseHead{code: 200, length: -1, chunked: true, keep: true}, nil},
+		{"coded to EOF", "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nContent-Length: 1\r\n\r\n",
+			responseHead{code: 200, length: -1, keep: true}, nil},
+		{"empty", "", responseHead{}, io.EOF},
+		{"bad status", "HTTP/1.1 2x0 OK\r\n\r\n", responseHead{}, errMalformed},
+		{"not HTTP", "SSH-2.0-OpenSSH\r\n\r\n", responseHead{}, errMalformed},
+		// After the status line, a failure keeps the code: it is counted by status.
+		{"bad length", "HTTP/1.1 500 Oops\r\nContent-Length: 1x\r\n\r\n", responseHead{code: 500}, errMalformed},
+		{"empty length", "HTTP/1.1 200 OK\r\nContent-Length:\r\n\r\n", responseHead{code: 200}, errMalformed},
+		{"no colon", "HTTP/1.1 200 OK\r\nnonsense\r\n\r\n", responseHead{code: 200}, errMalformed},
+		{"too many headers", manyHeaders, responseHead{code: 200}, errMalformed},
+		{"cut in the headers", "HTTP/1.1 404 Not Found\r\nContent-Length: 5\r\n", responseHead{code: 404}, io.EOF},
+	} {
+		w := &worker{br: bufio.NewReader(strings.NewReader(tc.in))}
+		got, err := w.readHead()
+		if got != tc.want || tc.err == nil && err != nil || tc.err != nil && !errors.Is(err, tc.err) {
+			t.Errorf("%s: readHead = %+v, %v; want %+v, %v", tc.name, got, err, tc.want, tc.err)
 		}
 	}
 }
