@@ -37,11 +37,14 @@ func (w *worker) exchange(e *entry, req []byte, sent time.Duration) (int, error)
 			w.mu.Unlock()
 			w.br.Reset(c)
 		}
-		w.conn.SetDeadline(deadline)
-		if w.r.aborted.Load() {
-			w.conn.SetDeadline(time.Unix(1, 0)) // stop() may have cut it before the line above
+		// A deadline that cannot be set fails the connection like a write.
+		err := w.conn.SetDeadline(deadline)
+		if err == nil && w.r.aborted.Load() {
+			err = w.conn.SetDeadline(longAgo) // stop() may have cut it before the line above
 		}
-		_, err := w.conn.Write(req)
+		if err == nil {
+			_, err = w.conn.Write(req)
+		}
 		if err == nil {
 			_, err = w.br.Peek(1) // wait for the first byte of the response
 		}
@@ -259,9 +262,15 @@ func hasTokenFold(v []byte, t string) bool {
 	return false
 }
 
+// longAgo is a deadline in the past: set on a connection, it cuts the I/O in
+// progress at once.
+var longAgo = time.Unix(1, 0)
+
 func (w *worker) closeConn() {
 	if w.conn != nil {
-		w.conn.Close()
+		// The connection is dropped either way; an error closing it says
+		// nothing about the request, which has already completed or failed.
+		_ = w.conn.Close()
 		w.mu.Lock()
 		w.conn = nil
 		w.mu.Unlock()

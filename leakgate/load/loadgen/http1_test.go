@@ -240,3 +240,50 @@ func TestReadHead(t *testing.T) {
 		}
 	}
 }
+
+var errNoDeadline = errors.New("no deadline for you")
+
+// noDeadlineConn is a connection whose deadlines cannot be set; it records
+// whether it was written to or closed. Nothing else of it may be used.
+type noDeadlineConn struct {
+	net.Conn
+	wrote, closed atomic.Bool
+}
+
+func (c *noDeadlineConn) SetDeadline(time.Time) error { return errNoDeadline }
+func (c *noDeadlineConn) Write(b []byte) (int, error) { c.wrote.Store(true); return len(b), nil }
+func (c *noDeadlineConn) Close() error                { c.closed.Store(true); return nil }
+
+// A keep-alive connection on which the deadline cannot be set fails like one
+// whose write fails: closed, and counted unless it sat idle long enough to
+// be retried once on a new connection.
+func TestExchangeWhenTheDeadlineCannotBeSet(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer srv.Close()
+	for _, idle := range []bool{false, true} {
+		r, err := newRunner(testConfig(srv.URL, simple("/")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sent := 2 * time.Second
+		r.start = time.Now().Add(-sent)
+		w := r.newWorker(0, 1)
+		bad := new(noDeadlineConn)
+		w.conn, w.idle = bad, sent // busy: last used just now
+		if idle {
+			w.idle = 0 // idle for 2 s
+		}
+		e := r.entries[0]
+		code, err := w.exchange(e, e.raw, sent)
+		if bad.wrote.Load() || !bad.closed.Load() {
+			t.Errorf("idle %v: wrote %v closed %v; want the request unsent and the connection closed", idle, bad.wrote.Load(), bad.closed.Load())
+		}
+		if !idle && (code != 0 || !errors.Is(err, errNoDeadline) || classify(err) != errOther || w.conn != nil) {
+			t.Errorf("busy: code %d err %v conn %v; want 0, the deadline error (other), no connection", code, err, w.conn)
+		}
+		if idle && (code != 200 || err != nil || w.conn == nil) {
+			t.Errorf("idle: code %d err %v conn %v; want 200 on a new connection", code, err, w.conn)
+		}
+		w.closeConn()
+	}
+}

@@ -210,7 +210,11 @@ func (r *runner) stop(workers []*worker) {
 	for _, w := range workers {
 		w.mu.Lock()
 		if w.conn != nil {
-			w.conn.SetDeadline(time.Unix(1, 0))
+			if err := w.conn.SetDeadline(longAgo); err != nil {
+				// No deadline on it (closed, or broken): closing it cuts it too,
+				// and its worker then drops it as usual.
+				_ = w.conn.Close()
+			}
 		}
 		w.mu.Unlock()
 	}

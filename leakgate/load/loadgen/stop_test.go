@@ -118,3 +118,22 @@ func TestStopAfterTheWindowStillCutsAfterTheGrace(t *testing.T) {
 		}
 	}
 }
+
+// A connection whose deadline cannot be set when the grace is over is cut by
+// closing it.
+func TestStopClosesAConnectionWithoutDeadline(t *testing.T) {
+	cfg := testConfig("http://127.0.0.1:1", simple("/"))
+	cfg.StopGrace = 0
+	r, err := newRunner(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.start = time.Now()
+	w := r.newWorker(0, 1)
+	bad := new(noDeadlineConn)
+	w.conn = bad
+	r.stop([]*worker{w})
+	if !r.isStopped() || !r.aborted.Load() || !bad.closed.Load() {
+		t.Errorf("stopped %v aborted %v closed %v; want all true", r.isStopped(), r.aborted.Load(), bad.closed.Load())
+	}
+}
