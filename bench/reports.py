@@ -118,7 +118,7 @@ def render_part(tmp: Path, record_path: Path | None, rounds: int) -> bool:
     from leakgate.config import Config
     from leakgate.judge import judge
     from leakgate.model import from_plain
-    from leakgate.report import html, junit, markdown
+    from leakgate.report import Judged, html, junit, markdown
 
     imported = time.perf_counter() - start
     record_path = record_path or compare_record(tmp)
@@ -131,9 +131,9 @@ def render_part(tmp: Path, record_path: Path | None, rounds: int) -> bool:
         cfg = from_plain(Config, dict(record.config))
         verdict = judge(record, cfg, None, leaksites.find(record, record_path.parent))
         (out / "verdict.json").write_text(verdict.to_json())
-        (out / "junit.xml").write_text(junit.render(verdict, record))
-        (out / "summary.md").write_text(markdown.render(verdict, record))
-        (out / "report.html").write_text(html.render(verdict, record))
+        (out / "junit.xml").write_text(junit.render(Judged(verdict, record)))
+        (out / "summary.md").write_text(markdown.render(Judged(verdict, record)))
+        (out / "report.html").write_text(html.render(Judged(verdict, record)))
         return time.perf_counter() - t0
 
     first = render_all()

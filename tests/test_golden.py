@@ -16,7 +16,7 @@ from junitparser import Failure, JUnitXml
 from leakgate.config import Config
 from leakgate.judge import judge
 from leakgate.model import Environment, LeakSite, LeakSites, RunRecord, Trial, Verdict
-from leakgate.report import console, junit, markdown
+from leakgate.report import Judged, console, junit, markdown
 
 from .factories import heap_series, trial
 
@@ -116,17 +116,17 @@ def test_console_golden() -> None:
     verdict, record = fixed_verdict()
     assert verdict.status == "fail"
     reports = [Path(".leakgate/junit.xml"), Path(".leakgate/summary.md")]
-    assert_golden("console.txt", console.render(verdict, record, reports))
+    assert_golden("console.txt", console.render(Judged(verdict, record, written=tuple(reports))))
 
 
 def test_markdown_golden() -> None:
     verdict, record = fixed_verdict()
-    assert_golden("summary.md", markdown.render(verdict, record))
+    assert_golden("summary.md", markdown.render(Judged(verdict, record)))
 
 
 def test_junit_golden_and_what_a_junit_reader_sees(tmp_path: Path) -> None:
     verdict, record = fixed_verdict()
-    text = junit.render(verdict, record)
+    text = junit.render(Judged(verdict, record))
     assert_golden("junit.xml", text)
     path = tmp_path / "junit.xml"
     path.write_text(text)
@@ -161,7 +161,7 @@ HOSTILE = "<script>alert(1)</script> | pipe \x1b[31mred\x1b[0m ```fence``` [x](h
 def test_service_output_cannot_inject_markup_into_markdown_junit_or_the_console() -> None:
     record = _hostile_record(HOSTILE * 3 + "::stop-commands::token\n")
     verdict = judge(record, Config(), sites=SITES)
-    text = markdown.render(verdict, record)
+    text = markdown.render(Judged(verdict, record))
     assert "\x1b" not in text and "\x85" not in text
     # Inside a fenced block (fenced longer than any backtick run in it) markup is shown as
     # text; everywhere else it must be escaped.
@@ -169,9 +169,9 @@ def test_service_output_cannot_inject_markup_into_markdown_junit_or_the_console(
     assert "<script>" not in outside and "```fence```" not in outside
     assert "](http" not in outside
     assert "````text\n" in text
-    xml = junit.render(verdict, record)
+    xml = junit.render(Judged(verdict, record))
     assert "\x1b" not in xml and "<script>" not in xml
-    terminal = console.render(verdict, record)
+    terminal = console.render(Judged(verdict, record))
     assert "\x1b" not in terminal
     assert not any(line.lstrip().startswith("::") for line in terminal.splitlines())
 
@@ -181,9 +181,9 @@ def test_markdown_over_the_size_limit_drops_the_evidence_first(
 ) -> None:
     record = _hostile_record("a long log line\n" * 2000)
     verdict = judge(record, Config(), sites=SITES)
-    full = markdown.render(verdict, record)
+    full = markdown.render(Judged(verdict, record))
     monkeypatch.setattr(markdown, "MAX_BYTES", len(full.encode()) - 1)
-    text = markdown.render(verdict, record)
+    text = markdown.render(Judged(verdict, record))
     assert len(text.encode()) < len(full.encode())
     assert markdown.EVIDENCE_LEFT_OUT in text and "<details>" not in text
     assert "### Where it leaks" in text and "| metric | baseline |" in text

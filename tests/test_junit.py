@@ -7,7 +7,7 @@ from junitparser import Error, Failure, JUnitXml, Skipped
 from leakgate.config import Config
 from leakgate.judge import judge
 from leakgate.model import Environment, RunRecord, Trial
-from leakgate.report import console, junit
+from leakgate.report import Judged, RunError, console, junit
 
 from .factories import heap_series, trial
 
@@ -26,7 +26,7 @@ def test_one_testcase_per_check_with_failure_details(tmp_path: Path) -> None:
         environment=Environment(go_version="go1.26.8", gomaxprocs=1),
     )
     verdict = judge(record, Config())
-    xml = junit.render(verdict, record)
+    xml = junit.render(Judged(verdict, record))
     suites = list(_parse(xml, tmp_path))
     assert len(suites) == 1
     suite = suites[0]
@@ -47,15 +47,12 @@ def test_one_testcase_per_check_with_failure_details(tmp_path: Path) -> None:
 def test_build_error_is_a_junit_error(tmp_path: Path) -> None:
     record = RunRecord(package="svc", error="build failed")
     verdict = judge(record, Config())
-    xml = junit.render(
-        verdict,
-        record,
-        error=(
-            "build_failed",
-            "build failed: ./main.go:3:1: syntax error",
-            "./main.go:3:1: syntax error: non-declaration",
-        ),
+    error = RunError(
+        "build failed",
+        "./main.go:3:1: syntax error",
+        "./main.go:3:1: syntax error: non-declaration",
     )
+    xml = junit.render(Judged(verdict, record, error=error))
     suite = next(iter(_parse(xml, tmp_path)))
     (case,) = list(suite)
     assert isinstance(case.result[0], Error)
@@ -64,7 +61,7 @@ def test_build_error_is_a_junit_error(tmp_path: Path) -> None:
 
 def test_no_data_is_skipped_not_passed(tmp_path: Path) -> None:
     record = RunRecord(package="svc", trials=(Trial(index=0),))
-    suite = next(iter(_parse(junit.render(judge(record, Config()), record), tmp_path)))
+    suite = next(iter(_parse(junit.render(Judged(judge(record, Config()), record)), tmp_path)))
     cases = {c.name: c for c in suite}
     assert isinstance(cases["retained_per_request"].result[0], Skipped)
 
@@ -72,7 +69,9 @@ def test_no_data_is_skipped_not_passed(tmp_path: Path) -> None:
 def test_console_is_short_and_names_failures() -> None:
     leaky = trial(goroutines_after=5000)
     record = RunRecord(trials=(leaky,))
-    text = console.render(judge(record, Config()), record, [Path(".leakgate/junit.xml")])
+    text = console.render(
+        Judged(judge(record, Config()), record, written=(Path(".leakgate/junit.xml"),))
+    )
     first = text.splitlines()[0]
     assert first.startswith("leakgate: FAIL: 1 failed, 3 passed")
     assert "FAIL    goroutine_growth" in text

@@ -17,7 +17,7 @@ from leakgate.config import Config, load_config, quick
 from leakgate.judge import judge
 from leakgate.metrics import DEFAULT_THRESHOLDS, METRICS, Metric, Threshold, metric_values
 from leakgate.model import Environment, RunRecord, Series, Trial
-from leakgate.report import console, html, junit, markdown, openmetrics
+from leakgate.report import Judged, console, html, junit, markdown, openmetrics
 
 from .factories import heap_series, trial
 
@@ -202,11 +202,11 @@ def test_every_metric_is_rendered_by_every_reporter() -> None:
     verdict = judge(record, Config(thresholds=thresholds))
     assert {r.metric for r in verdict.comparisons} == set(METRICS)
     texts = {
-        "console": console.render(verdict, record),
-        "markdown": markdown.render(verdict, record),
-        "html": html.render(verdict, record),
-        "junit": junit.render(verdict, record),
-        "openmetrics": openmetrics.render(verdict, record),
+        "console": console.render(Judged(verdict, record)),
+        "markdown": markdown.render(Judged(verdict, record)),
+        "html": html.render(Judged(verdict, record)),
+        "junit": junit.render(Judged(verdict, record)),
+        "openmetrics": openmetrics.render(Judged(verdict, record)),
     }
     for name, metric in METRICS.items():
         for reporter in ("console", "markdown", "html"):

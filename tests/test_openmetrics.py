@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
-from leakgate.report import openmetrics
+from leakgate.report import Judged, openmetrics
 
 from .test_golden import fixed_verdict
 
 
 def parsed() -> dict[str, list[tuple[dict[str, str], float]]]:
     verdict, record = fixed_verdict()
-    text = openmetrics.render(verdict, record)
+    text = openmetrics.render(Judged(verdict, record))
     assert text.endswith("# EOF\n") and "NaN" not in text
     return {
         family.name: [(dict(s.labels), s.value) for s in family.samples]

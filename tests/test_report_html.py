@@ -20,7 +20,7 @@ from leakgate.model import (
     Trial,
     Verdict,
 )
-from leakgate.report import charts, html, table
+from leakgate.report import Judged, charts, html, table
 
 from .factories import heap_series, trial
 
@@ -142,7 +142,7 @@ def compare_verdict() -> Verdict:
 
 
 def test_report_is_one_self_contained_escaped_document() -> None:
-    page = html.render(compare_verdict(), compare_record())
+    page = html.render(Judged(compare_verdict(), compare_record()))
     assert page.startswith("<!DOCTYPE html>")
     assert page.count("<html") == 1 and page.rstrip().endswith("</html>")
     assert page.count("<svg") == 5
@@ -177,7 +177,7 @@ def test_report_is_one_self_contained_escaped_document() -> None:
 def test_missing_data_is_a_note_not_a_chart() -> None:
     bare = Trial(index=0, side="candidate")
     record = RunRecord(trials=(bare,))
-    page = html.render(Verdict("error"), record)
+    page = html.render(Judged(Verdict("error"), record))
     assert "<svg" not in page
     assert page.count("no data:") == 5
     assert "no trial sampled the live heap" in page
@@ -189,13 +189,13 @@ def test_check_baseline_trials_come_from_the_baseline_record() -> None:
     stored = RunRecord(trials=tuple(t for t in record.trials if t.side == "baseline"))
     sides = html.trial_sides(candidate, stored)
     assert [len(sides["baseline"]), len(sides["candidate"])] == [2, 2]
-    page = html.render(compare_verdict(), candidate, stored)
+    page = html.render(Judged(compare_verdict(), candidate, stored))
     assert "baseline (2 trials)" in page
 
 
 def test_output_is_deterministic() -> None:
     record, verdict = compare_record(2), compare_verdict()
-    assert html.render(verdict, record) == html.render(verdict, record)
+    assert html.render(Judged(verdict, record)) == html.render(Judged(verdict, record))
 
 
 def test_clean_strips_terminal_sequences() -> None:
@@ -223,7 +223,7 @@ def test_chromium_draws_the_report(chromium: str, tmp_path: Path) -> None:
     import matplotlib.image
 
     page = tmp_path / "report.html"
-    page.write_text(html.render(compare_verdict(), compare_record()), encoding="utf-8")
+    page.write_text(html.render(Judged(compare_verdict(), compare_record())), encoding="utf-8")
     shot = tmp_path / "shot.png"
     subprocess.run(
         [
@@ -261,6 +261,6 @@ def test_a_chart_that_fails_to_draw_costs_only_that_chart(
         raise ValueError("odd data")
 
     monkeypatch.setattr(charts, "_latency_distribution", broken)
-    page = html.render(compare_verdict(), compare_record())
+    page = html.render(Judged(compare_verdict(), compare_record()))
     assert "Latency distribution: chart not drawn: ValueError: odd data" in page
     assert page.count("<svg") >= 4

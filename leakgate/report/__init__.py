@@ -1,4 +1,5 @@
-"""Reporters: each renders a Verdict (and the RunRecord it judged) into one format.
+"""Reporters: each renders a judged run (`Judged`: the Verdict and the RunRecord it judged) into
+one format, with one signature: `render(judged) -> str`.
 
 Every output is written atomically, and each is attempted even when an earlier one failed.
 """
@@ -9,11 +10,34 @@ import json
 import re
 import shutil
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from leakgate.atomic import write_atomic as write_atomic  # re-exported for the reporters
+from leakgate.model import RunRecord, Verdict
 
 Render = Callable[[], str]
+
+
+@dataclass(frozen=True, slots=True)
+class RunError:
+    """What stopped a run before it could judge: junit.xml shows it as an error case."""
+
+    kind: str  # "build failed", "load failed", ...
+    message: str
+    details: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Judged:
+    """What every reporter renders: the verdict, the run it judged and what else a reader of
+    the report needs to place it."""
+
+    verdict: Verdict
+    record: RunRecord
+    baseline: RunRecord | None = None  # the stored baseline of `check --baseline`
+    error: RunError | None = None
+    written: tuple[Path, ...] = ()  # the reports already written, for the console to list
 
 
 def write_all(outputs: list[tuple[Path, Render]]) -> tuple[list[Path], list[str]]:
@@ -159,3 +183,31 @@ def clear_previous(report_dir: Path, extra: Iterable[Path] = (), keep: Iterable[
             and not any(p.is_relative_to(child.resolve()) for p in kept)
         ):
             shutil.rmtree(child, ignore_errors=True)
+
+
+def write_reports(
+    judged: Judged,
+    report_dir: Path,
+    *,
+    junit_path: Path | None = None,
+    json_path: Path | None = None,
+    openmetrics: str | None = None,
+) -> tuple[list[Path], list[str]]:
+    """Every report of a judged run; run.json only when `json_path` is given (a re-render
+    keeps the record). Returns (written paths, problems), like write_all."""
+    # Imported here: each reporter imports Judged from this package.
+    from leakgate.report import html, junit, markdown
+    from leakgate.report import openmetrics as om
+
+    reports: list[tuple[Path, Render]] = []
+    if json_path is not None:
+        reports.append((json_path, judged.record.to_json))
+    reports += [
+        (report_dir / "verdict.json", judged.verdict.to_json),
+        (junit_path or report_dir / "junit.xml", lambda: junit.render(judged)),
+        (report_dir / "summary.md", lambda: markdown.render(judged)),
+        (report_dir / "report.html", lambda: html.render(judged)),
+    ]
+    if openmetrics:
+        reports.append((Path(openmetrics), lambda: om.render(judged)))
+    return write_all(reports)

@@ -4,17 +4,15 @@ table, report paths. The full evidence is in junit.xml, summary.md and report.ht
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from pathlib import Path
-
-from leakgate.model import RunRecord, Verdict
-from leakgate.report import table
+from leakgate.model import Verdict
+from leakgate.report import Judged, table
 
 LABELS = table.CHECK_LABELS
 FAIL_EVIDENCE_LINES = 4
 
 
-def render(verdict: Verdict, record: RunRecord, reports: Sequence[Path] = ()) -> str:
+def render(judged: Judged) -> str:
+    verdict, record, reports = judged.verdict, judged.record, judged.written
     lines: list[str] = []
     width = max((len(c.name) for c in verdict.checks), default=10)
     for check in verdict.checks:

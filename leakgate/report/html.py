@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from leakgate.analysis import baseline_trials, offered_rate
 from leakgate.model import Check, Environment, LeakSite, LeakSites, RunRecord, Trial, Verdict
-from leakgate.report import table
+from leakgate.report import Judged, table
 from leakgate.units import format_duration, format_metric, format_percent
 
 if TYPE_CHECKING:
@@ -53,8 +53,9 @@ details summary { cursor: pointer; color: #57606a; }
 """
 
 
-def render(verdict: Verdict, record: RunRecord, baseline: RunRecord | None = None) -> str:
+def render(judged: Judged) -> str:
     """The whole report as one HTML document."""
+    verdict, record, baseline = judged.verdict, judged.record, judged.baseline
     # Imported here: matplotlib takes a noticeable time to load, and only this report needs it.
     from leakgate.report import charts
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from junit_xml import TestCase, TestSuite, to_xml_report_string
 
 from leakgate.model import Check, LeakSite, RunRecord, Verdict
+from leakgate.report import Judged
 
 CLASSNAME = "leakgate"
 
@@ -51,14 +52,15 @@ def _case(check: Check, suite: str) -> TestCase:
     return case
 
 
-def render(
-    verdict: Verdict, record: RunRecord, *, error: tuple[str, str, str] | None = None
-) -> str:
-    """`error` is (phase, message, details) for a run stopped before it could judge."""
+def render(judged: Judged) -> str:
+    """One test suite: a case per check, and an error case for a run stopped before it could
+    judge (named after what stopped it: build_failed, load_failed, ...)."""
+    verdict, record, error = judged.verdict, judged.record, judged.error
     suite_name = _suite_name(record)
     cases = [_case(c, suite_name) for c in verdict.checks]
     if error is not None:
-        phase, message, details = error
+        phase = error.kind.replace(" ", "_")
+        message, details = f"{error.kind}: {error.message}", error.details
         case = TestCase(name=phase, classname=f"{CLASSNAME}.{suite_name}", stdout=details)
         case.add_error_info(message=message, output=details or message, error_type=phase)
         cases.append(case)

@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable, Sequence
 
 from leakgate.model import Check, LeakSite, RunRecord, Verdict
-from leakgate.report import table
+from leakgate.report import Judged, table
 from leakgate.units import format_size
 
 MAX_BYTES = 1024 * 1024 - 4096  # GitHub refuses step summaries over 1 MiB
@@ -33,7 +33,8 @@ COMPARISON = {"pass": "✅", "fail": "❌", "inconclusive": "`~`", "too_few": "�
 _ACTIVE = re.compile(r"([\\`*_\[\]<>|~&!#])")
 
 
-def render(verdict: Verdict, record: RunRecord) -> str:
+def render(judged: Judged) -> str:
+    verdict, record = judged.verdict, judged.record
     head = [_headline(verdict, record), _checks(verdict.checks)]
     if verdict.comparisons:
         head.append(_comparisons(verdict))

@@ -12,14 +12,16 @@ import math
 from collections.abc import Iterable, Mapping
 
 from leakgate.metrics import METRICS, trial_values
-from leakgate.model import RunRecord, Verdict
+from leakgate.model import RunRecord
+from leakgate.report import Judged
 
 PREFIX = "leakgate"
 STATUS_VALUES = ("pass", "fail", "warn", "no_data", "error")
 VERDICTS = ("pass", "fail", "error", "interrupted")
 
 
-def render(verdict: Verdict, record: RunRecord) -> str:
+def render(judged: Judged) -> str:
+    verdict, record = judged.verdict, judged.record
     service = {"service": _service_name(record)}
     lines: list[str] = []
 
