@@ -99,7 +99,7 @@
 //
 // -progress prints, once per second, a line to stderr:
 //
-//	{"t": 3, "requests": 12345, "errors": 0, "rate": 4100.0, "p95_ns": 812345}
+//	{"t":3,"requests":12345,"errors":0,"rate":4100,"p95_ns":812345}
 //
 // with cumulative requests and errors, and that second's rate and p95.
 //

@@ -1,7 +1,7 @@
 package main
 
 import (
-	"fmt"
+	"encoding/json"
 	"strconv"
 	"time"
 )
@@ -55,9 +55,21 @@ type secondResult struct {
 	P99      int64  `json:"p99_ns"`
 }
 
+// progressLine is the line -progress prints to stderr once per second; the
+// Python side (leakgate/load/builtin.py) reads it while the run goes on.
+type progressLine struct {
+	T        int     `json:"t"`
+	Requests uint64  `json:"requests"` // cumulative
+	Errors   uint64  `json:"errors"`   // cumulative
+	Rate     float64 `json:"rate"`     // that second's requests, per second
+	P95      int64   `json:"p95_ns"`   // that second's
+}
+
 // progress prints second k's line shortly after it ended (or at once when
-// the run is over).
+// the run is over). A line that cannot be written ends the progress lines,
+// not the run.
 func (r *runner) progress(done <-chan struct{}) {
+	enc := json.NewEncoder(r.cfg.Progress)
 	var reqs, errs uint64
 	over := false
 	for k := 1; k <= len(r.secs); k++ {
@@ -76,8 +88,10 @@ func (r *runner) progress(done <-chan struct{}) {
 		n, e, _, p95, _ := r.secs[k-1].Load().summary()
 		reqs += n
 		errs += e
-		fmt.Fprintf(r.cfg.Progress, "{\"t\": %d, \"requests\": %d, \"errors\": %d, \"rate\": %.1f, \"p95_ns\": %d}\n",
-			k, reqs, errs, float64(n), p95)
+		line := progressLine{T: k, Requests: reqs, Errors: errs, Rate: float64(n), P95: p95}
+		if err := enc.Encode(line); err != nil {
+			return
+		}
 	}
 }
 
