@@ -16,7 +16,7 @@ from junitparser import Failure, JUnitXml
 from leakgate.config import Config
 from leakgate.judge import judge
 from leakgate.model import Environment, LeakSite, LeakSites, RunRecord, Trial, Verdict
-from leakgate.report import Judged, console, junit, markdown
+from leakgate.report import Judged, console, html, junit, markdown
 
 from .factories import heap_series, trial
 
@@ -187,3 +187,35 @@ def test_markdown_over_the_size_limit_drops_the_evidence_first(
     assert len(text.encode()) < len(full.encode())
     assert markdown.EVIDENCE_LEFT_OUT in text and "<details>" not in text
     assert "### Where it leaks" in text and "| metric | baseline |" in text
+
+
+def test_a_passing_run_shows_growth_not_where_it_leaks() -> None:
+    """A clean run's profiles still differ a little between the checkpoints: the section shows
+    that growth, titled as growth, never as "Where it leaks"."""
+    growth = LeakSite(
+        kind="heap",
+        function="main.(*server).createOrder",
+        file="orders.go",
+        line=88,
+        growth=64 * 1024,
+        objects=12,
+        share=1.0,
+        trials=1,
+        description="+64.0 KiB in 12 objects retained at main.(*server).createOrder (orders.go:88)",
+    )
+    record = RunRecord(package="/src/orders", command="check", trials=(trial(),))
+    verdict = judge(record, Config(), sites=LeakSites(heap=(growth,)))
+    assert verdict.status == "pass"
+    judged = Judged(verdict, record)
+    summary = markdown.render(judged)
+    assert "Where it leaks" not in summary
+    assert "### Heap growth (no leak found)" in summary and "createOrder" in summary
+    page = html.render(judged)
+    assert "<h2>Heap growth (no leak found)</h2>" in page and "Leak sites" not in page
+    assert "leak site" not in console.render(judged)
+    # the same site behind a failing leak check is where it leaks
+    leaky = RunRecord(package="/src/orders", command="check", trials=(trial(goroutines_after=99),))
+    failing = Judged(judge(leaky, Config(), sites=LeakSites(heap=(growth,))), leaky)
+    assert failing.verdict.status == "fail"
+    assert "### Where it leaks" in markdown.render(failing)
+    assert "<h2>Leak sites</h2>" in html.render(failing)

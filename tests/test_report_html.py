@@ -218,6 +218,26 @@ def test_cdf_runs_from_zero_to_one() -> None:
     assert 0.9 < points[0][0] < 2.5  # ms: the factory's latencies lie in 0.5..1.05 x p_ms
 
 
+def test_the_latency_distribution_reaches_the_slowest_request() -> None:
+    """A percentile plot: x is 1/(1-q), so p99 and p99.9 get as much room as p50 and p90, and
+    the curve ends at the slowest of the pooled requests (the old logit chart stopped near
+    p97)."""
+    record = compare_record(1)
+    hists = [t.load.latency for t in record.trials if t.load]
+    total = sum(h.count for h in hists)
+    assert total >= 1000
+    curve = charts.percentile_curve(hists)
+    assert curve[0][0] == 1.0 and curve[-1][0] == total
+    assert [x for x, _ in curve] == sorted(x for x, _ in curve)
+    slowest = max(h.max_ns for h in hists) / 1e6
+    assert curve[-1][1] >= slowest  # the upper edge of the slowest request's bucket
+    sides = {"candidate": list(record.trials)}
+    (chart,) = [c for c in charts.charts(sides) if c.key == "latency_distribution"]
+    assert chart.svg is not None
+    for tick in ("p50", "p90", "p99", "p99.9"):
+        assert f">{tick}<" in chart.svg, tick
+
+
 @pytest.mark.slow
 def test_chromium_draws_the_report(chromium: str, tmp_path: Path) -> None:
     import matplotlib.image

@@ -62,7 +62,7 @@ _SERIES_CHARTS = (
 )
 _PERCENTILES = ("p50", "p95", "p99")
 _PERCENTILE_STYLES: tuple[LineStyle, ...] = ("-", "--", ":")
-_CDF_TICKS = (10, 50, 90, 95, 99, 99.9, 99.99)
+_PERCENTILE_TICKS = (0, 50, 90, 99, 99.9, 99.99, 99.999)
 
 
 def charts(sides: Mapping[str, Sequence[Trial]]) -> list[Chart]:
@@ -151,6 +151,21 @@ def cdf(histograms: Iterable[Histogram]) -> list[tuple[float, float]]:
     return points
 
 
+def percentile_curve(histograms: Iterable[Histogram]) -> list[tuple[float, float]]:
+    """Pooled histograms as (1/(1-q), latency in ms) points: the percentile plot.
+
+    On a log axis of 1/(1-q) every nine gets the same room (p90 at 10, p99 at 100, p99.9 at
+    1000), so the tail a release gate cares about is as visible as the median. The slowest
+    requests (q = 1, which the axis cannot place) sit at n, where the last of n requests is.
+    """
+    hists = list(histograms)
+    points = cdf(hists)
+    if not points:
+        return []
+    total = sum(n for h in hists for _, n in h.buckets if n > 0)
+    return [(1.0 / (1.0 - q) if q < 1.0 else float(max(total, 1)), ms) for ms, q in points]
+
+
 def _edge(growth: float, index: int) -> float:
     """growth^index ns in ms; infinite where it overflows (a bucket index no latency has)."""
     try:
@@ -219,28 +234,29 @@ def _latency_distribution(sides: Mapping[str, Sequence[Trial]]) -> Chart:
     key, title = "latency_distribution", "Latency distribution"
     curves: dict[str, list[Points]] = {}
     pooled: dict[str, int] = {}
+    widest = 1.0
     for side, trials in sides.items():
         hists = [t.load.latency for t in trials if t.load and t.load.latency.count > 0]
-        points = downsample(cdf(hists))
-        # The logit axis cannot place shares of 0 or 1: a curve needs a point in between
-        # (one bucket, e.g. a single request, has none).
-        if any(0.0 < share < 1.0 for _, share in points):
+        points = downsample(percentile_curve(hists))
+        if len(points) > 1:
             curves[side], pooled[side] = [points], len(hists)
+            widest = max(widest, max(x for x, _ in points))
     if not curves:
         return Chart(key, title, None, "no data: no trial recorded a latency histogram")
     fig = _figure()
     ax = fig.add_subplot()
     _plot(ax, curves, linewidth=1.5, alpha=1.0)
     ax.set_xscale("log")
-    # A logit axis spreads the tail: p90, p99 and p99.9 get as much room as the median.
-    ax.set_yscale("logit", nonpositive="mask")
-    _log_ticks(ax.xaxis)
-    ax.yaxis.set_major_locator(FixedLocator([q / 100 for q in _CDF_TICKS]))
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _pos: f"p{y * 100:g}"))
-    ax.yaxis.set_minor_locator(NullLocator())
-    ax.set_title(f"{title} (each side's trials pooled)", loc="left")
-    ax.set_xlabel("latency (ms, log scale)")
-    ax.set_ylabel("share of requests at or below")
+    ax.set_yscale("log")
+    ax.set_xlim(1.0, widest)
+    ticks = [1 / (1 - q / 100) for q in _PERCENTILE_TICKS if 1 / (1 - q / 100) <= widest]
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _pos: f"p{(1 - 1 / x) * 100:.6g}"))
+    ax.xaxis.set_minor_locator(NullLocator())
+    _log_ticks(ax.yaxis)
+    ax.set_title(f"{title} (each side's trials pooled; the right end is the slowest)", loc="left")
+    ax.set_xlabel("percentile (log scale of 1/(1-q): each nine gets the same room)")
+    ax.set_ylabel("latency (ms, log scale)")
     _legend(ax, pooled)
     return Chart(key, title, _svg(fig, key))
 

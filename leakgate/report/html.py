@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
 from leakgate.analysis import baseline_trials, offered_rate
-from leakgate.model import Check, Environment, LeakSite, LeakSites, RunRecord, Trial, Verdict
+from leakgate.model import Check, Environment, LeakSite, RunRecord, Trial, Verdict
 from leakgate.report import Judged, table
 from leakgate.units import format_duration, format_metric, format_percent
 
@@ -66,7 +66,7 @@ def render(judged: Judged) -> str:
         _checks(verdict.checks),
         _comparisons(verdict),
         _charts(charts.charts(sides)),
-        _leak_sites(verdict.leak_sites),
+        _leak_sites(verdict),
         _trials(sides),
         _run(record, baseline, sides),
     ]
@@ -159,8 +159,10 @@ def _charts(charts: Sequence[Chart]) -> str:
     return "\n".join(parts)
 
 
-def _leak_sites(sites: LeakSites) -> str:
-    parts = ["<h2>Leak sites</h2>"]
+def _leak_sites(verdict: Verdict) -> str:
+    sites = verdict.leak_sites
+    heading = table.sites_heading(verdict)
+    parts = [f"<h2>{'Leak sites' if heading == 'Where it leaks' else esc(heading)}</h2>"]
     if sites.heap:
         rows = [
             _row(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from leakgate.analysis import offered_rate
+from leakgate.metrics import METRICS
 from leakgate.model import ComparisonRow, LeakSite, RunRecord, Verdict
 from leakgate.units import format_metric
 
@@ -84,6 +85,25 @@ _HEADLINES = {
     "interrupted": "INTERRUPTED (partial results)",
     "error": "ERROR: could not judge everything",
 }
+
+
+def sites_heading(verdict: Verdict) -> str:
+    """The leak-site section's title: "Where it leaks" when a leak check (or a comparison of a
+    leak metric) failed; otherwise the sites are only growth, and the title says so."""
+    if any(c.status == "fail" and _names_sites(c.name) for c in verdict.checks):
+        return "Where it leaks"
+    sites = verdict.leak_sites
+    grown = [w for w, found in (("Heap", sites.heap), ("goroutine", sites.goroutines)) if found]
+    what = " and ".join(grown).capitalize() if grown else "Heap"
+    return f"{what} growth (no leak found)"
+
+
+def _names_sites(check: str) -> bool:
+    name = check.removesuffix("_vs_baseline")
+    metric = METRICS.get(name)
+    if metric is None:
+        return False
+    return (metric.sites if name != check else metric.leak) is not None
 
 
 def run_context(record: RunRecord) -> str:
