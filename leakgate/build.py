@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from leakgate.atomic import install_file
 from leakgate.errors import BuildError, EnvironmentProblem, UsageError
 from leakgate.procs import build_dir_prefix, held_dir, spawn, stop_group
 
@@ -294,7 +295,7 @@ def build_service(
             raise UsageError(
                 f"{package_dir}: not a main package (package {name})", details=e.details
             ) from None
-        _install(Path(tmp) / "service", target)
+        install_file(Path(tmp) / "service", target)
     return target
 
 
@@ -333,7 +334,7 @@ def build_loadgen(go: GoToolchain) -> Path:
             env,
             Path(tmp),
         )
-        _install(Path(tmp) / "loadgen.bin", target)
+        install_file(Path(tmp) / "loadgen.bin", target)
     return target
 
 
@@ -371,10 +372,3 @@ def build_headline(output: str) -> str:
         if line.strip() and not line.startswith(("#", *_PROGRESS)):
             return line
     return ""
-
-
-def _install(built: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    shutil.copy2(built, tmp)
-    os.replace(tmp, target)

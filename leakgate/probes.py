@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from leakgate import pprof, prometheus, redirects
+from leakgate.atomic import write_atomic
 from leakgate.errors import EnvironmentProblem
 
 MAX_JSON_BYTES = 4 * 1024 * 1024
@@ -177,7 +178,8 @@ class RuntimeSource:
                 pprof.parse(body)
             except pprof.ProfileError as e:
                 raise ProbeError(f"{name} profile: {e}") from None
-        return _save(body, dest)
+        write_atomic(dest, body)
+        return dest
 
     def save_trace(self, dest: Path, seconds: float) -> Path:
         """A runtime/trace of the next `seconds`, for `go tool trace`."""
@@ -189,15 +191,8 @@ class RuntimeSource:
         )
         if not body.startswith(b"go 1."):  # every Go execution trace starts "go 1.NN trace"
             raise ProbeError("the trace endpoint did not return a Go execution trace")
-        return _save(body, dest)
-
-
-def _save(body: bytes, dest: Path) -> Path:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".tmp")
-    tmp.write_bytes(body)
-    tmp.replace(dest)
-    return dest
+        write_atomic(dest, body)
+        return dest
 
 
 class AgentSource(RuntimeSource):

@@ -1,12 +1,16 @@
 """Build decisions without running go: which GOEXPERIMENT a build with the agent gets, whether
-DIR is a main package, and which line of a failed build says why."""
+DIR is a main package, which line of a failed build says why, and how a binary is installed."""
 
 from __future__ import annotations
 
+import errno
+import shutil
+import stat
 from pathlib import Path
 
 import pytest
 
+from leakgate.atomic import install_file
 from leakgate.build import (
     LEAK_EXPERIMENT,
     GoToolchain,
@@ -92,3 +96,27 @@ def test_go_builds_found_packages_error_names_the_library() -> None:
     out = "found packages lib (lib.go) and main (zz_leakgate_agent.go) in /src/lib"
     assert not_main_package(out) == "lib"
     assert not_main_package("found packages a (a.go) and b (b.go) in /src") is None
+
+
+def test_a_built_binary_is_installed_whole_and_executable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built = tmp_path / "build" / "service"
+    built.parent.mkdir()
+    built.write_bytes(b"\x7fELF" + bytes(range(256)) * 4096)  # 1 MiB: copied in chunks
+    built.chmod(0o700)
+    target = tmp_path / "cache" / "bin" / "service-0123"
+    install_file(built, target)
+    assert target.read_bytes() == built.read_bytes()
+    assert stat.S_IMODE(target.stat().st_mode) == 0o755
+    assert built.is_file()  # the build directory's copy is its own to remove
+
+    def no_space(src: object, dst: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(shutil, "copyfileobj", no_space)
+    built.write_bytes(b"a newer build")
+    with pytest.raises(OSError, match="No space"):
+        install_file(built, target)
+    assert target.read_bytes()[:4] == b"\x7fELF"  # the cached binary is left as it was
+    assert [p.name for p in target.parent.iterdir()] == [target.name]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -9,11 +12,18 @@ import pytest
 from leakgate.config import ProbeConfig
 from leakgate.errors import ServiceStartError
 from leakgate.measure import loopback_agent_address, runtime_source
-from leakgate.probes import AGENT_TOKEN_ENV, AGENT_TOKEN_HEADER, AgentSource, ProbeError, TracePlan
+from leakgate.probes import (
+    AGENT_TOKEN_ENV,
+    AGENT_TOKEN_HEADER,
+    AgentSource,
+    PprofSource,
+    ProbeError,
+    TracePlan,
+)
 from leakgate.redirects import MAX_LOCATION_SHOWN, OffTargetRedirect, describe, origin
 from leakgate.service import Service
 
-from .fakes import fake_service, redirect
+from .fakes import fake_service, heap_profile, redirect
 
 PLAN = TracePlan(after=17.0, seconds=2.0, growth=16.0, dest=Path("t.out"), slack=64.0)
 
@@ -154,3 +164,27 @@ def test_an_agent_address_off_loopback_is_refused_and_gets_no_token(tmp_path: Pa
     with pytest.raises(ServiceStartError) as refused:
         runtime_source(ProbeConfig(), True, service_writing("x" * 5000), None)
     assert len(str(refused.value)) < 400
+
+
+def test_a_saved_profile_replaces_the_old_one_whole_and_leaves_no_temporary_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dest = tmp_path / "trial-1" / "heap-drain.pb.gz"
+    served = heap_profile()
+    with fake_service(
+        {"/debug/pprof/heap": lambda: (200, "application/octet-stream", served)}
+    ) as url:
+        source = PprofSource(url)
+        assert source.save_profile("heap", dest) == dest
+        assert dest.read_bytes() == served
+        assert stat.S_IMODE(dest.stat().st_mode) == 0o644
+
+        def no_space(fd: int) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        dest.write_bytes(b"earlier")
+        monkeypatch.setattr(os, "fsync", no_space)
+        with pytest.raises(OSError, match="No space"):
+            source.save_profile("heap", dest)
+    assert dest.read_bytes() == b"earlier"  # a failed write leaves the old profile
+    assert [p.name for p in dest.parent.iterdir()] == ["heap-drain.pb.gz"]
