@@ -15,10 +15,8 @@ inlined calls expanded) only where a report needs them.
 
 from __future__ import annotations
 
-import gzip
 import zlib
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -125,14 +123,6 @@ class Profile:
         have = ", ".join(name for name, _ in self.sample_types) or "none"
         raise ProfileError(f"the profile has no {sample_type!r} values (it has: {have})")
 
-    def totals(self) -> dict[str, int]:
-        """Sum of every sample type's values over all samples."""
-        sums = [0] * len(self.sample_types)
-        for _, values in self.samples:
-            for i, v in enumerate(values):
-                sums[i] += v
-        return {name: total for (name, _), total in zip(self.sample_types, sums, strict=True)}
-
     def by_stack(self, sample_type: str) -> Counter[Stack]:
         """Value per distinct stack (samples with the same stack and labels are merged)."""
         i = self.value_index(sample_type)
@@ -145,20 +135,6 @@ class Profile:
     def frames(self, stack: Stack) -> tuple[Frame, ...]:
         """The stack as frames, leaf first, inlined calls expanded."""
         return tuple(f for loc in stack for f in self.locations[loc])
-
-    def by_function(self, sample_type: str, *, cumulative: bool = False) -> Counter[str]:
-        """Value per function: flat (the leaf frame's) or cumulative (anywhere in the stack)."""
-        out: Counter[str] = Counter()
-        for stack, value in self.by_stack(sample_type).items():
-            frames = self.frames(stack)
-            if not frames:
-                continue
-            if cumulative:
-                for name in {f.function for f in frames}:
-                    out[name] += value
-            else:
-                out[frames[0].function] += value
-        return out
 
 
 def _decoded_message() -> Any:
@@ -611,13 +587,3 @@ def is_own_code(function: str, module: str = "") -> bool:
     path = function.split("(", 1)[0]
     package = path[: path.rfind("/") + 1] + path[path.rfind("/") + 1 :].split(".", 1)[0]
     return "." in package.split("/", 1)[0]
-
-
-def first_own_frame(frames: Iterable[Frame], module: str = "") -> Frame | None:
-    """The innermost frame that is the service's own code, or None."""
-    return next((f for f in frames if is_own_code(f.function, module)), None)
-
-
-def gzip_bytes(raw: bytes) -> bytes:
-    """Compress as the Go runtime does; used by tests and benchmarks that write profiles."""
-    return gzip.compress(raw, compresslevel=1)

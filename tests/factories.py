@@ -1,9 +1,12 @@
-"""Small hand-made models for the pure parts (analysis, judge, reporters)."""
+"""Small hand-made models for the pure parts (analysis, judge, reporters), and sums over a
+decoded profile that tests compare with what they built or with `go tool pprof`."""
 
 from __future__ import annotations
 
 import random
+from collections import Counter
 
+from leakgate import pprof
 from leakgate.model import Checkpoint, Histogram, LoadResult, Series, ServiceStatus, Trial
 
 
@@ -108,3 +111,33 @@ def trial(
             log_tail="panic: boom" if died else "",
         ),
     )
+
+
+# -- pprof profiles ---------------------------------------------------------------------------
+
+
+def sample_totals(profile: pprof.Profile) -> dict[str, int]:
+    """Each sample type's values summed over every sample (`go tool pprof`'s total)."""
+    sums = [0] * len(profile.sample_types)
+    for _, values in profile.samples:
+        for i, v in enumerate(values):
+            sums[i] += v
+    return {name: total for (name, _), total in zip(profile.sample_types, sums, strict=True)}
+
+
+def by_function(
+    profile: pprof.Profile, sample_type: str, *, cumulative: bool = False
+) -> Counter[str]:
+    """Value per function: flat (the leaf frame's, as `go tool pprof -top` lists it) or
+    cumulative (anywhere in the stack)."""
+    out: Counter[str] = Counter()
+    for stack, value in profile.by_stack(sample_type).items():
+        frames = profile.frames(stack)
+        if not frames:
+            continue
+        if cumulative:
+            for name in {f.function for f in frames}:
+                out[name] += value
+        else:
+            out[frames[0].function] += value
+    return out

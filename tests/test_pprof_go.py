@@ -11,6 +11,7 @@ import pytest
 from leakgate import pprof
 
 from .conftest import SAMPLE
+from .factories import by_function, sample_totals
 from .gate import run_gate, write_config
 
 pytestmark = [pytest.mark.go, pytest.mark.slow]
@@ -61,8 +62,8 @@ def test_totals_and_top_functions_match_go_tool_pprof(
     profile = pprof.load(profiles / name)
     for sample_type in sample_types:
         total, go_flat = go_top(go_bin, profiles / name, sample_type)
-        assert profile.totals()[sample_type] == total
-        ours = profile.by_function(sample_type)
+        assert sample_totals(profile)[sample_type] == total
+        ours = by_function(profile, sample_type)
         shown = {fn: v for fn, v in go_flat.items() if v > 0}
         assert shown, go_flat
         for function, value in shown.items():
@@ -77,5 +78,5 @@ def test_goroutine_leak_is_the_top_stack(profiles: Path) -> None:
     grown = pprof.diff(before, after, "goroutine")
     stack, count = grown.most_common(1)[0]
     assert count > 100
-    assert pprof.first_own_frame(stack) is not None
-    assert pprof.first_own_frame(stack).function.startswith("main.leakBlockedGoroutine")  # type: ignore[union-attr]
+    own = [frame.function for frame in stack if pprof.is_own_code(frame.function)]
+    assert own and own[0].startswith("main.leakBlockedGoroutine"), stack
