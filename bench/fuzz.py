@@ -38,7 +38,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.fuzz_targets import TARGETS, TINY_SAMPLE, Target, profile_bomb, varint  # noqa: E402
+from tests.factories import TINY_SAMPLE, varint, wire_field  # noqa: E402
+from tests.fuzz_targets import TARGETS, Target, profile_bomb  # noqa: E402
 
 INTERESTING = (
     b"\x00",
@@ -127,24 +128,20 @@ print(f"{hwm() / 1024:.0f}\t{before / 1024:.0f}\t{took:.2f}\t{outcome}")
 """
 
 
-def _field(number: int, payload: bytes) -> bytes:
-    return varint((number << 3) | 2) + varint(len(payload)) + payload
-
-
 def _table(number: int, count: int, entry: Callable[[int], bytes]) -> bytes:
     return profile_bomb(0, compress=False) + b"".join(
-        _field(number, entry(n)) for n in range(count)
+        wire_field(number, entry(n)) for n in range(count)
     )
 
 
 def _one_message(number: int, inner: bytes) -> bytes:
-    return profile_bomb(0, compress=False) + _field(number, inner)
+    return profile_bomb(0, compress=False) + wire_field(number, inner)
 
 
 def _labelled_samples() -> bytes:
     # samples at the cap, each padded with empty labels up to the byte cap
     labels = (CAP_BYTES // CAP_COUNT - len(TINY_SAMPLE) - 2) // 2
-    sample = _field(2, TINY_SAMPLE[2:] + b"\x1a\x00" * labels)
+    sample = wire_field(2, TINY_SAMPLE[2:] + b"\x1a\x00" * labels)
     return profile_bomb(0, compress=False) + sample * (CAP_COUNT - 2)
 
 
@@ -166,11 +163,11 @@ SHAPES: dict[str, tuple[str, Callable[[], bytes]]] = {
     ),
     "stack": (
         "one sample, a 32 MiB stack",
-        lambda: _one_message(2, _field(1, b"\x01" * (ROOM - 16)) + b"\x12\x01\x01"),
+        lambda: _one_message(2, wire_field(1, b"\x01" * (ROOM - 16)) + b"\x12\x01\x01"),
     ),
     "values": (
         "one sample, 16 M values",
-        lambda: _one_message(2, b"\x0a\x01\x01" + _field(2, b"\x80\x01" * (ROOM // 2 - 16))),
+        lambda: _one_message(2, b"\x0a\x01\x01" + wire_field(2, b"\x80\x01" * (ROOM // 2 - 16))),
     ),
     "lines": (
         "one location, 5.6 M lines",

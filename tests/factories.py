@@ -1,13 +1,19 @@
-"""Small hand-made models for the pure parts (analysis, judge, reporters), and sums over a
-decoded profile that tests compare with what they built or with `go tool pprof`."""
+"""Small hand-made models for the pure parts (analysis, judge, reporters), and hand-made
+inputs for the parsers: pprof profiles (through profile.proto, or wire bytes written by hand)
+with the sums tests compare a decoded one with, wrk's and the load generator's result JSON."""
 
 from __future__ import annotations
 
+import gzip
+import json
 import random
 from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from leakgate import pprof
 from leakgate.model import Checkpoint, Histogram, LoadResult, Series, ServiceStatus, Trial
+from leakgate.proto import profile_pb2
 
 
 def histogram(latencies_ms: list[float], growth: float = 1.02) -> Histogram:
@@ -115,6 +121,56 @@ def trial(
 
 # -- pprof profiles ---------------------------------------------------------------------------
 
+HEAP_TYPES = ("inuse_objects", "inuse_space")
+Samples = Sequence[tuple[Sequence[str], Sequence[int]]]  # (function names leaf first, values)
+
+
+def profile_message(
+    samples: Samples,
+    sample_types: Sequence[str] = HEAP_TYPES,
+    *,
+    file: str | None = None,
+    line: int = 10,
+) -> profile_pb2.Profile:
+    """A profile whose stacks are lists of function names, leaf first: one location (of one
+    line, `line`) per function, in `file` (by default /src/<package>.go). A *_space sample type
+    counts bytes, any other a count. Strings are numbered in the order they are first used."""
+    p = profile_pb2.Profile()
+    strings = [""]
+
+    def s(text: str) -> int:
+        if text not in strings:
+            strings.append(text)
+        return strings.index(text)
+
+    for name in sample_types:
+        p.sample_type.add(type=s(name), unit=s("bytes" if "space" in name else "count"))
+    ids: dict[str, int] = {}
+    for stack, values in samples:
+        for fn in stack:
+            if fn not in ids:
+                ids[fn] = len(ids) + 1
+                where = file if file is not None else f"/src/{fn.split('.')[0]}.go"
+                p.function.add(id=ids[fn], name=s(fn), filename=s(where))
+                p.location.add(id=ids[fn], line=[profile_pb2.Line(function_id=ids[fn], line=line)])
+        p.sample.add(location_id=[ids[fn] for fn in stack], value=values)
+    p.string_table.extend(strings)
+    return p
+
+
+def profile_bytes(
+    samples: Samples,
+    sample_types: Sequence[str] = HEAP_TYPES,
+    *,
+    file: str | None = None,
+    line: int = 10,
+    compress: bool = True,
+) -> bytes:
+    """profile_message's profile as a service serves it: protobuf, gzipped (with no timestamp,
+    as Go writes it, so the same profile is the same bytes) unless `compress` is False."""
+    raw = profile_message(samples, sample_types, file=file, line=line).SerializeToString()
+    return gzip.compress(raw, mtime=0) if compress else raw
+
 
 def sample_totals(profile: pprof.Profile) -> dict[str, int]:
     """Each sample type's values summed over every sample (`go tool pprof`'s total)."""
@@ -141,3 +197,104 @@ def by_function(
         else:
             out[frames[0].function] += value
     return out
+
+
+# Wire bytes written by hand, for what profile.proto cannot express (bombs, padded tags).
+
+
+def varint(value: int) -> bytes:
+    """A protobuf base-128 varint."""
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def wire_field(number: int, payload: bytes) -> bytes:
+    """A length-delimited field (wire type 2): an embedded message, a string, a packed list."""
+    return varint(number << 3 | 2) + varint(len(payload)) + payload
+
+
+# One tiny sample, as a top-level `sample` field (2): location 1, value 1, 8 bytes in all.
+TINY_SAMPLE = b"\x12\x06\x0a\x01\x01\x12\x01\x01"
+# One more entry of another top-level table, each 4 bytes: id 2 (repeats are refused later, but a
+# bomb of them must be refused by its count, before anything is decoded).
+TINY_ENTRY = {
+    "mapping": b"\x1a\x02\x08\x02",
+    "location": b"\x22\x02\x08\x02",
+    "function": b"\x2a\x02\x08\x02",
+    "string": b"\x32\x02ab",
+    "comment": b"\x68\x01",  # an unpacked `comment` entry: one of the "other" fields
+}
+
+
+# -- load tools' results ----------------------------------------------------------------------
+
+
+def wrk_percentiles(fn: Callable[[float], float] | None = None) -> list[list[float]]:
+    """1000 percentile points p = 0.1 .. 100 with a long-tailed latency in microseconds."""
+    fn = fn or (lambda p: 50 + 2000 * (p / 100) ** 6 + (p // 10) * 3)
+    return [[round(i / 10, 1), float(int(fn(i / 10)))] for i in range(1, 1001)]
+
+
+def wrk_result(**over: Any) -> dict[str, Any]:
+    """The JSON leakgate's wrk script prints after its marker; `over` replaces keys (a dict
+    value updates a dict)."""
+    data: dict[str, Any] = {
+        "version": 1,
+        "threads": 2,
+        "connections": 8,
+        "connections_requested": 8,
+        "requests": 10_000,
+        "duration_us": 2_000_000,
+        "bytes": 123_456,
+        "errors": {"connect": 0, "read": 0, "write": 0, "status": 0, "timeout": 0},
+        "status_check": {"mode": "none", "responses": 0, "unexpected": 0},
+        "status_codes": {},
+        "latency": {
+            "min_us": 40,
+            "max_us": 2950,
+            "mean_us": 180.5,
+            "stdev_us": 210.25,
+            "samples": 900,
+            "co_interval_us": 1600,
+            "percentiles": wrk_percentiles(),
+        },
+    }
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return data
+
+
+# The bundled load generator's result file: 100 requests in one second, all 200.
+LOADGEN_RESULT = json.dumps(
+    {
+        "schema_version": 1,
+        "tool": "leakgate-loadgen",
+        "mode": "open",
+        "connections": 16,
+        "target_rate": 100.0,
+        "duration_s": 1.0,
+        "requests": 100,
+        "ok": 100,
+        "errors": {"connect": 0, "timeout": 0, "status": 0, "other": 0},
+        "status_codes": {"200": 100},
+        "achieved_rate": 100.0,
+        "planned": 100,
+        "latency": {
+            "unit": "ns",
+            "growth": 1.02,
+            "count": 100,
+            "min": 1000000,
+            "max": 2000000,
+            "sum": 150000000,
+            "buckets": [[697, 50], [732, 50]],
+        },
+        "seconds": [{"t": 0, "requests": 100, "errors": 0}],
+    }
+).encode()

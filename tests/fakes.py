@@ -8,14 +8,13 @@ probes receive, not the service.
 
 from __future__ import annotations
 
-import gzip
 import json
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from leakgate.proto import profile_pb2
+from .factories import profile_bytes
 
 # status, content type, body[, extra headers]
 Response = tuple[int, str, bytes] | tuple[int, str, bytes, Mapping[str, str]]
@@ -28,14 +27,11 @@ def redirect(location: str, status: int = 302) -> Route:
     return lambda: (status, "text/plain", b"moved\n", {"Location": location})
 
 
-def profile(sample_type: str, unit: str, value: int, function: str = "main.handle") -> bytes:
-    p = profile_pb2.Profile()
-    p.string_table.extend(["", sample_type, unit, function, "main.go"])
-    p.sample_type.add(type=1, unit=2)
-    p.function.add(id=1, name=3, filename=4)
-    p.location.add(id=1, line=[profile_pb2.Line(function_id=1, line=12)])
-    p.sample.add(location_id=[1], value=[value])
-    return gzip.compress(p.SerializeToString())
+def goroutine_profile(goroutines: int = 6) -> bytes:
+    """The goroutine profile: `goroutines` goroutines parked in one stack."""
+    return profile_bytes(
+        [(["runtime.gopark"], [goroutines])], ("goroutine",), file="main.go", line=12
+    )
 
 
 def expvar(heap_alloc: float = 4_000_000, next_gc: float = 8_000_000) -> bytes:
@@ -44,14 +40,8 @@ def expvar(heap_alloc: float = 4_000_000, next_gc: float = 8_000_000) -> bytes:
 
 
 def heap_profile() -> bytes:
-    p = profile_pb2.Profile()
-    p.string_table.extend(["", "inuse_objects", "count", "inuse_space", "bytes", "main.h", "m.go"])
-    p.sample_type.add(type=1, unit=2)
-    p.sample_type.add(type=3, unit=4)
-    p.function.add(id=1, name=5, filename=6)
-    p.location.add(id=1, line=[profile_pb2.Line(function_id=1, line=3)])
-    p.sample.add(location_id=[1], value=[10, 4096])
-    return gzip.compress(p.SerializeToString())
+    """The heap profile: 10 objects, 4 KiB, in one function."""
+    return profile_bytes([(["main.h"], [10, 4096])], file="m.go", line=3)
 
 
 def default_routes() -> dict[str, Route]:
@@ -68,7 +58,7 @@ def default_routes() -> dict[str, Route]:
         "/debug/pprof/goroutine": lambda: (
             200,
             "application/octet-stream",
-            profile("goroutine", "count", 6, "runtime.gopark"),
+            goroutine_profile(),
         ),
         "/metrics": lambda: (
             200,

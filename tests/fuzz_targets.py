@@ -23,7 +23,14 @@ from leakgate.load.external import read_results
 from leakgate.load.wrk import MARKER, parse_wrk_output
 from leakgate.probes import ProbeError, expvar_sample
 
-from .test_wrk import _result as wrk_result
+from .factories import (
+    LOADGEN_RESULT,
+    TINY_ENTRY,
+    TINY_SAMPLE,
+    profile_bytes,
+    wire_field,
+    wrk_result,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,31 +55,10 @@ def _vegeta(data: bytes) -> object:
         return read_results([Path(f.name)])
 
 
-def _seed_profile() -> bytes:
-    from leakgate.proto import profile_pb2
-
-    p = profile_pb2.Profile()
-    p.string_table.extend(["", "inuse_space", "bytes", "main.leak", "main.go"])
-    p.sample_type.add(type=1, unit=2)
-    p.function.add(id=1, name=3, filename=4)
-    p.location.add(id=1, line=[profile_pb2.Line(function_id=1, line=7)])
-    p.sample.add(location_id=[1], value=[4096])
-    return p.SerializeToString()
-
-
-_PROFILE = _seed_profile()
-
-# One tiny sample, as a top-level `sample` field (2): location 1, value 1, 8 bytes in all.
-TINY_SAMPLE = b"\x12\x06\x0a\x01\x01\x12\x01\x01"
-# One more entry of another top-level table, each 4 bytes: id 2 (repeats are refused later, but a
-# bomb of them must be refused by its count, before anything is decoded).
-TINY_ENTRY = {
-    "mapping": b"\x1a\x02\x08\x02",
-    "location": b"\x22\x02\x08\x02",
-    "function": b"\x2a\x02\x08\x02",
-    "string": b"\x32\x02ab",
-    "comment": b"\x68\x01",  # an unpacked `comment` entry: one of the "other" fields
-}
+# The valid profile every bomb starts from: one sample of 4096 bytes in main.leak.
+_PROFILE = profile_bytes(
+    [(["main.leak"], [4096])], ("inuse_space",), file="main.go", line=7, compress=False
+)
 
 
 def profile_bomb(samples: int, *, compress: bool = True) -> bytes:
@@ -91,19 +77,8 @@ def long_tag_bomb(samples: int) -> bytes:
 
 def empty_lines_bomb(lines: int, *, locations: int = 1) -> bytes:
     """`locations` locations of `lines` empty lines each (`22 00`, 2 bytes a line), gzipped."""
-    body = b"\x08\x02" + b"\x22\x00" * lines
-    location = b"\x22" + varint(len(body)) + body
+    location = wire_field(4, b"\x08\x02" + b"\x22\x00" * lines)
     return gzip.compress(_PROFILE + location * locations, compresslevel=9)
-
-
-def varint(value: int) -> bytes:
-    """A protobuf base-128 varint, for hand-built wire bytes."""
-    out = bytearray()
-    while value >= 0x80:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 def table_bomb(kind: str, count: int) -> bytes:
@@ -141,32 +116,7 @@ _VEGETA = (
     b'"latency":1200000,"bytes_out":0,"bytes_in":2,"error":"","body":null}\n'
 )
 _WRK = (MARKER + " " + json.dumps(wrk_result(requests=1000)) + "\n").encode()
-_LOADGEN = json.dumps(
-    {
-        "schema_version": 1,
-        "tool": "leakgate-loadgen",
-        "mode": "open",
-        "connections": 16,
-        "target_rate": 100.0,
-        "duration_s": 1.0,
-        "requests": 100,
-        "ok": 100,
-        "errors": {"connect": 0, "timeout": 0, "status": 0, "other": 0},
-        "status_codes": {"200": 100},
-        "achieved_rate": 100.0,
-        "planned": 100,
-        "latency": {
-            "unit": "ns",
-            "growth": 1.02,
-            "count": 100,
-            "min": 1000000,
-            "max": 2000000,
-            "sum": 150000000,
-            "buckets": [[697, 50], [732, 50]],
-        },
-        "seconds": [{"t": 0, "requests": 100, "errors": 0}],
-    }
-).encode()
+_LOADGEN = LOADGEN_RESULT  # tests/test_external_load.py imports it by this name
 
 TARGETS: tuple[Target, ...] = (
     Target(

@@ -30,7 +30,8 @@ from pathlib import Path
 import pytest
 
 from .conftest import SAMPLE
-from .fakes import Route, fake_service, profile
+from .factories import profile_bytes
+from .fakes import Route, fake_service
 from .gate import GateRun, processes_with_env, run_gate, start_gate, wait_for, write_config
 
 JUDGED = ("run.json", "verdict.json", "junit.xml", "summary.md")
@@ -277,7 +278,11 @@ PROBE_FAULTS = {
         r"corrupt protobuf",
     ),
     "goroutine-profile-wrong-type": ProbeFault(
-        {"/debug/pprof/goroutine": _body("application/octet-stream", profile("x", "count", 1))},
+        {
+            "/debug/pprof/goroutine": _body(
+                "application/octet-stream", profile_bytes([(["main.handle"], [1])], ("x",))
+            )
+        },
         0,
         # a valid profile of another kind: judged from the counts, its sites left out
         r"PASS(.|\n)*goroutine profile not used: .*no 'goroutine' values",

@@ -11,35 +11,16 @@ import pytest
 from leakgate import pprof
 from leakgate.proto import profile_pb2
 
-from .factories import by_function, sample_totals
-from .fuzz_targets import varint
+from .factories import (
+    TINY_ENTRY,
+    by_function,
+    profile_bytes,
+    profile_message,
+    sample_totals,
+    wire_field,
+)
 
-
-def make_profile(
-    samples: list[tuple[list[str], list[int]]],
-    sample_types: tuple[str, ...] = ("inuse_objects", "inuse_space"),
-) -> bytes:
-    """A profile whose stacks are lists of function names, leaf first; one line per function."""
-    p = profile_pb2.Profile()
-    strings = [""]
-
-    def s(text: str) -> int:
-        if text not in strings:
-            strings.append(text)
-        return strings.index(text)
-
-    for name in sample_types:
-        p.sample_type.add(type=s(name), unit=s("bytes" if "space" in name else "count"))
-    ids: dict[str, int] = {}
-    for stack, values in samples:
-        for fn in stack:
-            if fn not in ids:
-                ids[fn] = len(ids) + 1
-                p.function.add(id=ids[fn], name=s(fn), filename=s(f"/src/{fn.split('.')[0]}.go"))
-                p.location.add(id=ids[fn], line=[profile_pb2.Line(function_id=ids[fn], line=10)])
-        p.sample.add(location_id=[ids[fn] for fn in stack], value=values)
-    p.string_table.extend(strings)
-    return gzip.compress(p.SerializeToString())
+make_profile = profile_bytes  # tests/test_leaksites.py imports it from here
 
 
 LEAKY = [
@@ -50,7 +31,7 @@ LEAKY = [
 
 
 def test_totals_and_aggregation() -> None:
-    profile = pprof.parse(make_profile(LEAKY))
+    profile = pprof.parse(profile_bytes(LEAKY))
     assert sample_totals(profile) == {"inuse_objects": 111, "inuse_space": 8960}
     flat = by_function(profile, "inuse_space")
     assert flat == {"main.leak": 6400, "runtime.mapassign": 2048, "bytes.growSlice": 512}
@@ -63,9 +44,9 @@ def test_totals_and_aggregation() -> None:
 
 
 def test_diff_keeps_only_growth_and_matches_stacks_across_profiles() -> None:
-    before = pprof.parse(make_profile([(["main.leak", "main.handle"], [1, 100])]))
+    before = pprof.parse(profile_bytes([(["main.leak", "main.handle"], [1, 100])]))
     after = pprof.parse(
-        make_profile(
+        profile_bytes(
             [
                 (["bytes.growSlice", "main.render"], [1, 50]),  # other ids in this profile
                 (["main.leak", "main.handle"], [9, 900]),
@@ -79,7 +60,7 @@ def test_diff_keeps_only_growth_and_matches_stacks_across_profiles() -> None:
 
 
 def test_plain_protobuf_is_read_too() -> None:
-    raw = gzip.decompress(make_profile(LEAKY))
+    raw = profile_bytes(LEAKY, compress=False)
     assert sample_totals(pprof.parse(raw))["inuse_space"] == 8960
 
 
@@ -101,14 +82,13 @@ def test_own_code_is_told_from_the_standard_library(function: str, own: bool) ->
 
 
 def test_unknown_sample_type_names_the_ones_there() -> None:
-    profile = pprof.parse(make_profile(LEAKY))
+    profile = pprof.parse(profile_bytes(LEAKY))
     with pytest.raises(pprof.ProfileError, match=r"no 'goroutine' values.*inuse_objects"):
         profile.by_stack("goroutine")
 
 
 def _invalid(mutate: str) -> bytes:
-    p = profile_pb2.Profile()
-    p.ParseFromString(gzip.decompress(make_profile(LEAKY)))
+    p = profile_message(LEAKY)
     if mutate == "string_index":
         p.function[0].name = 999
     elif mutate == "location":
@@ -159,13 +139,13 @@ def test_what_is_not_a_profile_says_what_it_is(data: bytes, message: str) -> Non
 
 
 def test_truncated_gzip_is_refused() -> None:
-    data = make_profile(LEAKY)
+    data = profile_bytes(LEAKY)
     with pytest.raises(pprof.ProfileError, match="truncated gzip"):
         pprof.parse(data[: len(data) // 2])
 
 
 def test_corrupt_gzip_is_refused() -> None:
-    data = bytearray(make_profile(LEAKY))
+    data = bytearray(profile_bytes(LEAKY))
     data[12:20] = b"\xff" * 8
     with pytest.raises(pprof.ProfileError, match=r"gzip|protobuf"):
         pprof.parse(bytes(data))
@@ -180,7 +160,7 @@ def test_gzip_bomb_stops_at_the_cap() -> None:
 
 
 def test_plain_protobuf_over_the_byte_cap_is_refused() -> None:
-    raw = gzip.decompress(make_profile(LEAKY))
+    raw = profile_bytes(LEAKY, compress=False)
     with pytest.raises(pprof.ProfileError, match="larger than"):
         pprof.parse(raw, pprof.Limits(decompressed_bytes=len(raw) - 1))
     assert pprof.parse(raw, pprof.Limits(decompressed_bytes=len(raw))).samples
@@ -197,18 +177,18 @@ def test_the_default_caps_are_the_documented_ones() -> None:
 
 _TABLE = {  # kind -> (its cap's field in Limits, one 4-byte top-level entry)
     "sample": ("samples", b"\x12\x02\x08\x01"),
-    "mapping": ("mappings", b"\x1a\x02\x08\x02"),
-    "location": ("locations", b"\x22\x02\x08\x02"),
-    "function": ("functions", b"\x2a\x02\x08\x02"),
-    "string": ("strings", b"\x32\x02ab"),
-    "other": ("other_fields", b"\x68\x01"),  # unpacked `comment` entries
+    "mapping": ("mappings", TINY_ENTRY["mapping"]),
+    "location": ("locations", TINY_ENTRY["location"]),
+    "function": ("functions", TINY_ENTRY["function"]),
+    "string": ("strings", TINY_ENTRY["string"]),
+    "other": ("other_fields", TINY_ENTRY["comment"]),  # unpacked `comment` entries
 }
 
 
 @pytest.mark.parametrize("kind", sorted(_TABLE))
 def test_each_count_cap_is_honoured(kind: str) -> None:
     field, entry = _TABLE[kind]
-    head = gzip.decompress(make_profile(LEAKY))
+    head = profile_bytes(LEAKY, compress=False)
     have = pprof.count_entries(head)
     limits = pprof.Limits(**{field: have[field] + 10})
     under = head + entry * 10
@@ -221,7 +201,7 @@ def test_each_count_cap_is_honoured(kind: str) -> None:
 
 
 def test_cap_refusals_are_their_own_kind_of_profile_error(tmp_path: Path) -> None:
-    raw = gzip.decompress(make_profile(LEAKY))
+    raw = profile_bytes(LEAKY, compress=False)
     path = tmp_path / "heap.pb.gz"
     path.write_bytes(gzip.compress(raw))
     for limits in (
@@ -244,15 +224,14 @@ def test_a_bomb_is_refused_before_the_protobuf_is_decoded(monkeypatch: pytest.Mo
         def ParseFromString(self, data: bytes) -> None:
             raise AssertionError("decoded a profile over the caps")
 
-    bomb = gzip.compress(gzip.decompress(make_profile(LEAKY)) + b"\x12\x02\x08\x01" * 5000)
+    bomb = gzip.compress(profile_bytes(LEAKY, compress=False) + b"\x12\x02\x08\x01" * 5000)
     monkeypatch.setattr(pprof, "_Decoded", NotDecoded)
     with pytest.raises(pprof.ProfileError, match="more than 1,000 samples"):
         pprof.parse(bomb, pprof.Limits(samples=1000))
 
 
 def test_lines_are_capped_before_any_frame_is_made() -> None:
-    p = profile_pb2.Profile()
-    p.ParseFromString(gzip.decompress(make_profile(LEAKY)))
+    p = profile_message(LEAKY)
     p.location[0].line.extend([profile_pb2.Line(function_id=1, line=n) for n in range(300)])
     with pytest.raises(pprof.ProfileTooLarge, match="location 1 has more than 256 lines"):
         pprof.parse(p.SerializeToString())
@@ -284,7 +263,7 @@ def test_load_names_the_file(tmp_path: Path) -> None:
 
 
 def _head() -> bytes:
-    return gzip.decompress(make_profile(LEAKY))
+    return profile_bytes(LEAKY, compress=False)
 
 
 class _NotDecoded:
@@ -307,8 +286,7 @@ def test_samples_count_against_one_cap_however_their_tag_is_written(
 
 
 def _location(loc_id: int, lines: bytes) -> bytes:
-    body = b"\x08" + bytes([loc_id]) + lines
-    return b"\x22" + varint(len(body)) + body
+    return wire_field(4, b"\x08" + bytes([loc_id]) + lines)
 
 
 def test_lines_are_counted_on_the_wire_before_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -323,7 +301,7 @@ def test_lines_are_counted_on_the_wire_before_decoding(monkeypatch: pytest.Monke
     id_last = b"\x22\x00" * 257 + b"\x08\x5a"  # its id after its lines: named by position
     number = pprof.count_entries(head)["locations"] + 1
     with pytest.raises(pprof.ProfileTooLarge, match=rf"location number {number} has more than"):
-        pprof.parse(head + b"\x22" + varint(len(id_last)) + id_last)
+        pprof.parse(head + wire_field(4, id_last))
     many = b"".join(_location(90 + n, b"\x22\x00" * 20) for n in range(6))
     have = pprof.count_entries(head)["lines"]
     with pytest.raises(pprof.ProfileTooLarge, match=rf"more than {have + 100} lines in all"):
@@ -334,8 +312,7 @@ def test_lines_are_counted_on_the_wire_before_decoding(monkeypatch: pytest.Monke
 
 
 def test_lines_under_the_caps_are_decoded() -> None:
-    p = profile_pb2.Profile()
-    p.ParseFromString(_head())
+    p = profile_message(LEAKY)
     p.location[0].line.extend([profile_pb2.Line(function_id=1, line=n) for n in range(255)])
     assert len(pprof.parse(p.SerializeToString()).locations[1]) == 256
 
@@ -354,7 +331,7 @@ def test_fields_leakgate_does_not_read_are_not_decoded() -> None:
         "period",
         "duration_nanos",
     }
-    comment = b"\x6a" + varint(100_000) + b"\x01" * 100_000
+    comment = wire_field(13, b"\x01" * 100_000)  # a packed `comment`
     assert sample_totals(pprof.parse(_head() + comment))["inuse_space"] == 8960
 
 
