@@ -19,6 +19,8 @@ SCHEMA_VERSION = 1
 
 CheckStatus = Literal["pass", "fail", "warn", "no_data", "error"]
 VerdictStatus = Literal["pass", "fail", "error", "interrupted"]
+# Latency histograms' bucket width: bucket i holds [1.02^i, 1.02^(i+1)) ns, read back within 1%.
+HISTOGRAM_GROWTH = 1.02
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +31,7 @@ class Histogram:
     1% of the true one.
     """
 
-    growth: float = 1.02
+    growth: float = HISTOGRAM_GROWTH
     buckets: tuple[tuple[int, int], ...] = ()
     count: int = 0
     min_ns: int = 0
@@ -55,8 +57,12 @@ class Histogram:
                 return value_ns / 1e9
         return self.max_ns / 1e9
 
-    def mean(self) -> float | None:
-        return self.sum_ns / self.count / 1e9 if self.count else None
+
+def bucket_index(ns: float) -> int:
+    """The HISTOGRAM_GROWTH bucket of a latency in ns: floor(ln(ns)/ln(1.02)), 0 below 1 ns."""
+    if ns < 1:
+        return 0
+    return math.floor(math.log(ns) / math.log(HISTOGRAM_GROWTH))
 
 
 @dataclass(frozen=True, slots=True)

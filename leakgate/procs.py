@@ -332,6 +332,18 @@ def spawn(
     return proc
 
 
+def log_tail(path: Path, max_bytes: int) -> str:
+    """The last `max_bytes` of a log a process writes (its stdout or stderr file) as text, with
+    undecodable bytes replaced; "" when it cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - max_bytes))
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
 def signal_and_wait(proc: subprocess.Popen[bytes], signum: int, timeout: float) -> None:
     """Ask a process to end its work (a load tool writes its partial result on the signal) and
     wait up to `timeout` for it; what is still running then is stop_group's."""

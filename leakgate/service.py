@@ -4,7 +4,6 @@ watch, log capture, and a stop that leaves nothing behind on any exit path."""
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import socket
 import subprocess
@@ -16,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from leakgate.errors import ServiceStartError
-from leakgate.procs import describe_escaped, spawn, stop_group
+from leakgate.procs import describe_escaped, log_tail, spawn, stop_group
 
 LOG_TAIL_LINES = 20
 LOG_TAIL_BYTES = 1024 * 1024
@@ -152,15 +151,7 @@ class Service:
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         """The end of the service's log; for a Go crash, from its `panic:` or `fatal error:`
         line on (the goroutine dump after it can run to thousands of lines)."""
-        try:
-            with open(self.log_path, "rb") as f:
-                f.seek(0, os.SEEK_END)
-                size = f.tell()
-                f.seek(max(0, size - LOG_TAIL_BYTES))
-                data = f.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
-        return crash_excerpt(data.splitlines(), lines)
+        return crash_excerpt(log_tail(self.log_path, LOG_TAIL_BYTES).splitlines(), lines)
 
     def stop(self) -> Exit | None:
         if self.proc is None:

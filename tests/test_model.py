@@ -54,4 +54,3 @@ def test_histogram_percentiles_within_one_percent() -> None:
 
 def test_empty_histogram_has_no_percentile() -> None:
     assert Histogram().percentile(95) is None
-    assert Histogram().mean() is None

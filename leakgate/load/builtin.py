@@ -13,7 +13,7 @@ from typing import IO, Any
 
 from leakgate.config import RequestSpec
 from leakgate.errors import LoadError
-from leakgate.model import Histogram, LoadResult, SecondStat
+from leakgate.model import HISTOGRAM_GROWTH, Histogram, LoadResult, SecondStat
 from leakgate.procs import signal_and_wait, spawn, stop_group
 
 MAX_RESULT_BYTES = 64 * 1024 * 1024
@@ -172,7 +172,7 @@ def parse_result(text: str) -> LoadResult:
         lat = data.get("latency") or {}
         buckets = tuple((int(i), int(c)) for i, c in lat.get("buckets") or [] if int(c) > 0)
         histogram = Histogram(
-            growth=float(lat.get("growth", 1.02)),
+            growth=float(lat.get("growth", HISTOGRAM_GROWTH)),
             buckets=tuple(sorted(buckets)),
             count=int(lat.get("count", 0)),
             min_ns=int(lat.get("min", 0)),

@@ -32,13 +32,14 @@ from typing import Any
 
 from leakgate.errors import LoadError
 from leakgate.load.builtin import parse_result
-from leakgate.load.wrk import GROWTH, MARKER, bucket_index, parse_wrk_output
-from leakgate.model import Histogram, LoadResult, SecondStat
-from leakgate.procs import spawn, stop_group
+from leakgate.load.wrk import MARKER, parse_wrk_output
+from leakgate.model import HISTOGRAM_GROWTH, Histogram, LoadResult, SecondStat, bucket_index
+from leakgate.procs import log_tail, spawn, stop_group
 
 MAX_LINE_BYTES = 1024 * 1024  # one vegeta result; a response body would rarely be this large
 MAX_RESULT_BYTES = 4 * 1024**3
 STOP_GRACE = 5.0
+LOG_TAIL_BYTES = 4000  # of the command's output, in a failure's details
 
 
 class ExternalProcess:
@@ -112,7 +113,7 @@ class ExternalProcess:
     def result(self) -> LoadResult:
         rc = self.poll()
         if rc != 0:
-            tail = _tail(self.log_path)
+            tail = log_tail(self.log_path, LOG_TAIL_BYTES).strip()
             raise LoadError(
                 f"load.command exited with code {rc}: {tail.splitlines()[-1] if tail else ''}",
                 details=tail,
@@ -127,13 +128,6 @@ def _fill(arg: str, values: Mapping[str, str]) -> str:
     for name, value in values.items():
         arg = arg.replace("{" + name + "}", value)
     return arg
-
-
-def _tail(path: Path, limit: int = 4000) -> str:
-    try:
-        return path.read_bytes()[-limit:].decode("utf-8", "replace").strip()
-    except OSError:
-        return ""
 
 
 def read_results(paths: Sequence[Path]) -> LoadResult:
@@ -248,7 +242,9 @@ class _VegetaTally:
         for second in sorted({*self.per_second, *self.errors_per_second}):
             counts = self.per_second.get(second, Counter())
             hist = Histogram(
-                growth=GROWTH, buckets=tuple(sorted(counts.items())), count=sum(counts.values())
+                growth=HISTOGRAM_GROWTH,
+                buckets=tuple(sorted(counts.items())),
+                count=sum(counts.values()),
             )
             seconds.append(
                 SecondStat(
@@ -274,7 +270,7 @@ class _VegetaTally:
             achieved_rate=self.requests / duration,
             planned=self.requests,
             latency=Histogram(
-                growth=GROWTH,
+                growth=HISTOGRAM_GROWTH,
                 buckets=tuple(sorted(self.buckets.items())),
                 count=timed,
                 min_ns=round(self.min_ns) if timed else 0,
@@ -324,7 +320,7 @@ def merge(parts: Iterable[LoadResult]) -> LoadResult:
         return parts[0]
     buckets: Counter[int] = Counter()
     for p in parts:
-        if p.latency.growth != GROWTH:
+        if p.latency.growth != HISTOGRAM_GROWTH:
             raise LoadError("load results with different histogram resolutions cannot be merged")
         buckets.update(dict(p.latency.buckets))
     errors: Counter[str] = Counter()
@@ -348,7 +344,7 @@ def merge(parts: Iterable[LoadResult]) -> LoadResult:
         achieved_rate=requests / duration if duration else 0.0,
         planned=sum(p.planned for p in parts),
         latency=Histogram(
-            growth=GROWTH,
+            growth=HISTOGRAM_GROWTH,
             buckets=tuple(sorted(buckets.items())),
             count=sum(h.count for h in counted),
             min_ns=min((h.min_ns for h in counted), default=0),

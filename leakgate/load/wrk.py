@@ -51,10 +51,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from leakgate.atomic import write_atomic
 from leakgate.config import RequestSpec
 from leakgate.errors import LoadError
-from leakgate.model import Histogram, LoadResult
-from leakgate.procs import signal_and_wait, spawn, stop_group
+from leakgate.model import HISTOGRAM_GROWTH, Histogram, LoadResult, bucket_index
+from leakgate.procs import log_tail, signal_and_wait, spawn, stop_group
 from leakgate.templates import Part, parse_template
 
 WRK_SCRIPT = Path(__file__).with_name("wrk_report.lua")
@@ -66,7 +67,7 @@ INSTALL_HINT = (
 MAX_OUTPUT_BYTES = 16 * 1024 * 1024
 MAX_SCENARIO_BYTES = 16 * 1024 * 1024
 MAX_PERCENTILES = 10_000
-GROWTH = 1.02
+STDERR_TAIL_BYTES = 16 * 1024
 ERROR_KINDS = ("connect", "read", "write", "status", "timeout")
 _TOKEN_CHARS = frozenset(
     "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -198,10 +199,7 @@ def _lua_entry(r: RequestSpec, prefix: str) -> str:
 
 def write_lua_scenario(requests: Sequence[RequestSpec], path: Path, *, prefix: str = "") -> None:
     """Write the scenario as a Lua table file, atomically (several runs may share it)."""
-    text = lua_scenario(requests, prefix=prefix)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="ascii")
-    os.replace(tmp, path)
+    write_atomic(path, lua_scenario(requests, prefix=prefix))
 
 
 def read_scenario(path: Path) -> list[RequestSpec]:
@@ -398,13 +396,7 @@ class WrkProcess:
             return None
 
     def stderr_tail(self, lines: int = 5) -> str:
-        try:
-            with open(self.stderr_path, "rb") as f:
-                f.seek(0, os.SEEK_END)
-                f.seek(max(0, f.tell() - 16 * 1024))
-                text = f.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
+        text = log_tail(self.stderr_path, STDERR_TAIL_BYTES)
         kept = [line.strip()[:300] for line in text.splitlines() if line.strip()]
         return "\n".join(kept[-lines:])
 
@@ -534,13 +526,6 @@ def parse_wrk_output(text: str) -> LoadResult:
     )
 
 
-def bucket_index(ns: float) -> int:
-    """The log bucket of a latency in ns: floor(ln(ns)/ln(1.02)), 0 below 1 ns."""
-    if ns < 1:
-        return 0
-    return math.floor(math.log(ns) / math.log(GROWTH))
-
-
 def histogram_from_percentiles(
     points: Sequence[tuple[float, float]],
     count: int,
@@ -555,7 +540,7 @@ def histogram_from_percentiles(
     latency:percentile, so with 2,000 samples or more every point reads back (Histogram.percentile)
     within 1% of its latency; with fewer, a point may read back its neighbour's."""
     if count <= 0:
-        return Histogram(growth=GROWTH)
+        return Histogram(growth=HISTOGRAM_GROWTH)
     if not points:
         raise LoadError(f"wrk result has no latency percentiles for {count:,} timed responses")
     buckets: dict[int, int] = {}
@@ -571,7 +556,7 @@ def histogram_from_percentiles(
         index = bucket_index(max_us * 1000.0)
         buckets[index] = buckets.get(index, 0) + count - done
     return Histogram(
-        growth=GROWTH,
+        growth=HISTOGRAM_GROWTH,
         buckets=tuple(sorted(buckets.items())),
         count=count,
         min_ns=round(min_us * 1000.0),
