@@ -14,7 +14,17 @@ from leakgate.compare import Comparison, compare, environment_mismatches
 from leakgate.config import Config
 from leakgate.errors import EXIT_ENVIRONMENT, EXIT_GATE_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from leakgate.metrics import LEAK_METRICS, METRICS, Metric, Threshold, metric_values
-from leakgate.model import Check, CheckStatus, ComparisonRow, LeakSites, RunRecord, Trial, Verdict
+from leakgate.model import (
+    Check,
+    CheckStatus,
+    ComparisonRow,
+    Environment,
+    LeakSites,
+    RunRecord,
+    Trial,
+    Verdict,
+    VerdictStatus,
+)
 
 
 def judge(
@@ -34,68 +44,74 @@ def judge(
     checks: list[Check] = []
     notes: list[str] = []
     rows: tuple[ComparisonRow, ...] = ()
-    error_limit = config.threshold("error_rate").max
     if not trials:
         notes.append("no trial completed: nothing was judged")
     else:
         checks.extend(_limit_checks(trials, config))
+    dead = [t for t in record.trials if t.side == "baseline" and t.service.died]
+    if dead:
+        checks.append(_baseline_died(dead[0]))
     if baseline is not None:
         base_trials, base_env = analysis.baseline_trials(baseline), baseline.environment
     else:
         base_trials = [t for t in record.trials if t.side == "baseline" and not t.service.died]
         base_env = record.environment
-    dead = [t for t in record.trials if t.side == "baseline" and t.service.died]
-    if dead:
-        checks.append(
-            Check(
-                name="baseline_service_alive",
-                status="error",
-                summary=f"the baseline's service died in trial {dead[0].index + 1}: the "
-                "comparison cannot be trusted",
-                evidence=tuple(slo.service_alive(dead[0]).evidence),
-            )
-        )
     if trials and (base_trials or baseline is not None):
-        comparisons = _compare(base_trials, trials, config, error_limit)
+        comparisons = _compare(base_trials, trials, config)
         rows = tuple(_row(c) for c in comparisons)
         checks.extend(
             _comparison_check(c, config.fail_on_inconclusive) for c in comparisons if c.gated
         )
-        notes.extend(
-            environment_mismatches(
-                base_env,
-                record.environment,
-                analysis.offered_rate(base_trials),
-                analysis.offered_rate(trials),
-            )
-        )
-        tools = {t.load.tool for t in (*base_trials, *trials) if t.load}
-        if len(tools) > 1:
-            used = ", ".join(sorted(tools))
-            notes.append(
-                f"baseline and candidate were loaded with different tools ({used}): "
-                "their latencies are not comparable"
-            )
+        notes.extend(_comparability_notes(base_trials, base_env, trials, record.environment))
     notes.extend(_trial_notes(record.trials))
     unjudged = [c.name for c in checks if c.name in LEAK_METRICS and c.status == "no_data"]
     if unjudged:
         notes.append(f"could not judge {', '.join(unjudged)}: no data is never a pass")
-    if record.interrupted:
-        status = "interrupted"
-    elif any(c.status == "fail" for c in checks):
-        status = "fail"
-    elif record.error or unjudged or any(c.status == "error" for c in checks):
-        status = "error"
-    else:
-        status = "pass"
     sites = sites or LeakSites()
     return Verdict(
-        status=status,  # type: ignore[arg-type]
+        status=_status(record, checks, unjudged),
         checks=tuple(leaks.with_sites(c, sites) for c in checks),
         notes=tuple(notes),
         comparisons=rows,
         leak_sites=sites,
     )
+
+
+def _status(record: RunRecord, checks: Sequence[Check], unjudged: Sequence[str]) -> VerdictStatus:
+    if record.interrupted:
+        return "interrupted"
+    if any(c.status == "fail" for c in checks):
+        return "fail"
+    if record.error or unjudged or any(c.status == "error" for c in checks):
+        return "error"
+    return "pass"
+
+
+def _baseline_died(trial: Trial) -> Check:
+    return Check(
+        name="baseline_service_alive",
+        status="error",
+        summary=f"the baseline's service died in trial {trial.index + 1}: the comparison "
+        "cannot be trusted",
+        evidence=tuple(slo.service_alive(trial).evidence),
+    )
+
+
+def _comparability_notes(
+    base: Sequence[Trial], base_env: Environment, cand: Sequence[Trial], cand_env: Environment
+) -> list[str]:
+    """What makes the two sides less comparable: a different machine, rate or load tool."""
+    notes = environment_mismatches(
+        base_env, cand_env, analysis.offered_rate(base), analysis.offered_rate(cand)
+    )
+    tools = {t.load.tool for t in (*base, *cand) if t.load}
+    if len(tools) > 1:
+        used = ", ".join(sorted(tools))
+        notes.append(
+            f"baseline and candidate were loaded with different tools ({used}): "
+            "their latencies are not comparable"
+        )
+    return notes
 
 
 def _limit_checks(trials: Sequence[Trial], config: Config) -> list[Check]:
@@ -152,9 +168,8 @@ def _trial_notes(trials: Sequence[Trial]) -> list[str]:
     return out
 
 
-def _compare(
-    base: Sequence[Trial], cand: Sequence[Trial], config: Config, error_limit: float | None
-) -> list[Comparison]:
+def _compare(base: Sequence[Trial], cand: Sequence[Trial], config: Config) -> list[Comparison]:
+    error_limit = config.threshold("error_rate").max
     retained = config.threshold("retained_per_request")
 
     def values(trials: Sequence[Trial]) -> dict[str, list[float]]:
