@@ -34,23 +34,9 @@ def retained(trial: Trial, *, limit: float, noise_floor: float, min_requests: in
         return TrialResult("no_data", None, note=why_no_data(trial, "live heap checkpoints"))
     before = trial.checkpoints["warmup"].heap_alloc or 0
     after = trial.checkpoints["drain"].heap_alloc or 0
-    evidence = [
-        f"live heap after forced GC: {format_size(before)} after warm-up -> "
-        f"{format_size(after)} after drain "
-        f"({format_size(after - before)} over {requests:,} requests)"
-    ]
     series = trial.series.get("heap_live")
     tr = analysis.trend(series.points if series else ())
-    if tr.rising is None:
-        evidence.append(
-            f"heap trend: not testable ({tr.n} samples in the later half of the window)"
-        )
-    else:
-        evidence.append(
-            f"heap trend over the later half ({tr.n} samples): {format_size(tr.slope or 0)}/s "
-            f"(98% CI {format_size(tr.slope_low or 0)}/s .. {format_size(tr.slope_high or 0)}/s), "
-            f"Mann-Kendall p={tr.p_value:.2g}"
-        )
+    evidence = _heap_evidence(before, after, requests, tr)
     evidence.extend(profile_evidence(trial, "heap_profile"))
     if requests < min_requests:
         served = f"{requests:,} request{'s' if requests != 1 else ''}"
@@ -68,40 +54,7 @@ def retained(trial: Trial, *, limit: float, noise_floor: float, min_requests: in
     levelled = analysis.heap_levelled(tr, window_rate)
     if value - noise <= limit:
         # Inside the noise band the retained figure alone cannot decide; the heap series can.
-        band = (
-            f"within the heap's {format_size(noise_floor)} noise floor: ±{noise:,.1f} B/request "
-            f"over {requests:,} requests"
-        )
-        noise_line = (
-            f"heap noise: a leak-free service's live heap moves by up to "
-            f"{format_size(noise_floor)} between the checkpoints "
-            "(thresholds.retained_per_request.noise_floor)"
-        )
-        if tr.rising is True and value > limit:
-            evidence.append(
-                f"{noise_line}: the retained figure alone was within the noise, but the heap "
-                "kept rising through the later half of the window: a leak"
-            )
-            note = f"live heap keeps growing, though the retained figure alone is {band}"
-            return TrialResult("fail", value, tuple(evidence), note)
-        if levelled:
-            evidence.append(
-                f"{noise_line}: the retained figure alone was within the noise, and the heap "
-                "levelled off in the later half of the window: not a leak"
-            )
-            note = f"{band}, and the heap levelled off in the later half of the window"
-            return TrialResult("pass", value, tuple(evidence), note)
-        need = analysis.requests_to_resolve(noise_floor, limit, value)
-        settle = (
-            f"{need:,} requests would resolve the limit at this value"
-            if need
-            else "no request count resolves the limit at this value"
-        )
-        evidence.append(
-            f"{noise_line}; the heap series neither confirms growth nor shows it levelled off: "
-            "not a leak, not yet a pass"
-        )
-        return TrialResult("warn", value, tuple(evidence), f"{band}; {settle}")
+        return _within_noise(value, limit, noise_floor, requests, tr, levelled, evidence)
     if levelled:
         note = "heap retained, but flat in the later half of the window (a cache that filled?)"
         return TrialResult("pass", value, tuple(evidence), note)
@@ -111,6 +64,73 @@ def retained(trial: Trial, *, limit: float, noise_floor: float, min_requests: in
         note = "the heap series neither confirms nor rules out growth; retained bytes decide"
         return TrialResult("fail", value, tuple(evidence), note)
     return TrialResult("fail", value, tuple(evidence), "live heap keeps growing")
+
+
+def _heap_evidence(before: int, after: int, requests: int, tr: analysis.Trend) -> list[str]:
+    evidence = [
+        f"live heap after forced GC: {format_size(before)} after warm-up -> "
+        f"{format_size(after)} after drain "
+        f"({format_size(after - before)} over {requests:,} requests)"
+    ]
+    if tr.rising is None:
+        evidence.append(
+            f"heap trend: not testable ({tr.n} samples in the later half of the window)"
+        )
+    else:
+        evidence.append(
+            f"heap trend over the later half ({tr.n} samples): {format_size(tr.slope or 0)}/s "
+            f"(98% CI {format_size(tr.slope_low or 0)}/s .. {format_size(tr.slope_high or 0)}/s), "
+            f"Mann-Kendall p={tr.p_value:.2g}"
+        )
+    return evidence
+
+
+def _within_noise(
+    value: float,
+    limit: float,
+    noise_floor: float,
+    requests: int,
+    tr: analysis.Trend,
+    levelled: bool,
+    evidence: list[str],
+) -> TrialResult:
+    """A retained figure over `limit` only within the heap's noise: a heap that kept rising
+    fails, one that levelled off passes, anything else is ~ with the requests that would tell."""
+    noise = analysis.retained_noise_per_request(noise_floor, requests)
+    band = (
+        f"within the heap's {format_size(noise_floor)} noise floor: ±{noise:,.1f} B/request "
+        f"over {requests:,} requests"
+    )
+    noise_line = (
+        f"heap noise: a leak-free service's live heap moves by up to "
+        f"{format_size(noise_floor)} between the checkpoints "
+        "(thresholds.retained_per_request.noise_floor)"
+    )
+    if tr.rising is True and value > limit:
+        evidence.append(
+            f"{noise_line}: the retained figure alone was within the noise, but the heap "
+            "kept rising through the later half of the window: a leak"
+        )
+        note = f"live heap keeps growing, though the retained figure alone is {band}"
+        return TrialResult("fail", value, tuple(evidence), note)
+    if levelled:
+        evidence.append(
+            f"{noise_line}: the retained figure alone was within the noise, and the heap "
+            "levelled off in the later half of the window: not a leak"
+        )
+        note = f"{band}, and the heap levelled off in the later half of the window"
+        return TrialResult("pass", value, tuple(evidence), note)
+    need = analysis.requests_to_resolve(noise_floor, limit, value)
+    settle = (
+        f"{need:,} requests would resolve the limit at this value"
+        if need
+        else "no request count resolves the limit at this value"
+    )
+    evidence.append(
+        f"{noise_line}; the heap series neither confirms growth nor shows it levelled off: "
+        "not a leak, not yet a pass"
+    )
+    return TrialResult("warn", value, tuple(evidence), f"{band}; {settle}")
 
 
 def goroutines(trial: Trial, *, limit: float) -> TrialResult:
