@@ -10,13 +10,14 @@ import contextlib
 import ipaddress
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from leakgate.config import Config, ProbeConfig
 from leakgate.errors import Interrupted, LoadError, ServiceStartError
+from leakgate.load import LoadDriver, LoadPlan
 from leakgate.load.builtin import LoadProcess
 from leakgate.load.external import ExternalProcess
 from leakgate.load.wrk import WrkProcess
@@ -79,9 +80,7 @@ def runtime_source(
         return PprofSource(base)
     addr = service.agent_address()
     if addr is None:
-        ended = service.exited()
-        if ended is not None:
-            raise ServiceDied("start-up", ended)
+        _check_running(service, "start-up")
         raise ServiceStartError(
             "leakgate's debug agent did not start in the service (no address written); "
             "set service.inject_agent: false to use the service's own pprof endpoints",
@@ -146,6 +145,17 @@ class LoadSetup:
     progress: Callable[[str], None]
     progress_every: float
 
+    def driver(self, plan: LoadPlan, phase: str) -> LoadDriver:
+        """The configured tool for one phase. An external tool runs the measure window only:
+        the warm-up and the capacity probe stay leakgate's own generator's."""
+        load = self.config.load
+        if load.tool == "external" and phase == "measure":
+            return ExternalProcess(
+                plan, command=load.command, results=[Path(r) for r in load.results]
+            )
+        tool = WrkProcess if load.tool == "wrk" else LoadProcess
+        return tool(plan, binary=self.loadgen, scenario=self.scenario, connections=load.connections)
+
 
 def drive(
     setup: LoadSetup,
@@ -158,33 +168,15 @@ def drive(
     sampler: Sampler | None = None,
 ) -> LoadResult:
     """One load phase: `duration` seconds at `rate` (0: closed loop), the service watched."""
-    cfg = setup.config
-    proc: LoadProcess | WrkProcess | ExternalProcess
-    if cfg.load.tool == "external" and name == "measure":
-        # The external tool measures; warm-up and the capacity probe stay leakgate's own.
-        proc = ExternalProcess(
-            cfg.load.command,
-            results=[Path(r) for r in cfg.load.results],
-            target=service.base_url,
-            duration=duration,
-            rate=rate,
-            log_path=out.with_suffix(".log"),
-            cpus=setup.cpus,
-            timeout=cfg.load.timeout,
-        )
-    else:
-        driver = WrkProcess if cfg.load.tool == "wrk" else LoadProcess
-        proc = driver(
-            setup.loadgen,
-            target=service.base_url,
-            scenario=setup.scenario,
-            connections=cfg.load.connections,
-            duration=duration,
-            rate=rate,
-            timeout=cfg.load.timeout,
-            out_path=out,
-            cpus=setup.cpus,
-        )
+    plan = LoadPlan(
+        target=service.base_url,
+        duration=duration,
+        rate=rate,
+        timeout=setup.config.load.timeout,
+        out_path=out,
+        cpus=setup.cpus,
+    )
+    proc = setup.driver(plan, name)
     proc.start()
     if sampler is not None:
         sampler.start()
@@ -192,38 +184,45 @@ def drive(
     next_progress = start + setup.progress_every
     try:
         while proc.poll() is None:
-            ended = service.exited()
-            if ended is not None:
-                raise ServiceDied(name, ended)
+            _check_running(service, name)
             now = time.monotonic()
             if now - start > proc.deadline:
                 raise LoadError(f"the load generator did not finish within {proc.deadline:.0f}s")
             if now >= next_progress:
                 line = progress_line(label, name, now - start, duration, proc.progress)
-                if sampler is not None and sampler.latest is not None:
-                    latest = sampler.latest
-                    if latest.heap_live is not None:
-                        line += f"  heap {format_size(latest.heap_live)}"
-                    if latest.goroutines is not None:
-                        line += f"  goroutines {latest.goroutines:,.0f}"
-                setup.progress(line)
+                setup.progress(line + _runtime_progress(sampler))
                 next_progress += setup.progress_every
             time.sleep(0.05)
-        ended = service.exited()
-        if ended is not None:
-            raise ServiceDied(name, ended)
+        _check_running(service, name)
         return proc.result()
     except Interrupted as e:
         # The first Ctrl-C or SIGTERM: stop the driver gracefully and keep what it measured
-        # (a second signal still kills everything at once: see cli._Signals).
+        # (a second signal still kills everything at once: see commands.run.Signals).
         elapsed = time.monotonic() - start
-        partial = None
-        if isinstance(proc, (LoadProcess, WrkProcess)):
-            partial = proc.interrupt()
-        raise LoadInterrupted(e.message, partial, elapsed) from None
+        raise LoadInterrupted(e.message, proc.interrupt(), elapsed) from None
     finally:
         proc.stop()
         setup.progress("")
+
+
+def _check_running(service: AnyService, phase: str) -> None:
+    """ServiceDied if the service's process has ended (attached: never, see still_up)."""
+    ended = service.exited()
+    if ended is not None:
+        raise ServiceDied(phase, ended)
+
+
+def _runtime_progress(sampler: Sampler | None) -> str:
+    """The live heap and goroutines for the progress line, when the sampler has read them."""
+    latest = sampler.latest if sampler is not None else None
+    if latest is None:
+        return ""
+    text = ""
+    if latest.heap_live is not None:
+        text += f"  heap {format_size(latest.heap_live)}"
+    if latest.goroutines is not None:
+        text += f"  goroutines {latest.goroutines:,.0f}"
+    return text
 
 
 def checkpoint(
@@ -241,9 +240,7 @@ def checkpoint(
     A profile that cannot be taken is noted in `notes` and left out; the checkpoint stands.
     """
     count, stable = quiet_goroutines(source.goroutines, quiet_timeout)
-    ended = service.exited()
-    if ended is not None:
-        raise ServiceDied(label, ended)
+    _check_running(service, label)
     heap = source.checkpoint()
     profiles: dict[str, str | None] = {}
     for key, name, query, filename in (
@@ -297,7 +294,9 @@ def series(sampler: Sampler) -> dict[str, Series]:
     }
 
 
-def progress_line(label: str, phase: str, elapsed: float, total: float, p: dict[str, Any]) -> str:
+def progress_line(
+    label: str, phase: str, elapsed: float, total: float, p: Mapping[str, Any]
+) -> str:
     parts = [f"{label} {phase:8} {min(elapsed, total):5.1f}/{total:.0f}s"]
     rate = p.get("rate")
     if isinstance(rate, (int, float)):

@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 
 from leakgate.errors import LoadError
-from leakgate.load.external import read_results
+from leakgate.load import LoadPlan
+from leakgate.load.external import ExternalProcess, read_results
 
 from .conftest import SAMPLE
+from .factories import LOADGEN_RESULT
 from .gate import run_gate, write_config
 
 FAKE_VEGETA = Path(__file__).parent / "data" / "fake_vegeta.py"
@@ -144,9 +146,7 @@ def test_a_non_string_error_is_a_load_error(tmp_path: Path) -> None:
 
 
 def test_vegeta_and_leakgate_results_merge(tmp_path: Path) -> None:
-    from .fuzz_targets import _LOADGEN
-
-    (tmp_path / "gen.json").write_bytes(_LOADGEN)
+    (tmp_path / "gen.json").write_bytes(LOADGEN_RESULT)
     veg = write(tmp_path / "veg.json", [vegeta_line(i / 10, 1.0) for i in range(50)])
     merged = read_results([veg, tmp_path / "gen.json"])
     assert merged.requests == 150 and merged.tool == "builtin+vegeta"
@@ -154,19 +154,16 @@ def test_vegeta_and_leakgate_results_merge(tmp_path: Path) -> None:
 
 
 def test_the_previous_runs_results_are_removed_before_the_command(tmp_path: Path) -> None:
-    from leakgate.load.external import ExternalProcess
-
     stale = write(tmp_path / "results.json", [vegeta_line(0, 1.0)])
-    proc = ExternalProcess(
-        ["true"],
-        results=[stale],
+    plan = LoadPlan(
         target="http://127.0.0.1:1",
         duration=1,
         rate=0,
-        log_path=tmp_path / "cmd.log",
-        cpus=None,
         timeout=1,
+        out_path=tmp_path / "cmd.json",  # the command's output goes to cmd.log
+        cpus=None,
     )
+    proc = ExternalProcess(plan, command=["true"], results=[stale])
     proc.start()
     while proc.poll() is None:
         time.sleep(0.01)

@@ -20,6 +20,7 @@ import pytest
 
 from leakgate.config import RequestSpec
 from leakgate.errors import EXIT_ENVIRONMENT, LoadError
+from leakgate.load import LoadPlan
 from leakgate.load.builtin import write_scenario
 from leakgate.load.wrk import (
     INSTALL_HINT,
@@ -35,6 +36,8 @@ from leakgate.model import LoadResult, bucket_index
 from leakgate.service import free_port
 from leakgate.templates import parse_template
 
+from .factories import wrk_percentiles, wrk_result
+
 WRK_TEXT = """\
 Running 2s test @ http://127.0.0.1:8080
   2 threads and 8 connections
@@ -45,42 +48,6 @@ Requests/sec:  14817.44
 """
 
 
-def _points(fn: Any = None) -> list[list[float]]:
-    """1000 percentile points p = 0.1 .. 100 with a long-tailed latency in microseconds."""
-    fn = fn or (lambda p: 50 + 2000 * (p / 100) ** 6 + (p // 10) * 3)
-    return [[round(i / 10, 1), float(int(fn(i / 10)))] for i in range(1, 1001)]
-
-
-def _result(**over: Any) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "version": 1,
-        "threads": 2,
-        "connections": 8,
-        "connections_requested": 8,
-        "requests": 10_000,
-        "duration_us": 2_000_000,
-        "bytes": 123_456,
-        "errors": {"connect": 0, "read": 0, "write": 0, "status": 0, "timeout": 0},
-        "status_check": {"mode": "none", "responses": 0, "unexpected": 0},
-        "status_codes": {},
-        "latency": {
-            "min_us": 40,
-            "max_us": 2950,
-            "mean_us": 180.5,
-            "stdev_us": 210.25,
-            "samples": 900,
-            "co_interval_us": 1600,
-            "percentiles": _points(),
-        },
-    }
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(data.get(key), dict):
-            data[key] = {**data[key], **value}
-        else:
-            data[key] = value
-    return data
-
-
 def _output(data: dict[str, Any]) -> str:
     return WRK_TEXT + MARKER + " " + json.dumps(data) + "\n"
 
@@ -89,7 +56,7 @@ def _output(data: dict[str, Any]) -> str:
 
 
 def test_parse_a_clean_run() -> None:
-    r = parse_wrk_output(_output(_result()))
+    r = parse_wrk_output(_output(wrk_result()))
     assert isinstance(r, LoadResult)
     assert (r.tool, r.mode, r.connections, r.target_rate) == ("wrk", "closed", 8, 0.0)
     assert r.requests == 10_000 and r.ok == 10_000 and r.planned == 10_000
@@ -105,7 +72,7 @@ def test_parse_a_clean_run() -> None:
 
 def test_socket_errors_on_some_requests_are_counted_not_fatal() -> None:
     errors = {"connect": 2, "read": 5, "write": 1, "status": 30, "timeout": 4}
-    r = parse_wrk_output(_output(_result(errors=errors)))
+    r = parse_wrk_output(_output(wrk_result(errors=errors)))
     assert dict(r.errors) == errors
     assert r.ok == 10_000 - 30 - 4
     assert r.error_rate == pytest.approx(42 / 10_000)
@@ -114,7 +81,7 @@ def test_socket_errors_on_some_requests_are_counted_not_fatal() -> None:
 
 
 def test_checked_statuses_replace_wrk_status_count() -> None:
-    data = _result(
+    data = wrk_result(
         errors={"status": 500},  # e.g. 404s an entry expects: wrk counts every status > 399
         status_check={"mode": "uniform", "responses": 10_000, "unexpected": 7},
         status_codes={"404": 9_993, "200": 7},
@@ -134,7 +101,7 @@ def test_checked_statuses_replace_wrk_status_count() -> None:
     ],
 )
 def test_zero_requests_is_a_load_error(errors: dict[str, int], message: str) -> None:
-    data = _result(requests=0, errors=errors)
+    data = wrk_result(requests=0, errors=errors)
     data["latency"]["percentiles"] = []
     with pytest.raises(LoadError, match=message) as info:
         parse_wrk_output(_output(data))
@@ -149,17 +116,19 @@ def test_zero_requests_is_a_load_error(errors: dict[str, int], message: str) -> 
 )
 def test_no_ok_response_is_a_load_error(errors: dict[str, int], message: str) -> None:
     with pytest.raises(LoadError, match=message):
-        parse_wrk_output(_output(_result(errors=errors)))
+        parse_wrk_output(_output(wrk_result(errors=errors)))
 
 
 def test_only_error_statuses_is_a_result_for_error_rate_to_judge() -> None:
     # A candidate that answers only 500s is a regression the gate fails (error_rate, exit 1),
     # not a load-tool failure (exit 5): the same as with the bundled generator.
-    result = parse_wrk_output(_output(_result(errors={"status": 10_000})))
+    result = parse_wrk_output(_output(wrk_result(errors={"status": 10_000})))
     assert result.ok == 0 and result.errors["status"] == 10_000 and result.error_rate == 1.0
-    checked = _result(status_check={"mode": "inflight", "responses": 10_000, "unexpected": 10_000})
+    checked = wrk_result(
+        status_check={"mode": "inflight", "responses": 10_000, "unexpected": 10_000}
+    )
     assert parse_wrk_output(_output(checked)).errors["status"] == 10_000
-    mixed = parse_wrk_output(_output(_result(errors={"status": 4_000, "timeout": 6_000})))
+    mixed = parse_wrk_output(_output(wrk_result(errors={"status": 4_000, "timeout": 6_000})))
     assert mixed.ok == 0
 
 
@@ -171,19 +140,19 @@ def test_only_error_statuses_is_a_result_for_error_rate_to_judge() -> None:
         (WRK_TEXT + MARKER + ' {"version": 1, "requests": 3,\n', "not JSON"),
         (WRK_TEXT + MARKER + " [1, 2]\n", "not a JSON object"),
         (WRK_TEXT + MARKER + ' {"version": 1, "requests": NaN}\n', "not JSON"),
-        (_output(_result(version=2)), "unknown version"),
-        (_output(_result(requests="many")), "requests is missing or not a count"),
-        (_output(_result(requests=-1)), "requests is missing or not a count"),
-        (_output({k: v for k, v in _result().items() if k != "errors"}), "errors is missing"),
-        (_output(_result(errors={"read": None})), "errors.read"),
-        (_output(_result(status_check={"mode": "guess"})), "status_check.mode"),
-        (_output(_result(latency={"percentiles": "p50"})), "percentiles"),
-        (_output(_result(latency={"percentiles": [[50, 10], [40, 20]]})), "not sorted"),
-        (_output(_result(latency={"percentiles": [[50, 10], [100, 5]]})), "not sorted"),
-        (_output(_result(latency={"percentiles": [[50, 10], [99, 20]]})), "end at 100"),
-        (_output(_result(latency={"percentiles": [[150, 10]]})), "out of range"),
-        (_output(_result(latency={"percentiles": []})), "no latency percentiles"),
-        (_output(_result(latency={"mean_us": -3})), "mean_us"),
+        (_output(wrk_result(version=2)), "unknown version"),
+        (_output(wrk_result(requests="many")), "requests is missing or not a count"),
+        (_output(wrk_result(requests=-1)), "requests is missing or not a count"),
+        (_output({k: v for k, v in wrk_result().items() if k != "errors"}), "errors is missing"),
+        (_output(wrk_result(errors={"read": None})), "errors.read"),
+        (_output(wrk_result(status_check={"mode": "guess"})), "status_check.mode"),
+        (_output(wrk_result(latency={"percentiles": "p50"})), "percentiles"),
+        (_output(wrk_result(latency={"percentiles": [[50, 10], [40, 20]]})), "not sorted"),
+        (_output(wrk_result(latency={"percentiles": [[50, 10], [100, 5]]})), "not sorted"),
+        (_output(wrk_result(latency={"percentiles": [[50, 10], [99, 20]]})), "end at 100"),
+        (_output(wrk_result(latency={"percentiles": [[150, 10]]})), "out of range"),
+        (_output(wrk_result(latency={"percentiles": []})), "no latency percentiles"),
+        (_output(wrk_result(latency={"mean_us": -3})), "mean_us"),
     ],
 )
 def test_malformed_output_names_the_problem(text: str, message: str) -> None:
@@ -197,13 +166,13 @@ def test_output_size_is_bounded() -> None:
 
 
 def test_the_last_marker_line_wins() -> None:
-    first = MARKER + " " + json.dumps(_result(requests=5))
-    r = parse_wrk_output(first + "\n" + _output(_result()))
+    first = MARKER + " " + json.dumps(wrk_result(requests=5))
+    r = parse_wrk_output(first + "\n" + _output(wrk_result()))
     assert r.requests == 10_000
 
 
 def test_null_mean_reads_as_zero() -> None:
-    r = parse_wrk_output(_output(_result(latency={"mean_us": None, "stdev_us": None})))
+    r = parse_wrk_output(_output(wrk_result(latency={"mean_us": None, "stdev_us": None})))
     assert r.latency.sum_ns == 0
 
 
@@ -212,7 +181,7 @@ def test_null_mean_reads_as_zero() -> None:
 
 @pytest.mark.parametrize("count", [2_000, 2_345, 99_999, 3_000_000])
 def test_histogram_percentiles_within_one_percent_of_the_points(count: int) -> None:
-    points = [(p, us) for p, us in _points()]
+    points = [(p, us) for p, us in wrk_percentiles()]
     h = histogram_from_percentiles(points, count, min_us=40, max_us=2950, mean_us=180)
     assert h.count == count == sum(n for _, n in h.buckets)
     assert [i for i, _ in h.buckets] == sorted({i for i, _ in h.buckets})
@@ -377,18 +346,18 @@ def _scenario(tmp_path: Path, *requests: RequestSpec) -> Path:
 
 
 def _process(tmp_path: Path, binary: str | None = "/usr/bin/wrk", **over: Any) -> WrkProcess:
-    kwargs: dict[str, Any] = {
+    scenario = over.pop("scenario", None) or _scenario(tmp_path)
+    connections = over.pop("connections", 8)
+    plan: dict[str, Any] = {
         "target": "http://127.0.0.1:9",
-        "scenario": over.pop("scenario", None) or _scenario(tmp_path),
-        "connections": 8,
         "duration": 2.0,
         "rate": 0.0,
         "timeout": 5.0,
         "out_path": tmp_path / "load-measure.json",
         "cpus": [0, 1, 2],
     }
-    kwargs.update(over)
-    return WrkProcess(binary, **kwargs)
+    plan.update(over)
+    return WrkProcess(LoadPlan(**plan), binary=binary, scenario=scenario, connections=connections)
 
 
 def test_command_line_and_scenario_file(tmp_path: Path) -> None:

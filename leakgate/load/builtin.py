@@ -13,6 +13,7 @@ from typing import IO, Any
 
 from leakgate.config import RequestSpec
 from leakgate.errors import LoadError
+from leakgate.load import LoadPlan
 from leakgate.model import HISTOGRAM_GROWTH, Histogram, LoadResult, SecondStat
 from leakgate.procs import signal_and_wait, spawn, stop_group
 
@@ -38,45 +39,34 @@ def write_scenario(requests: Sequence[RequestSpec], path: Path) -> None:
 
 
 class LoadProcess:
-    """One run of the generator: closed loop when rate is 0, else open loop at `rate` req/s."""
+    """One run of the generator (a LoadDriver): closed loop when the plan's rate is 0, else open
+    loop at that rate."""
 
-    def __init__(
-        self,
-        binary: Path,
-        *,
-        target: str,
-        scenario: Path,
-        connections: int,
-        duration: float,
-        rate: float,
-        timeout: float,
-        out_path: Path,
-        cpus: Sequence[int] | None,
-    ) -> None:
-        self.out_path = out_path
-        self.duration = duration
-        self.timeout = timeout
+    def __init__(self, plan: LoadPlan, *, binary: Path, scenario: Path, connections: int) -> None:
+        self.out_path = plan.out_path
+        self.duration = plan.duration
+        self.timeout = plan.timeout
         self.argv = [
             str(binary),
             "-target",
-            target,
+            plan.target,
             "-scenario",
             str(scenario),
             "-connections",
             str(connections),
             "-duration",
-            f"{duration:.3f}s",
+            f"{plan.duration:.3f}s",
             "-rate",
-            f"{rate:.3f}",
+            f"{plan.rate:.3f}",
             "-timeout",
-            f"{timeout:.3f}s",
+            f"{plan.timeout:.3f}s",
             "-out",
-            str(out_path),
+            str(plan.out_path),
             "-progress",
             "-stop-grace",
             f"{STOP_GRACE:.3f}s",
         ]
-        self.cpus = cpus
+        self.cpus = plan.cpus
         self.proc: subprocess.Popen[bytes] | None = None
         self.progress: dict[str, Any] = {}
         self.stderr_lines: list[str] = []

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from leakgate.errors import LoadError
+from leakgate.load import LoadPlan
 from leakgate.load.builtin import parse_result
 from leakgate.load.wrk import MARKER, parse_wrk_output
 from leakgate.model import HISTOGRAM_GROWTH, Histogram, LoadResult, SecondStat, bucket_index
@@ -43,38 +44,27 @@ LOG_TAIL_BYTES = 4000  # of the command's output, in a failure's details
 
 
 class ExternalProcess:
-    """`load.command` as the measure phase, with the LoadProcess interface the runner drives.
+    """`load.command` as the measure phase: a LoadDriver.
 
     The command's argv may use {target}, {duration} (seconds), {rate} (req/s, 0 for as fast
     as it goes) and {results} (the first results path); it runs in its own process group and
     is killed with it if it outlives its deadline or leakgate stops.
     """
 
-    def __init__(
-        self,
-        command: Sequence[str],
-        *,
-        results: Sequence[Path],
-        target: str,
-        duration: float,
-        rate: float,
-        log_path: Path,
-        cpus: Sequence[int] | None,
-        timeout: float,
-    ) -> None:
+    def __init__(self, plan: LoadPlan, *, command: Sequence[str], results: Sequence[Path]) -> None:
         values = {
-            "target": target,
-            "duration": f"{duration:g}",
-            "rate": f"{rate:.0f}",
+            "target": plan.target,
+            "duration": f"{plan.duration:g}",
+            "rate": f"{plan.rate:.0f}",
             "results": str(results[0]) if results else "",
         }
         self.argv = [_fill(arg, values) for arg in command]
-        self.rate = rate
+        self.rate = plan.rate
         self.results = list(results)
-        self.duration = duration
-        self.timeout = timeout
-        self.log_path = log_path
-        self.cpus = cpus
+        self.duration = plan.duration
+        self.timeout = plan.timeout
+        self.log_path = plan.out_path.with_suffix(".log")  # the command's output
+        self.cpus = plan.cpus
         self.proc: subprocess.Popen[bytes] | None = None
         self.progress: dict[str, Any] = {}
 
@@ -109,6 +99,10 @@ class ExternalProcess:
     def stop(self) -> None:
         if self.proc is not None:
             stop_group(self.proc, STOP_GRACE)
+
+    def interrupt(self) -> LoadResult | None:
+        """None: a tool's results are read only once it has finished (stop() ends it)."""
+        return None
 
     def result(self) -> LoadResult:
         rc = self.poll()

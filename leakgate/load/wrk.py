@@ -54,6 +54,7 @@ from urllib.parse import urlsplit
 from leakgate.atomic import write_atomic
 from leakgate.config import RequestSpec
 from leakgate.errors import LoadError
+from leakgate.load import LoadPlan
 from leakgate.model import HISTOGRAM_GROWTH, Histogram, LoadResult, bucket_index
 from leakgate.procs import log_tail, signal_and_wait, spawn, stop_group
 from leakgate.templates import Part, parse_template
@@ -291,26 +292,22 @@ def _whole_seconds(seconds: float) -> int:
 
 
 class WrkProcess:
-    """One wrk run, with the interface of `builtin.LoadProcess` (closed loop only)."""
+    """One wrk run: a LoadDriver, closed loop only."""
 
     def __init__(
         self,
-        binary: Path | str | None = None,
+        plan: LoadPlan,
         *,
-        target: str,
+        binary: Path | str | None = None,
         scenario: Path,
         connections: int,
-        duration: float,
-        rate: float,
-        timeout: float,
-        out_path: Path,
-        cpus: Sequence[int] | None,
     ) -> None:
-        if rate > 0:
+        if plan.rate > 0:
             raise ValueError("wrk runs a closed loop only: rate must be 0 (use load.tool: builtin)")
         if connections < 1:
             raise ValueError(f"connections must be at least 1, got {connections}")
         self.binary = str(binary) if binary is not None else find_wrk()
+        target = plan.target
         prefix = _check_target(target)
         self.lua_scenario = scenario.with_name(scenario.stem + ".wrk.lua")
         try:
@@ -319,11 +316,12 @@ class WrkProcess:
             raise LoadError(str(e)) from None
         except OSError as e:
             raise LoadError(f"cannot write {self.lua_scenario}: {e}") from None
-        self.out_path = out_path
-        self.stderr_path = out_path.with_name(out_path.stem + ".wrk-stderr.txt")
-        self.duration = float(_whole_seconds(duration))
-        self.timeout = float(_whole_seconds(timeout))
+        self.out_path = plan.out_path
+        self.stderr_path = self.out_path.with_name(self.out_path.stem + ".wrk-stderr.txt")
+        self.duration = float(_whole_seconds(plan.duration))
+        self.timeout = float(_whole_seconds(plan.timeout))
         self.connections = connections
+        cpus = plan.cpus
         self.threads = max(1, min(connections, len(cpus) if cpus else _cpu_count()))
         self.cpus = cpus
         seed = int.from_bytes(os.urandom(4), "big") % (2**31 - 1) + 1
