@@ -68,6 +68,30 @@ def default_routes() -> dict[str, Route]:
     }
 
 
+_CONFIG = """\
+service:
+  ready_path: /healthz
+  ready_timeout: {ready}
+load:
+  warmup: 1s
+  duration: 2s
+  rate: 100
+  connections: 4
+  timeout: 500ms
+  requests:
+    - {{method: GET, path: "/products/{{seq}}"}}
+probes:
+  interval: 250ms
+  quiet_timeout: 1s
+{extra}"""
+
+
+def fake_config(ready: str = "5s", extra: str = "") -> str:
+    """A leakgate.yml for checking the stand-in with --target: one-second warm-up, two-second
+    trials at 100 requests/s; `extra` goes at the end (more probes keys, or a new section)."""
+    return _CONFIG.format(ready=ready, extra=extra)
+
+
 @contextmanager
 def fake_service(overrides: Mapping[str, Route] | None = None) -> Iterator[str]:
     """Serve on a free 127.0.0.1 port; yields the base URL. `overrides` replace routes by path

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -132,6 +134,40 @@ def processes_with_env(marker: str) -> list[int]:
         if needle in environ.split(b"\0") and ") Z " not in stat:
             pids.append(int(entry.name))
     return pids
+
+
+# The reports a judged run writes, whatever went wrong (report.html may be what failed).
+JUDGED = ("run.json", "verdict.json", "junit.xml", "summary.md")
+
+
+def started_by(out: Path) -> list[int]:
+    """Processes whose command line names the report directory (the load generator's -out)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if str(out).encode() in (proc / "cmdline").read_bytes():
+                    pids.append(int(proc.name))
+            except OSError:
+                continue
+    return pids
+
+
+def assert_fault(run: GateRun, exit_code: int, message: str, *, judged: bool) -> None:
+    """What every case of the fault catalogue asserts: the exit code, a message matching
+    `message` (in the output or summary.md), the reports written if `judged` (none if not),
+    and no process left that names the report directory."""
+    summary = run.out / "summary.md"
+    text = run.output + (summary.read_text() if summary.exists() else "")
+    assert run.returncode == exit_code, run.output
+    assert re.search(message, text), f"{message!r} not in:\n{text}"
+    if judged:
+        missing = [name for name in JUDGED if not (run.out / name).exists()]
+        assert missing == [], f"reports not written: {missing}\n{run.output}"
+        json.loads((run.out / "run.json").read_text())  # complete, parseable
+    else:
+        assert not any((run.out / name).exists() for name in JUDGED), run.output
+    assert started_by(run.out) == []
 
 
 def wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]

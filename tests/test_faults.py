@@ -3,13 +3,14 @@
 Every case runs the real `leakgate` command and asserts four things: the exit code DESIGN.md
 documents, a message that names what is wrong, that the reports of what was judged were
 written (or, for input refused before anything started, that nothing was), and that no
-process it started is still running. Probe faults use a stand-in service (tests/fakes.py) in
-attach mode, so a broken endpoint is exactly what the case says; process faults use the real
-sample service. More fault tests live beside the features they exercise (build failure, exit
-before ready, SIGINT once, SIGKILL under load: test_check_integration.py; wrk: test_wrk.py).
-The catalogue continues in tests/test_faults_*.py, one module per kind of fault: report paths
-and the user's files (paths), input validated up front (input), processes and leftovers
-(procs), interrupted load and the agent's surface (load), parser limits and secrets (limits).
+process it started is still running (tests/gate.py's assert_fault). Probe faults use a
+stand-in service (tests/fakes.py, with its fake_config) in attach mode, so a broken endpoint is
+exactly what the case says; process faults use the real sample service. More fault tests live
+beside the features they exercise (build failure, exit before ready, SIGINT once, SIGKILL under
+load: test_check_integration.py; wrk: test_wrk.py). The catalogue continues in
+tests/test_faults_*.py, one module per kind of fault: report paths and the user's files
+(paths), input validated up front (input), processes and leftovers (procs), interrupted load
+and the agent's surface (load), parser limits and secrets (limits).
 """
 
 from __future__ import annotations
@@ -31,38 +32,17 @@ import pytest
 
 from .conftest import SAMPLE
 from .factories import profile_bytes
-from .fakes import Route, fake_service
-from .gate import GateRun, processes_with_env, run_gate, start_gate, wait_for, write_config
-
-JUDGED = ("run.json", "verdict.json", "junit.xml", "summary.md")
-
-
-def started_by(out: Path) -> list[int]:
-    """Processes whose command line names the report directory (the load generator's -out)."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                if str(out).encode() in (proc / "cmdline").read_bytes():
-                    pids.append(int(proc.name))
-            except OSError:
-                continue
-    return pids
-
-
-def assert_fault(run: GateRun, exit_code: int, message: str, *, judged: bool) -> None:
-    summary = run.out / "summary.md"
-    text = run.output + (summary.read_text() if summary.exists() else "")
-    assert run.returncode == exit_code, run.output
-    assert re.search(message, text), f"{message!r} not in:\n{text}"
-    if judged:
-        missing = [name for name in JUDGED if not (run.out / name).exists()]
-        assert missing == [], f"reports not written: {missing}\n{run.output}"
-        json.loads((run.out / "run.json").read_text())  # complete, parseable
-    else:
-        assert not any((run.out / name).exists() for name in JUDGED), run.output
-    assert started_by(run.out) == []
-
+from .fakes import Route, fake_config, fake_service
+from .gate import (
+    GateRun,
+    assert_fault,
+    processes_with_env,
+    run_gate,
+    start_gate,
+    started_by,
+    wait_for,
+    write_config,
+)
 
 # -- input refused before anything starts: exit 4, nothing written --------------------------
 
@@ -193,23 +173,6 @@ def test_report_of_a_corrupt_run_record(tmp_path: Path) -> None:
 
 # -- broken probe endpoints and services (attach mode on a stand-in): reports always written --
 
-FAKE_CONFIG = """\
-service:
-  ready_path: /healthz
-  ready_timeout: {ready}
-load:
-  warmup: 1s
-  duration: 2s
-  rate: 100
-  connections: 4
-  timeout: 500ms
-  requests:
-    - {{method: GET, path: "/products/{{seq}}"}}
-probes:
-  interval: 250ms
-  quiet_timeout: 1s
-{extra}"""
-
 
 def _body(kind: str, body: bytes, status: int = 200) -> Route:
     return lambda: (status, kind, body)
@@ -333,7 +296,7 @@ PROBE_FAULTS = {
 def test_broken_probe_endpoint_or_service(case: str, tmp_path: Path) -> None:
     fault = PROBE_FAULTS[case]
     config = tmp_path / "leakgate.yml"
-    config.write_text(FAKE_CONFIG.format(ready=fault.ready, extra=fault.extra))  # extra: probes
+    config.write_text(fake_config(ready=fault.ready, extra=fault.extra))  # extra: probes
     with fake_service(fault.routes) as url:
         run = run_gate(["--config", str(config), "--target", url, *fault.args], tmp_path / "out")
     if fault.judged:
@@ -347,7 +310,7 @@ def test_broken_probe_endpoint_or_service(case: str, tmp_path: Path) -> None:
 
 def test_service_gone_mid_load_fails_service_alive_with_reports(tmp_path: Path) -> None:
     config = tmp_path / "leakgate.yml"
-    config.write_text(FAKE_CONFIG.format(ready="5s", extra="").replace("2s\n", "6s\n", 1))
+    config.write_text(fake_config().replace("2s\n", "6s\n", 1))
     with fake_service() as url:
         gate = start_gate(["--config", str(config), "--target", url], tmp_path / "out")
         wait_for((tmp_path / "out/trial-1/heap-warmup.pb.gz").exists, 30, "the warm-up checkpoint")

@@ -25,9 +25,8 @@ from leakgate.report import charts, html
 
 from .conftest import SAMPLE
 from .factories import trial
-from .fakes import Route, expvar, fake_service
-from .gate import run_gate, write_config
-from .test_faults import FAKE_CONFIG, JUDGED, assert_fault, started_by
+from .fakes import Route, expvar, fake_config, fake_service
+from .gate import JUDGED, assert_fault, run_gate, started_by, write_config
 
 # -- config refused before anything starts: exit 4, file:line:key, nothing written -----------
 
@@ -341,7 +340,7 @@ def test_baseline_with_impossible_numbers_is_refused_before_anything_starts(
     text = _dumps(_record_json(), path, value)
     baseline.write_text(text)
     config = tmp_path / "leakgate.yml"
-    config.write_text(FAKE_CONFIG.format(ready="1s", extra="").replace("  rate: 100\n", ""))
+    config.write_text(fake_config(ready="1s").replace("  rate: 100\n", ""))
     # Nothing listens on the target: had the baseline been accepted, readiness fails (exit 5).
     run = run_gate(
         ["--config", str(config), "--target", "http://127.0.0.1:9", "--baseline", str(baseline)],
@@ -440,9 +439,7 @@ def _growing_heap(step: float) -> Route:
 
 def _fake_run(tmp_path: Path, rate: str) -> Any:
     config = tmp_path / "leakgate.yml"
-    config.write_text(
-        FAKE_CONFIG.format(ready="5s", extra="").replace("rate: 100", f"rate: {rate}")
-    )
+    config.write_text(fake_config().replace("rate: 100", f"rate: {rate}"))
     with fake_service({"/debug/vars": _growing_heap(1024)}) as url:
         return run_gate(["--config", str(config), "--target", url], tmp_path / "out")
 

@@ -26,10 +26,9 @@ from leakgate.model import RunRecord, to_plain
 
 from .conftest import REPO
 from .factories import trial
-from .fakes import fake_service
+from .fakes import fake_config, fake_service
 from .fuzz_targets import profile_bomb
-from .gate import GateRun, gate_command, run_gate
-from .test_faults import FAKE_CONFIG, assert_fault
+from .gate import GateRun, assert_fault, gate_command, run_gate
 
 MiB = 1024 * 1024
 
@@ -73,7 +72,7 @@ def test_profile_bomb_from_the_service_is_a_note_not_gigabytes(tmp_path: Path) -
     bomb = profile_bomb(BOMB_SAMPLES)
     assert len(bomb) < 100_000  # ~10 MiB of samples in a few KB on the wire
     config = tmp_path / "leakgate.yml"
-    config.write_text(FAKE_CONFIG.format(ready="5s", extra=""))
+    config.write_text(fake_config())
     routes = {"/debug/pprof/heap": lambda: (200, "application/octet-stream", bomb)}
     with fake_service(routes) as url:
         run, peak = _run_measured(["--config", str(config), "--target", url], tmp_path / "out")
@@ -109,7 +108,7 @@ def _written(out: Path) -> dict[str, str]:
 
 def _env_config(tmp_path: Path) -> Path:
     config = tmp_path / "leakgate.yml"
-    text = FAKE_CONFIG.format(ready="5s", extra="")
+    text = fake_config()
     text = text.replace("  ready_path: /healthz\n", "  ready_path: /healthz\n"
                         f"  env: {{API_TOKEN: {CONFIG_SECRET}}}\n")  # fmt: skip
     config.write_text(text)
@@ -203,7 +202,7 @@ def test_env_flag_errors_name_the_variable_not_its_value(
 ) -> None:
     """In-process: no exec can pass a NUL inside an argument; a wrapper calling main() can."""
     config = tmp_path / "leakgate.yml"
-    config.write_text(FAKE_CONFIG.format(ready="5s", extra=""))
+    config.write_text(fake_config())
     out = tmp_path / "out"
     code = cli.main(["check", "--config", str(config), "--env", pair, "--out", str(out)])
     captured = capsys.readouterr()

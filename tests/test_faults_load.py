@@ -27,17 +27,18 @@ from leakgate.model import Checkpoint, LoadResult
 from leakgate.service import Service
 
 from .conftest import REPO, SAMPLE
-from .fakes import expvar, fake_service, redirect
+from .fakes import expvar, fake_config, fake_service, redirect
 from .gate import (
     GateRun,
+    assert_fault,
     gate_command,
     processes_with_env,
     run_gate,
     start_gate,
+    started_by,
     wait_for,
     write_config,
 )
-from .test_faults import FAKE_CONFIG, assert_fault, started_by
 
 # The agent's contract with leakgate's probes (leakgate/agent/leakgate_agent.go).
 AGENT_TOKEN_ENV = "LEAKGATE_AGENT_TOKEN"
@@ -241,7 +242,7 @@ def test_a_drain_checkpoint_in_time_is_moved_into_the_trial_directory(tmp_path: 
 
 def test_readiness_does_not_follow_a_redirect_off_the_target(tmp_path: Path) -> None:
     config = tmp_path / "leakgate.yml"
-    config.write_text(FAKE_CONFIG.format(ready="2s", extra=""))
+    config.write_text(fake_config(ready="2s"))
     with fake_service() as elsewhere:  # healthy, but not the service under test
         routes = {"/healthz": redirect(elsewhere + "/healthz")}
         with fake_service(routes) as url:
@@ -258,7 +259,7 @@ def test_readiness_does_not_follow_a_redirect_off_the_target(tmp_path: Path) -> 
 
 def test_readiness_follows_a_redirect_on_the_target_itself(tmp_path: Path) -> None:
     config = tmp_path / "leakgate.yml"
-    config.write_text(FAKE_CONFIG.format(ready="5s", extra=""))
+    config.write_text(fake_config())
     with fake_service(
         {"/healthz": redirect("/ready"), "/ready": lambda: (200, "text/plain", b"ok")}
     ) as url:
@@ -268,7 +269,7 @@ def test_readiness_follows_a_redirect_on_the_target_itself(tmp_path: Path) -> No
 
 def test_probes_do_not_follow_a_redirect_off_the_target(tmp_path: Path) -> None:
     config = tmp_path / "leakgate.yml"
-    config.write_text(FAKE_CONFIG.format(ready="5s", extra=""))
+    config.write_text(fake_config())
     asked: list[str] = []
 
     def counted() -> tuple[int, str, bytes]:

@@ -27,14 +27,13 @@ from leakgate.model import RunRecord, to_plain
 
 from .conftest import SAMPLE
 from .factories import trial
-from .fakes import fake_service
+from .fakes import fake_config, fake_service
 from .gate import GateRun, go_module, run_gate, write_config
-from .test_faults import FAKE_CONFIG as FAULT_CONFIG
 
 MARKER = ".leakgate-report"
 JUDGED = ("run.json", "verdict.json", "junit.xml", "summary.md", "report.html")
 
-FAKE_CONFIG = FAULT_CONFIG.format(ready="5s", extra="")  # the stand-in service's, in attach mode
+FAKE_CONFIG = fake_config()  # the stand-in service's, in attach mode
 
 
 def snapshot(root: Path) -> dict[str, bytes | str]:

@@ -31,6 +31,7 @@ from leakgate import cgroup, gitref, procs, stale
 
 from .conftest import REPO, SAMPLE
 from .gate import (
+    assert_fault,
     gate_command,
     git,
     go_module,
@@ -39,7 +40,6 @@ from .gate import (
     wait_for,
     write_config,
 )
-from .test_faults import assert_fault
 
 DAEMON_SECONDS = "601"  # `sleep 601`: the daemon's command line, told apart from other sleeps
 
