@@ -18,10 +18,11 @@ from typing import Any
 import pytest
 
 from leakgate import cli
+from leakgate.commands.options import parse_env
 from leakgate.config import Config
 from leakgate.judge import judge
 from leakgate.model import Histogram, RunRecord, SecondStat, Series
-from leakgate.report import charts, html
+from leakgate.report import Judged, charts, html
 
 from .conftest import SAMPLE
 from .factories import trial
@@ -219,7 +220,7 @@ def test_nul_in_env_flag_is_a_usage_error(
 
 
 def test_env_flag_value_may_contain_equals() -> None:
-    assert cli._parse_env(["A=B=C", "EMPTY="]) == {"A": "B=C", "EMPTY": ""}
+    assert parse_env(["A=B=C", "EMPTY="]) == {"A": "B=C", "EMPTY": ""}
 
 
 # -- baselines with impossible numbers: exit 4 naming the file and the field ------------------
@@ -415,7 +416,7 @@ def test_html_report_draws_non_finite_values_as_missing() -> None:
     record = RunRecord(trials=(dataclasses.replace(bad, side="candidate"),))
     baseline = RunRecord(trials=(bad,))
     verdict = judge(record, Config(), baseline)
-    page = html.render(verdict, record, baseline)
+    page = html.render(Judged(verdict, record, baseline))
     assert "<html" in page
     drawn = charts.charts({"baseline": [bad], "candidate": [bad]})
     assert all(c.svg or c.note for c in drawn)
