@@ -238,7 +238,8 @@ def _latency_distribution(sides: Mapping[str, Sequence[Trial]]) -> Chart:
     for side, trials in sides.items():
         hists = [t.load.latency for t in trials if t.load and t.load.latency.count > 0]
         points = downsample(percentile_curve(hists))
-        if len(points) > 1:
+        # One request has no distribution: the whole curve sits at x = 1.
+        if any(x > 1.0 for x, _ in points):
             curves[side], pooled[side] = [points], len(hists)
             widest = max(widest, max(x for x, _ in points))
     if not curves:
