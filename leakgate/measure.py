@@ -34,12 +34,10 @@ from leakgate.probes import (
     quiet_goroutines,
     read_rss,
 )
-from leakgate.remote import RemoteService
-from leakgate.service import Exit, Service
+from leakgate.service import Exit, ServiceUnderTest
 from leakgate.units import format_duration, format_size
 from leakgate.yamlnodes import printable
 
-AnyService = Service | RemoteService  # one the runner started, or one it attached to
 TRACE_SECONDS = 2.0
 DEFAULT_TRACE_GROWTH = 16.0
 SHOWN_ADDRESS_CHARS = 80  # of an agent address refused, in the message
@@ -66,7 +64,7 @@ class ServiceDied(Exception):
 
 
 def runtime_source(
-    probes: ProbeConfig, inject_agent: bool, service: AnyService, probe_url: str | None
+    probes: ProbeConfig, inject_agent: bool, service: ServiceUnderTest, probe_url: str | None
 ) -> RuntimeSource:
     """Where the service's runtime is read: the agent, its own pprof+expvar, or /metrics.
 
@@ -95,8 +93,7 @@ def runtime_source(
             "there; set service.inject_agent: false to use the service's own pprof endpoints",
             details=service.log_tail(),
         )
-    token = service.env.get(AGENT_TOKEN_ENV, "") if isinstance(service, Service) else ""
-    return AgentSource(checked, token)
+    return AgentSource(checked, service.env.get(AGENT_TOKEN_ENV, ""))
 
 
 def loopback_agent_address(text: str) -> str | None:
@@ -159,7 +156,7 @@ class LoadSetup:
 
 def drive(
     setup: LoadSetup,
-    service: AnyService,
+    service: ServiceUnderTest,
     duration: float,
     rate: float,
     out: Path,
@@ -205,7 +202,7 @@ def drive(
         setup.progress("")
 
 
-def _check_running(service: AnyService, phase: str) -> None:
+def _check_running(service: ServiceUnderTest, phase: str) -> None:
     """ServiceDied if the service's process has ended (attached: never, see still_up)."""
     ended = service.exited()
     if ended is not None:
@@ -228,7 +225,7 @@ def _runtime_progress(sampler: Sampler | None) -> str:
 def checkpoint(
     label: str,
     source: RuntimeSource,
-    service: AnyService,
+    service: ServiceUnderTest,
     trial_dir: Path,
     report_dir: Path,
     quiet_timeout: float,

@@ -8,12 +8,17 @@ after each trial.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from leakgate.errors import ServiceStartError, UsageError
 from leakgate.service import Exit, wait_until_ready
+
+if TYPE_CHECKING:
+    from leakgate.probes import RuntimeSource
 
 ALIVE_TIMEOUT = 5.0  # how long the ready path may take to answer after a trial
 
@@ -47,8 +52,9 @@ def parse_target(url: str, probe_url: str | None = None) -> Target:
 
 
 class RemoteService:
-    """The Service interface the runner uses, for a service that is already running."""
+    """A service that is already running, as a ServiceUnderTest."""
 
+    attached = True
     pid: int | None = None
 
     def __init__(self, target: Target, log_path: Path) -> None:
@@ -56,6 +62,7 @@ class RemoteService:
         self.base_url = target.url
         self.addr = urlsplit(target.url).netloc
         self.log_path = log_path
+        self.env: Mapping[str, str] = {}  # not started by leakgate: no environment of ours
 
     def __enter__(self) -> RemoteService:
         return self
@@ -83,6 +90,9 @@ class RemoteService:
 
     def exited(self) -> Exit | None:
         return None  # no process to watch: still_up() asks after each trial
+
+    def epoch(self, source: RuntimeSource) -> float | None:
+        return source.epoch()
 
     def agent_address(self, timeout: float = 0.0) -> str | None:
         return None

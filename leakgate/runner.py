@@ -13,7 +13,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from leakgate import __version__
@@ -25,7 +25,6 @@ from leakgate.gitref import remove_stale_worktrees
 from leakgate.load.builtin import write_scenario
 from leakgate.load.wrk import find_wrk
 from leakgate.measure import (
-    AnyService,
     LoadInterrupted,
     LoadSetup,
     ServiceDied,
@@ -41,7 +40,6 @@ from leakgate.model import (
     Environment,
     LoadResult,
     RunRecord,
-    Series,
     ServiceStatus,
     Trial,
     to_plain,
@@ -57,7 +55,7 @@ from leakgate.probes import (
 )
 from leakgate.procs import build_dir_prefix
 from leakgate.remote import RemoteService, Target, restarted
-from leakgate.service import Service
+from leakgate.service import Service, ServiceUnderTest
 from leakgate.stale import clean_stale
 
 PROBE_MIN_SECONDS = 1.0
@@ -67,6 +65,8 @@ PROGRESS_EVERY_LOG = 5.0
 # After a signal in the measure window: the drain checkpoint is taken only if it is quick.
 INTERRUPTED_DRAIN_SECONDS = 2.5
 INTERRUPTED_QUIET_SECONDS = 1.0
+# A checkpoint of the running trial: (name, quiet timeout, directory, notes) -> Checkpoint.
+_Take = Callable[[str, float, Path, list[str]], Checkpoint]
 
 
 @dataclass
@@ -78,39 +78,29 @@ class Reporter:
     live: bool = False
 
 
-@dataclass
 class _TrialState:
-    """What a trial has measured so far, kept so a trial cut short still reports it."""
+    """A trial while it runs, kept so a trial cut short still reports what it measured: the
+    Trial so far (each phase replaces the fields it measured), and the notes and checkpoints,
+    which grow in place (the service adds to the notes when it is stopped)."""
 
-    index: int
-    side: str = "candidate"
-    warmup_load: LoadResult | None = None
-    load: LoadResult | None = None
-    checkpoints: dict[str, Checkpoint] = field(default_factory=dict)
-    series: dict[str, Series] = field(default_factory=dict)
-    rss_peak: int | None = None
-    measure_seconds: float = 0.0
-    notes: list[str] = field(default_factory=list)
-    service: ServiceStatus = field(default_factory=ServiceStatus)
-    trace: str | None = None
+    def __init__(
+        self, index: int, side: str = "candidate", *, load: LoadResult | None = None
+    ) -> None:
+        # `load`: a measure window's result already in hand (tests of _after_interrupt)
+        self.trial = Trial(index=index, side=side, load=load)
+        self.notes: list[str] = []
+        self.checkpoints: dict[str, Checkpoint] = {}
 
     def measured_anything(self) -> bool:
-        return bool(self.warmup_load or self.load or self.checkpoints or self.service.died)
+        t = self.trial
+        return bool(t.warmup_load or t.load or self.checkpoints or t.service.died)
 
     def freeze(self, offered_rate: float | None) -> Trial:
-        return Trial(
-            index=self.index,
-            side=self.side,
-            warmup_load=self.warmup_load,
-            load=self.load,
-            series=dict(self.series),
+        return dataclasses.replace(
+            self.trial,
             checkpoints=dict(self.checkpoints),
-            rss_peak=self.rss_peak,
-            service=self.service,
-            measure_seconds=self.measure_seconds,
             offered_rate=offered_rate,
             notes=tuple(self.notes),
-            trace=self.trace,
         )
 
 
@@ -121,6 +111,45 @@ class _Prepared:
     binaries: dict[str, Path]
     service_cpus: list[int] | None
     load: LoadSetup
+
+
+@dataclass
+class _TrialRun:
+    """What one trial's phases share once its service is up: the state they fill in, where
+    they write, the service, and where its runtime is read."""
+
+    state: _TrialState
+    trial_dir: Path
+    label: str
+    service: ServiceUnderTest
+    source: RuntimeSource
+    load_setup: LoadSetup
+    report_dir: Path
+    quiet_timeout: float
+    epoch: float | None = None  # the source's epoch after warm-up (see ServiceUnderTest.epoch)
+
+    def load(
+        self, duration: float, rate: float, name: str, sampler: Sampler | None = None
+    ) -> LoadResult:
+        out = self.trial_dir / f"load-{name}.json"
+        return drive(self.load_setup, self.service, duration, rate, out, name, self.label, sampler)
+
+    def checkpoint(
+        self,
+        name: str,
+        quiet_timeout: float | None = None,
+        into: Path | None = None,
+        notes: list[str] | None = None,
+    ) -> Checkpoint:
+        return checkpoint(
+            name,
+            self.source,
+            self.service,
+            self.trial_dir if into is None else into,
+            self.report_dir,
+            self.quiet_timeout if quiet_timeout is None else quiet_timeout,
+            self.state.notes if notes is None else notes,
+        )
 
 
 def split_cpus(enabled: bool) -> tuple[list[int] | None, list[int] | None]:
@@ -279,182 +308,214 @@ class Runner:
         total = first + len(order)
         for offset, side in enumerate(order):
             self.current = _TrialState(index=first + offset, side=side)
-            self._run_trial(self.current, side, total, prepared)
+            self._run_trial(self.current, total, prepared)
             self.trials.append(self.current.freeze(self.offered_rate))
-            died = self.current.service.died
+            died = self.current.trial.service.died
             self.current = None
             if died:
                 break
 
-    def _run_trial(self, state: _TrialState, side: str, total: int, prepared: _Prepared) -> None:
-        cfg = self.config
-        service_cpus = prepared.service_cpus
-        trial_dir = self.report_dir / f"trial-{state.index + 1}"
+    # -- one trial: start-up, then its phases in order, then stop ------------------------------
+
+    def _run_trial(self, state: _TrialState, total: int, prepared: _Prepared) -> None:
+        trial_dir = self.report_dir / f"trial-{state.trial.index + 1}"
         trial_dir.mkdir(parents=True, exist_ok=True)
-        if state.index == 0:
+        if state.trial.index == 0:
             state.notes.extend(self.leftovers)
-        env = {**environ_without_leakgate(), **cfg.service.env}
-        if cfg.service.inject_agent:
-            env[AGENT_TOKEN_ENV] = new_agent_token()  # per process: the agent's probes send it
-        service: AnyService
-        if self.target is not None:
-            service = RemoteService(self.target, trial_dir / "service.log")
-            state.notes.append(
-                f"attached to {self.target.url}: no local process, so RSS is not measured"
-            )
-        else:
-            service = Service(
-                prepared.binaries[side],
-                args=(*cfg.service.command[1:], *cfg.service.args),
-                env=env,
-                cwd=self.sides[side],
-                log_path=trial_dir / "service.log",
-                cpus=service_cpus,
-                gomaxprocs=len(service_cpus) if service_cpus else None,
-                agent=cfg.service.inject_agent,
-                stop_timeout=cfg.service.stop_timeout,
-                notes=state.notes,  # a daemon that escaped its process group, when stopped
-            )
-        say = self.reporter.say
-        label = f"trial {state.index + 1}/{total}"
+        service = self._service(state, trial_dir, prepared)
+        label = f"trial {state.trial.index + 1}/{total}"
         if len(self.sides) > 1:
-            label += f" ({state.side})"
+            label += f" ({state.trial.side})"
         phase = "start-up"
         with service:
             service.start()
-            state.service = ServiceStatus(
-                pid=service.pid, log_file=rel(service.log_path, self.report_dir)
-            )
+            status = ServiceStatus(pid=service.pid, log_file=rel(service.log_path, self.report_dir))
+            state.trial = dataclasses.replace(state.trial, service=status)
             try:
-                took = service.wait_ready(cfg.service.ready_path, cfg.service.ready_timeout)
-                probe_url = self.target.probe_url if self.target else None
-                source = runtime_source(cfg.probes, cfg.service.inject_agent, service, probe_url)
-                pid = f" (pid {service.pid})" if service.pid else " (attached)"
-                say(f"{label}: service ready on {service.addr} in {took:.2f}s{pid}")
-                self._note_runtime(source)
-
-                def load(
-                    duration: float, rate: float, name: str, sampler: Sampler | None = None
-                ) -> LoadResult:
-                    out = trial_dir / f"load-{name}.json"
-                    return drive(prepared.load, service, duration, rate, out, name, label, sampler)
-
-                def take(
-                    name: str,
-                    quiet_timeout: float = cfg.probes.quiet_timeout,
-                    into: Path | None = None,
-                    notes: list[str] | None = None,
-                ) -> Checkpoint:
-                    return checkpoint(
-                        name,
-                        source,
-                        service,
-                        trial_dir if into is None else into,
-                        self.report_dir,
-                        quiet_timeout,
-                        state.notes if notes is None else notes,
-                    )
-
-                warmup = cfg.load.warmup
-                phase = "warm-up"
-                if cfg.load.rate == "auto" and self.offered_rate is None:
-                    probe = min(max(PROBE_MIN_SECONDS, warmup / 2), PROBE_MAX_SECONDS)
-                    capacity = load(probe, 0.0, "capacity").achieved_rate
-                    if capacity <= 0:
-                        raise LoadError("capacity probe served no request; is the load path right?")
-                    self.offered_rate = max(1.0, capacity * cfg.load.rate_share)
-                    warmup = max(0.0, warmup - probe)
-                    say(
-                        f"{label}: capacity {capacity:,.0f} req/s closed-loop; offering "
-                        f"{self.offered_rate:,.0f} req/s ({cfg.load.rate_share:.0%})"
-                    )
-                rate = self.offered_rate or 0.0
-                if warmup > 0:
-                    try:
-                        state.warmup_load = load(warmup, rate, "warmup")
-                    except LoadInterrupted as e:
-                        state.warmup_load = e.result
-                        raise
-                phase = "checkpoint after warm-up"
-                state.checkpoints["warmup"] = take("warmup")
-                epoch = source.epoch() if isinstance(service, RemoteService) else None
-                phase = "load"
-                # Started by drive() once the generator is running: no thread may be alive
-                # while a child is forked (preexec_fn is not safe beside other threads).
-                sampler = Sampler(
-                    source,
-                    service.pid or 0,
-                    cfg.probes.interval,
-                    trace=trace_plan(cfg, trial_dir),
-                )
-                t0 = time.monotonic()
-                cut: LoadInterrupted | None = None
-                try:
-                    state.load = load(cfg.load.duration, rate, "measure", sampler)
-                except LoadInterrupted as e:
-                    cut = e  # judged on what was measured: see _after_interrupt
-                    state.load = e.result
-                finally:
-                    sampler.stop()
-                    state.measure_seconds = time.monotonic() - t0
-                    state.series = series(sampler)
-                    state.rss_peak = sampler.rss_peak
-                    if sampler.trace_path is not None:
-                        state.trace = rel(sampler.trace_path, self.report_dir)
-                    if sampler.errors:
-                        state.notes.append(f"{sampler.errors} runtime samples could not be read")
-                if cut is not None:
-                    state.measure_seconds = cut.elapsed
-                    _after_interrupt(state, cut, service, take, trial_dir, self.report_dir)
-                    raise cut
-                phase = "drain"
-                state.checkpoints["drain"] = take("drain")
-                if source.forced_gc is False:
-                    state.notes.append(
-                        "no pprof endpoint to force a GC at the checkpoints: the heap figures "
-                        "include garbage not yet collected (or are /metrics' live-heap estimate)"
-                    )
-                _, hwm = read_rss(service.pid or 0)
-                state.rss_peak = max(state.rss_peak or 0, hwm or 0) or None
-                ended = service.exited()
-                if isinstance(service, RemoteService):
-                    ended = service.still_up(cfg.service.ready_path) or restarted(
-                        epoch, source.epoch()
-                    )
-                if ended is not None:
-                    raise ServiceDied("drain", ended)
+                trial = self._start_up(state, service, trial_dir, label, prepared.load)
+                for name, step in (
+                    ("warm-up", self._warm_up),
+                    ("checkpoint after warm-up", self._checkpoint_after_warm_up),
+                    ("load", self._measure),
+                    ("drain", self._drain),
+                ):
+                    phase = name  # _note_died names it if the step fails
+                    step(trial)
             except (ServiceDied, ProbeError, LoadError, ServiceStartError) as e:
-                ended = service.exited()
-                if ended is None and isinstance(e, ServiceDied):
-                    ended = e.ended
-                # Attached: gone, or just an error? Before the first trial it is not ready yet;
-                # after one, a service that stopped answering died under the gate's watch.
-                seen_up = phase != "start-up" or state.index > 0
-                if ended is None and isinstance(service, RemoteService) and seen_up:
-                    ended = service.still_up(cfg.service.ready_path)
-                if ended is None:
-                    raise
-                where = e.phase if isinstance(e, ServiceDied) else phase
-                if phase == "start-up" and not (isinstance(service, RemoteService) and seen_up):
-                    # never became ready: an environment problem, not a verdict on the code
-                    if isinstance(e, ServiceStartError):
-                        raise
-                    raise ServiceStartError(
-                        f"the service {ended.describe()} during start-up",
-                        details=service.log_tail(),
-                    ) from None
-                state.service = dataclasses.replace(
-                    state.service,
-                    died=True,
-                    exit_code=ended.code,
-                    signal=ended.signal,
-                    reason=ended.reason,
-                    phase=where,
-                    log_tail=service.log_tail(),
-                )
-                say(f"{label}: the service {ended.describe()} during {where}")
+                self._note_died(e, phase, state, service, label)
                 return
-        say(f"{label}: done")
+        self.reporter.say(f"{label}: done")
+
+    def _service(
+        self, state: _TrialState, trial_dir: Path, prepared: _Prepared
+    ) -> ServiceUnderTest:
+        cfg = self.config
+        log_path = trial_dir / "service.log"
+        if self.target is not None:
+            state.notes.append(
+                f"attached to {self.target.url}: no local process, so RSS is not measured"
+            )
+            return RemoteService(self.target, log_path)
+        env = {**environ_without_leakgate(), **cfg.service.env}
+        if cfg.service.inject_agent:
+            env[AGENT_TOKEN_ENV] = new_agent_token()  # per process: the agent's probes send it
+        cpus = prepared.service_cpus
+        return Service(
+            prepared.binaries[state.trial.side],
+            args=(*cfg.service.command[1:], *cfg.service.args),
+            env=env,
+            cwd=self.sides[state.trial.side],
+            log_path=log_path,
+            cpus=cpus,
+            gomaxprocs=len(cpus) if cpus else None,
+            agent=cfg.service.inject_agent,
+            stop_timeout=cfg.service.stop_timeout,
+            notes=state.notes,  # a daemon that escaped its process group, when stopped
+        )
+
+    def _start_up(
+        self,
+        state: _TrialState,
+        service: ServiceUnderTest,
+        trial_dir: Path,
+        label: str,
+        load_setup: LoadSetup,
+    ) -> _TrialRun:
+        """Wait until the service is ready and find where its runtime is read."""
+        cfg = self.config
+        took = service.wait_ready(cfg.service.ready_path, cfg.service.ready_timeout)
+        probe_url = self.target.probe_url if self.target else None
+        source = runtime_source(cfg.probes, cfg.service.inject_agent, service, probe_url)
+        pid = f" (pid {service.pid})" if service.pid else " (attached)"
+        self.reporter.say(f"{label}: service ready on {service.addr} in {took:.2f}s{pid}")
+        self._note_runtime(source)
+        return _TrialRun(
+            state=state,
+            trial_dir=trial_dir,
+            label=label,
+            service=service,
+            source=source,
+            load_setup=load_setup,
+            report_dir=self.report_dir,
+            quiet_timeout=cfg.probes.quiet_timeout,
+        )
+
+    def _warm_up(self, t: _TrialRun) -> None:
+        """Load at the offered rate until warm; with rate: auto, the run's first trial measures
+        the capacity first (closed loop) and offers a share of it from then on."""
+        load = self.config.load
+        warmup = load.warmup
+        if load.rate == "auto" and self.offered_rate is None:
+            probe = min(max(PROBE_MIN_SECONDS, warmup / 2), PROBE_MAX_SECONDS)
+            capacity = t.load(probe, 0.0, "capacity").achieved_rate
+            if capacity <= 0:
+                raise LoadError("capacity probe served no request; is the load path right?")
+            self.offered_rate = max(1.0, capacity * load.rate_share)
+            warmup = max(0.0, warmup - probe)
+            self.reporter.say(
+                f"{t.label}: capacity {capacity:,.0f} req/s closed-loop; offering "
+                f"{self.offered_rate:,.0f} req/s ({load.rate_share:.0%})"
+            )
+        if warmup <= 0:
+            return
+        try:
+            warmed = t.load(warmup, self.offered_rate or 0.0, "warmup")
+        except LoadInterrupted as e:
+            t.state.trial = dataclasses.replace(t.state.trial, warmup_load=e.result)
+            raise
+        t.state.trial = dataclasses.replace(t.state.trial, warmup_load=warmed)
+
+    def _checkpoint_after_warm_up(self, t: _TrialRun) -> None:
+        t.state.checkpoints["warmup"] = t.checkpoint("warmup")
+        t.epoch = t.service.epoch(t.source)
+
+    def _measure(self, t: _TrialRun) -> None:
+        """The measure window: load at the offered rate, the runtime sampled at 1 Hz. A signal
+        ends it early, and the trial is judged on what was measured (see _after_interrupt)."""
+        cfg = self.config
+        # Started by drive() once the generator is running: no thread may be alive
+        # while a child is forked (preexec_fn is not safe beside other threads).
+        sampler = Sampler(
+            t.source, t.service.pid or 0, cfg.probes.interval, trace=trace_plan(cfg, t.trial_dir)
+        )
+        t0 = time.monotonic()
+        cut: LoadInterrupted | None = None
+        try:
+            measured = t.load(cfg.load.duration, self.offered_rate or 0.0, "measure", sampler)
+            t.state.trial = dataclasses.replace(t.state.trial, load=measured)
+        except LoadInterrupted as e:
+            cut = e
+            t.state.trial = dataclasses.replace(t.state.trial, load=e.result)
+        finally:
+            sampler.stop()
+            trace = sampler.trace_path
+            t.state.trial = dataclasses.replace(
+                t.state.trial,
+                measure_seconds=time.monotonic() - t0,
+                series=series(sampler),
+                rss_peak=sampler.rss_peak,
+                trace=rel(trace, self.report_dir) if trace is not None else None,
+            )
+            if sampler.errors:
+                t.state.notes.append(f"{sampler.errors} runtime samples could not be read")
+        if cut is not None:
+            t.state.trial = dataclasses.replace(t.state.trial, measure_seconds=cut.elapsed)
+            _after_interrupt(t.state, cut, t.service, t.checkpoint, t.trial_dir, self.report_dir)
+            raise cut
+
+    def _drain(self, t: _TrialRun) -> None:
+        """The load stopped: the drain checkpoint, the peak RSS, and whether the service stayed
+        up (attached: still answering, and not restarted since the warm-up checkpoint)."""
+        t.state.checkpoints["drain"] = t.checkpoint("drain")
+        if t.source.forced_gc is False:
+            t.state.notes.append(
+                "no pprof endpoint to force a GC at the checkpoints: the heap figures "
+                "include garbage not yet collected (or are /metrics' live-heap estimate)"
+            )
+        rss_peak = _peak_rss(t.state.trial.rss_peak, t.service.pid)
+        t.state.trial = dataclasses.replace(t.state.trial, rss_peak=rss_peak)
+        ready_path = self.config.service.ready_path
+        ended = t.service.still_up(ready_path) or restarted(t.epoch, t.service.epoch(t.source))
+        if ended is not None:
+            raise ServiceDied("drain", ended)
+
+    def _note_died(
+        self,
+        e: ServiceDied | ProbeError | LoadError | ServiceStartError,
+        phase: str,
+        state: _TrialState,
+        service: ServiceUnderTest,
+        label: str,
+    ) -> None:
+        """`e` stopped the trial in `phase`. When the service ended, the trial records that it
+        died (a result: the gate fails); if it never became ready, that is ServiceStartError (an
+        environment problem, not a verdict on the code). When it did not end, `e` is raised."""
+        # Attached, the one service outlives trials: seen up (past start-up, or in an earlier
+        # trial), one that stopped answering died under the gate's watch.
+        seen_up = service.attached and (phase != "start-up" or state.trial.index > 0)
+        ended = service.exited() or (e.ended if isinstance(e, ServiceDied) else None)
+        if ended is None and seen_up:
+            ended = service.still_up(self.config.service.ready_path)
+        if ended is None:
+            raise e
+        if phase == "start-up" and not seen_up:
+            if isinstance(e, ServiceStartError):
+                raise e
+            raise ServiceStartError(
+                f"the service {ended.describe()} during start-up", details=service.log_tail()
+            ) from None
+        where = e.phase if isinstance(e, ServiceDied) else phase
+        died = dataclasses.replace(
+            state.trial.service,
+            died=True,
+            exit_code=ended.code,
+            signal=ended.signal,
+            reason=ended.reason,
+            phase=where,
+            log_tail=service.log_tail(),
+        )
+        state.trial = dataclasses.replace(state.trial, service=died)
+        self.reporter.say(f"{label}: the service {ended.describe()} during {where}")
 
     def _note_runtime(self, source: RuntimeSource) -> None:
         try:
@@ -470,80 +531,105 @@ class Runner:
         )
 
 
+def _peak_rss(peak: int | None, pid: int | None) -> int | None:
+    """The larger of `peak` and the process's VmHWM now (None when neither is known)."""
+    _, hwm = read_rss(pid or 0)
+    return max(peak or 0, hwm or 0) or None
+
+
 def _after_interrupt(
     state: _TrialState,
     cut: LoadInterrupted,
-    service: AnyService,
-    take: Callable[[str, float, Path, list[str]], Checkpoint],
+    service: ServiceUnderTest,
+    take: _Take,
     trial_dir: Path,
     report_dir: Path,
 ) -> None:
     """A signal ended the measure window: note it, and take the drain checkpoint if the
     service is still up and it comes quickly (bounded), so the leak checks judge the window
-    that ran. The load result and the series are already kept.
-
-    The checkpoint is taken in a thread with its own notes and its own directory (outside
-    the report directory): only when it finished within the bound are its notes merged and
-    its profiles moved into trial_dir. A thread that is late writes nothing the reports see,
-    and removes its directory when it ends (a run killed first leaves it to the next run's
-    cleanup: it is named like a build directory)."""
+    that ran. The load result and the series are already kept."""
     where = f"interrupted {cut.elapsed:.1f} s into the measure window"
-    if state.load is None:
+    load = state.trial.load
+    if load is None:
         state.notes.append(f"{where}: the load generator's result was lost")
         return
-    state.notes.append(f"{where}: judged on the {state.load.requests:,} requests measured")
+    state.notes.append(f"{where}: judged on the {load.requests:,} requests measured")
     if service.exited() is not None:
         return
+    drained = _drain_in_time(take, trial_dir, report_dir)
+    if isinstance(drained, str):
+        state.notes.append(f"no drain checkpoint after the interrupt ({drained})")
+        return
+    taken, notes = drained
+    state.checkpoints["drain"] = taken
+    state.trial = dataclasses.replace(
+        state.trial, rss_peak=_peak_rss(state.trial.rss_peak, service.pid)
+    )
+    state.notes.extend(notes)
+
+
+def _drain_in_time(
+    take: _Take, trial_dir: Path, report_dir: Path
+) -> tuple[Checkpoint, list[str]] | str:
+    """The drain checkpoint and its notes, if taken within INTERRUPTED_DRAIN_SECONDS; else why
+    there is none.
+
+    It is taken in a thread with its own notes and its own directory (outside the report
+    directory): only when it finished within the bound are its profiles moved into trial_dir.
+    A thread that is late writes nothing the reports see, and removes its directory when it
+    ends (a run killed first leaves it to the next run's cleanup: it is named like a build
+    directory)."""
     try:
         scratch = Path(tempfile.mkdtemp(prefix=f"{build_dir_prefix()}drain-"))
     except OSError as e:
-        state.notes.append(f"no drain checkpoint after the interrupt (no scratch directory: {e})")
-        return
-    taken: list[Checkpoint] = []
-    problem: list[str] = []
-    notes: list[str] = []
-    lock = threading.Lock()
-    finished = False  # the thread is done (under lock)
-    late = False  # the wait gave up on it (under lock): it cleans up after itself
-
-    def drain() -> None:
-        nonlocal finished
-        try:
-            taken.append(take("drain", INTERRUPTED_QUIET_SECONDS, scratch, notes))
-        except (ServiceDied, LeakgateError, OSError) as e:
-            problem.append(str(e))
-        finally:
-            with lock:
-                finished = True
-                abandoned = late
-            if abandoned:
-                shutil.rmtree(scratch, ignore_errors=True)
-
-    # A thread, so a service that stops answering cannot hold the exit up (probe timeouts
-    # are far longer); nothing is forked after an interrupt, so it may outlive the wait.
-    thread = threading.Thread(target=drain, name="leakgate-drain", daemon=True)
-    thread.start()
-    thread.join(INTERRUPTED_DRAIN_SECONDS)
-    with lock:
-        on_time = finished
-        late = not finished
-    if not on_time:
-        state.notes.append(
-            f"no drain checkpoint after the interrupt (not done within "
-            f"{INTERRUPTED_DRAIN_SECONDS:g}s; skipped)"
-        )
-        return
+        return f"no scratch directory: {e}"
+    drain = _DrainThread(take, scratch)
+    if not drain.done_within(INTERRUPTED_DRAIN_SECONDS):
+        return f"not done within {INTERRUPTED_DRAIN_SECONDS:g}s; skipped"
     try:
-        if taken:
-            state.checkpoints["drain"] = _moved_in(taken[0], scratch, trial_dir, report_dir)
-            _, hwm = read_rss(service.pid or 0)
-            state.rss_peak = max(state.rss_peak or 0, hwm or 0) or None
-            state.notes.extend(notes)
-        else:
-            why = problem[0] if problem else "no reason given"
-            state.notes.append(f"no drain checkpoint after the interrupt ({why})")
+        if drain.checkpoint is None:
+            return drain.problem if drain.problem is not None else "no reason given"
+        return _moved_in(drain.checkpoint, scratch, trial_dir, report_dir), drain.notes
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+class _DrainThread:
+    """`take` of the drain checkpoint into `scratch`, in a daemon thread: a service that stops
+    answering cannot hold the exit up (probe timeouts are far longer), and nothing is forked
+    after an interrupt, so it may outlive the wait. Given up on (done_within False), the
+    thread removes `scratch` itself when it ends; else `scratch` is the caller's."""
+
+    def __init__(self, take: _Take, scratch: Path) -> None:
+        self.scratch = scratch
+        self.checkpoint: Checkpoint | None = None
+        self.problem: str | None = None
+        self.notes: list[str] = []
+        self._lock = threading.Lock()
+        self._finished = False  # under _lock
+        self._late = False  # the wait gave up on it (under _lock)
+        self._thread = threading.Thread(
+            target=self._run, args=(take,), name="leakgate-drain", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, take: _Take) -> None:
+        try:
+            self.checkpoint = take("drain", INTERRUPTED_QUIET_SECONDS, self.scratch, self.notes)
+        except (ServiceDied, LeakgateError, OSError) as e:
+            self.problem = str(e)
+        finally:
+            with self._lock:
+                self._finished = True
+                late = self._late
+            if late:
+                shutil.rmtree(self.scratch, ignore_errors=True)
+
+    def done_within(self, seconds: float) -> bool:
+        self._thread.join(seconds)
+        with self._lock:
+            self._late = not self._finished
+            return self._finished
 
 
 def _moved_in(cp: Checkpoint, scratch: Path, trial_dir: Path, report_dir: Path) -> Checkpoint:

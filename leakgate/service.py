@@ -1,5 +1,6 @@
-"""The service under test as a process: its own process group on 127.0.0.1, readiness, crash
-watch, log capture, and a stop that leaves nothing behind on any exit path."""
+"""The service under test, behind one protocol (ServiceUnderTest): here, the one leakgate starts
+as a process (its own process group on 127.0.0.1, readiness, crash watch, log capture, and a stop
+that leaves nothing behind on any exit path); in leakgate.remote, one it attaches to."""
 
 from __future__ import annotations
 
@@ -13,9 +14,13 @@ import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 from leakgate.errors import ServiceStartError
 from leakgate.procs import describe_escaped, log_tail, spawn, stop_group
+
+if TYPE_CHECKING:
+    from leakgate.probes import RuntimeSource
 
 LOG_TAIL_LINES = 20
 LOG_TAIL_BYTES = 1024 * 1024
@@ -53,8 +58,60 @@ def describe_returncode(rc: int) -> Exit:
     return Exit(rc, None)
 
 
+class ServiceUnderTest(Protocol):
+    """What a trial loads and probes: a Service leakgate started for the trial, or the
+    remote.RemoteService it attached to. Use as a context manager: it is stopped on every path."""
+
+    addr: str  # host:port, as shown
+    base_url: str  # where the load goes
+    log_path: Path
+    # leakgate did not start it: it has no local process, and the one service serves every
+    # trial, so one seen up in an earlier trial that stops answering died under the gate's watch
+    attached: bool
+
+    @property
+    def pid(self) -> int | None:
+        """The local process (None when attached)."""
+
+    @property
+    def env(self) -> Mapping[str, str]:
+        """The environment it was started with ({} when attached)."""
+
+    def __enter__(self) -> ServiceUnderTest: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+    def start(self) -> None: ...
+
+    def wait_ready(self, path: str, timeout: float) -> float:
+        """Seconds until `path` answered 2xx; ServiceStartError when it does not in time."""
+
+    def exited(self) -> Exit | None:
+        """How its process ended, if it has; None while it runs, or with no process to watch."""
+
+    def still_up(self, path: str) -> Exit | None:
+        """None while it is up (its process runs; attached: `path` answers 2xx), else how it
+        was seen to end."""
+
+    def epoch(self, source: RuntimeSource) -> float | None:
+        """A reading that only grows while one process lives (remote.restarted compares two), for a
+        service whose process leakgate cannot watch; None when it can."""
+
+    def agent_address(self) -> str | None:
+        """The address leakgate's injected agent listens on, if it started."""
+
+    def log_tail(self) -> str:
+        """The end of its log, for a failure's details ("" without one)."""
+
+    def stop(self) -> Exit | None:
+        """Stop it (attached: nothing to do); how it had ended if it already had."""
+
+
 class Service:
-    """One run of the built service. Use as a context manager so it is always stopped."""
+    """One run of the built service (a ServiceUnderTest). Use as a context manager so it is
+    always stopped."""
+
+    attached = False
 
     def __init__(
         self,
@@ -126,6 +183,12 @@ class Service:
             return None
         rc = self.proc.poll()
         return None if rc is None else describe_returncode(rc)
+
+    def still_up(self, path: str) -> Exit | None:
+        return self.exited()  # its process is watched: no need to ask `path`
+
+    def epoch(self, source: RuntimeSource) -> float | None:
+        return None  # a restart would be a new process: exited() tells
 
     def wait_ready(self, path: str, timeout: float) -> float:
         """Poll `path` with back-off until it answers 2xx; returns the seconds it took."""
