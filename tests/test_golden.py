@@ -15,92 +15,12 @@ from junitparser import Failure, JUnitXml
 
 from leakgate.config import Config
 from leakgate.judge import judge
-from leakgate.model import Environment, LeakSite, LeakSites, RunRecord, Trial, Verdict
+from leakgate.model import LeakSite, LeakSites, RunRecord
 from leakgate.report import Judged, console, html, junit, markdown
 
-from .factories import heap_series, trial
+from .factories import SITES, fixed_record, fixed_verdict, trial
 
 GOLDEN = Path(__file__).parent / "golden"
-
-
-def fixed_record() -> RunRecord:
-    """5 baseline and 5 candidate trials; the candidate leaks 300 B/request and is 20% slower."""
-    trials: list[Trial] = []
-    for i in range(10):
-        side = "baseline" if i % 2 == 0 else "candidate"
-        leak = 30_000_000 if side == "candidate" else 20_000 * (i % 3)
-        t = trial(
-            index=i,
-            heap_before=10_000_000,
-            heap_after=10_000_000 + leak,
-            series=heap_series(10_000_000, leak / 20, seed=i),
-            goroutines_after=12 + (i % 2),
-            p_ms=2.0 * (1.2 if side == "candidate" else 1.0) * (1 + i / 100),
-        )
-        trials.append(dataclasses.replace(t, side=side, offered_rate=5000.0))
-    env = Environment(
-        leakgate_version="0.1.0",
-        python_version="3.11.7",
-        go_version="go1.26.8",
-        goos="linux",
-        goarch="amd64",
-        gomaxprocs=1,
-        num_cpu=2,
-        cpu_model="AMD EPYC",
-        git_revision="0123456789abcdef0123456789abcdef01234567",
-        service_cpus=(1,),
-        loadgen_cpus=(0,),
-    )
-    return RunRecord(
-        created="2026-11-27T08:00:00+00:00",
-        package="/src/orders-service",
-        command="compare",
-        environment=env,
-        trials=tuple(trials),
-        base_revision="fedcba9876543210fedcba9876543210fedcba98",
-        trial_order_seed=7,
-    )
-
-
-SITES = LeakSites(
-    heap=(
-        LeakSite(
-            kind="heap",
-            function="main.(*auditLog).record",
-            file="/src/orders-service/audit.go",
-            line=42,
-            growth=140_000_000.0,
-            objects=480_000,
-            share=0.93,
-            trials=5,
-            caller="main.(*server).createOrder",
-            stack=(
-                "main.(*auditLog).record (audit.go:42)",
-                "main.(*server).createOrder (orders.go:88)",
-                "net/http.HandlerFunc.ServeHTTP (server.go:2286)",
-            ),
-            description="+133.5 MiB in 480,000 objects retained at main.(*auditLog).record "
-            "(audit.go:42) called from main.(*server).createOrder (orders.go:88)",
-        ),
-        LeakSite(
-            kind="heap",
-            function="bufio.NewReaderSize",
-            file="/usr/local/go/src/bufio/bufio.go",
-            line=57,
-            growth=9_000_000.0,
-            objects=0,
-            share=0.06,
-            trials=3,
-            description="+8.6 MiB retained at bufio.NewReaderSize (bufio.go:57)",
-        ),
-    ),
-    heap_command="go tool pprof -diff_base trial-2/heap-warmup.pb.gz trial-2/heap-drain.pb.gz",
-)
-
-
-def fixed_verdict() -> tuple[Verdict, RunRecord]:
-    record = fixed_record()
-    return judge(record, Config(), sites=SITES), record
 
 
 def assert_golden(name: str, text: str) -> None:

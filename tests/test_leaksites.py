@@ -7,7 +7,7 @@ from pathlib import Path
 from leakgate import leaksites
 from leakgate.model import Checkpoint, LeakSites, RunRecord, Trial
 
-from .test_pprof import make_profile
+from .factories import profile_bytes
 
 GOROUTINE = ("goroutine",)
 
@@ -33,7 +33,7 @@ def _trial(tmp: Path, index: int, profiles: dict[str, bytes], side: str = "candi
 
 
 def heap(*samples: tuple[list[str], int]) -> bytes:
-    return make_profile([(stack, [max(1, v // 64), v]) for stack, v in samples])
+    return profile_bytes([(stack, [max(1, v // 64), v]) for stack, v in samples])
 
 
 BASE = (["main.init"], 500_000)
@@ -90,7 +90,7 @@ def test_noise_below_the_minimum_is_not_a_site(tmp_path: Path) -> None:
 
 
 def goroutines(*samples: tuple[list[str], int]) -> bytes:
-    return make_profile([(stack, [n]) for stack, n in samples], sample_types=GOROUTINE)
+    return profile_bytes([(stack, [n]) for stack, n in samples], sample_types=GOROUTINE)
 
 
 IDLE = (["runtime.gopark", "runtime.netpollblock", "internal/poll.runtime_pollWait"], 3)

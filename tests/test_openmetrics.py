@@ -6,7 +6,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from leakgate.report import Judged, openmetrics
 
-from .test_golden import fixed_verdict
+from .factories import fixed_verdict
 
 
 def parsed() -> dict[str, list[tuple[dict[str, str], float]]]:

@@ -20,9 +20,6 @@ from .factories import (
     wire_field,
 )
 
-make_profile = profile_bytes  # tests/test_leaksites.py imports it from here
-
-
 LEAKY = [
     (["main.leak", "main.handle", "net/http.(*conn).serve"], [100, 6400]),
     (["runtime.mapassign", "main.leak", "main.handle"], [10, 2048]),

@@ -115,14 +115,16 @@ def foreign_entries(report_dir: Path, own: Iterable[Path] = ()) -> list[str]:
 
 # What a trial writes into its trial-N/ directory (runner.py, measure.py, the load drivers):
 # the service log, each load phase's result, log and wrk stderr, the checkpoints' profiles, the
-# execution trace; ".tmp" is an interrupted profile write.
-_TRIAL_FILE = re.compile(
+# execution trace; ".name.XXXX.tmp" is an interrupted profile write (write_atomic's temporary
+# file), "name.tmp" an older leakgate's.
+_TRIAL_NAME = (
     r"(?:service\.log"
     r"|load-[a-z]+\.(?:json|log|wrk-stderr\.txt)"
     r"|(?:heap|goroutine|goroutineleak)-[a-z]+\.pb\.gz"
     r"|goroutine-[a-z]+\.txt"
-    r"|trace-[a-z]+\.out)(?:\.tmp)?"
+    r"|trace-[a-z]+\.out)"
 )
+_TRIAL_FILE = re.compile(rf"{_TRIAL_NAME}(?:\.tmp)?|\.{_TRIAL_NAME}\..+\.tmp")
 # Top-level files a run writes: the reports, the scenario (and its wrk script), the marker.
 _TOP_LEVEL = frozenset((*REPORT_FILES, SCENARIO_FILE, "scenario.wrk.lua", MARKER))
 _RECORD_COMMANDS = ("check", "compare", "baseline record")
