@@ -27,6 +27,7 @@ sys.path.insert(0, str(REPO))
 
 from leakgate.build import build_loadgen, build_service, find_go  # noqa: E402
 from leakgate.config import RequestSpec  # noqa: E402
+from leakgate.load import LoadDriver, LoadPlan  # noqa: E402
 from leakgate.load.builtin import LoadProcess, write_scenario  # noqa: E402
 from leakgate.load.wrk import WrkProcess  # noqa: E402
 from leakgate.model import LoadResult  # noqa: E402
@@ -60,18 +61,19 @@ def drive(
     out: Path,
     connections: int,
 ) -> LoadResult:
-    cls = LoadProcess if kind == "builtin" else WrkProcess
-    proc = cls(
-        binary,
+    plan = LoadPlan(
         target=service.base_url,
-        scenario=scenario,
-        connections=connections,
         duration=seconds,
         rate=rate,
         timeout=10.0,
         out_path=out,
         cpus=cpus,
     )
+    proc: LoadDriver
+    if kind == "builtin":
+        proc = LoadProcess(plan, binary=binary, scenario=scenario, connections=connections)
+    else:
+        proc = WrkProcess(plan, binary=binary, scenario=scenario, connections=connections)
     proc.start()
     try:
         import time

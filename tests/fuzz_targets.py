@@ -116,7 +116,6 @@ _VEGETA = (
     b'"latency":1200000,"bytes_out":0,"bytes_in":2,"error":"","body":null}\n'
 )
 _WRK = (MARKER + " " + json.dumps(wrk_result(requests=1000)) + "\n").encode()
-_LOADGEN = LOADGEN_RESULT  # tests/test_external_load.py imports it by this name
 
 TARGETS: tuple[Target, ...] = (
     Target(
@@ -149,7 +148,7 @@ TARGETS: tuple[Target, ...] = (
         "loadgen-result",
         lambda d: parse_result(_text(d)),
         (LoadError,),
-        (_LOADGEN,),
+        (LOADGEN_RESULT,),
     ),
     Target("vegeta-results", _vegeta, (LoadError,), (_VEGETA, _VEGETA * 3)),
     Target(
