@@ -8,19 +8,16 @@ import dataclasses
 import datetime
 import os
 import random
-import shutil
-import tempfile
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from leakgate import __version__
+from leakgate import __version__, interrupted
 from leakgate.build import binary_go_version, build_loadgen, build_service, find_go
 from leakgate.config import Config, environ_without_leakgate
 from leakgate.environment import describe_environment, recorded_config
-from leakgate.errors import LeakgateError, LoadError, ServiceStartError
+from leakgate.errors import LoadError, ServiceStartError
 from leakgate.gitref import remove_stale_worktrees
 from leakgate.load.builtin import write_scenario
 from leakgate.load.wrk import find_wrk
@@ -53,7 +50,6 @@ from leakgate.probes import (
     new_agent_token,
     read_rss,
 )
-from leakgate.procs import build_dir_prefix
 from leakgate.remote import RemoteService, Target, restarted
 from leakgate.service import Service, ServiceUnderTest
 from leakgate.stale import clean_stale
@@ -62,11 +58,6 @@ PROBE_MIN_SECONDS = 1.0
 PROBE_MAX_SECONDS = 3.0
 PROGRESS_EVERY_TTY = 1.0
 PROGRESS_EVERY_LOG = 5.0
-# After a signal in the measure window: the drain checkpoint is taken only if it is quick.
-INTERRUPTED_DRAIN_SECONDS = 2.5
-INTERRUPTED_QUIET_SECONDS = 1.0
-# A checkpoint of the running trial: (name, quiet timeout, directory, notes) -> Checkpoint.
-_Take = Callable[[str, float, Path, list[str]], Checkpoint]
 
 
 @dataclass
@@ -83,11 +74,8 @@ class _TrialState:
     Trial so far (each phase replaces the fields it measured), and the notes and checkpoints,
     which grow in place (the service adds to the notes when it is stopped)."""
 
-    def __init__(
-        self, index: int, side: str = "candidate", *, load: LoadResult | None = None
-    ) -> None:
-        # `load`: a measure window's result already in hand (tests of _after_interrupt)
-        self.trial = Trial(index=index, side=side, load=load)
+    def __init__(self, index: int, side: str = "candidate") -> None:
+        self.trial = Trial(index=index, side=side)
         self.notes: list[str] = []
         self.checkpoints: dict[str, Checkpoint] = {}
 
@@ -541,7 +529,7 @@ def _after_interrupt(
     state: _TrialState,
     cut: LoadInterrupted,
     service: ServiceUnderTest,
-    take: _Take,
+    take: interrupted.Take,
     trial_dir: Path,
     report_dir: Path,
 ) -> None:
@@ -556,7 +544,7 @@ def _after_interrupt(
     state.notes.append(f"{where}: judged on the {load.requests:,} requests measured")
     if service.exited() is not None:
         return
-    drained = _drain_in_time(take, trial_dir, report_dir)
+    drained = interrupted.drain_in_time(take, trial_dir, report_dir)
     if isinstance(drained, str):
         state.notes.append(f"no drain checkpoint after the interrupt ({drained})")
         return
@@ -566,96 +554,3 @@ def _after_interrupt(
         state.trial, rss_peak=_peak_rss(state.trial.rss_peak, service.pid)
     )
     state.notes.extend(notes)
-
-
-def _drain_in_time(
-    take: _Take, trial_dir: Path, report_dir: Path
-) -> tuple[Checkpoint, list[str]] | str:
-    """The drain checkpoint and its notes, if taken within INTERRUPTED_DRAIN_SECONDS; else why
-    there is none.
-
-    It is taken in a thread with its own notes and its own directory (outside the report
-    directory): only when it finished within the bound are its profiles moved into trial_dir.
-    A thread that is late writes nothing the reports see, and removes its directory when it
-    ends (a run killed first leaves it to the next run's cleanup: it is named like a build
-    directory)."""
-    try:
-        scratch = Path(tempfile.mkdtemp(prefix=f"{build_dir_prefix()}drain-"))
-    except OSError as e:
-        return f"no scratch directory: {e}"
-    drain = _DrainThread(take, scratch)
-    if not drain.done_within(INTERRUPTED_DRAIN_SECONDS):
-        return f"not done within {INTERRUPTED_DRAIN_SECONDS:g}s; skipped"
-    try:
-        if drain.checkpoint is None:
-            return drain.problem if drain.problem is not None else "no reason given"
-        return _moved_in(drain.checkpoint, scratch, trial_dir, report_dir), drain.notes
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-
-
-class _DrainThread:
-    """`take` of the drain checkpoint into `scratch`, in a daemon thread: a service that stops
-    answering cannot hold the exit up (probe timeouts are far longer), and nothing is forked
-    after an interrupt, so it may outlive the wait. Given up on (done_within False), the
-    thread removes `scratch` itself when it ends; else `scratch` is the caller's."""
-
-    def __init__(self, take: _Take, scratch: Path) -> None:
-        self.scratch = scratch
-        self.checkpoint: Checkpoint | None = None
-        self.problem: str | None = None
-        self.notes: list[str] = []
-        self._lock = threading.Lock()
-        self._finished = False  # under _lock
-        self._late = False  # the wait gave up on it (under _lock)
-        self._thread = threading.Thread(
-            target=self._run, args=(take,), name="leakgate-drain", daemon=True
-        )
-        self._thread.start()
-
-    def _run(self, take: _Take) -> None:
-        try:
-            self.checkpoint = take("drain", INTERRUPTED_QUIET_SECONDS, self.scratch, self.notes)
-        except (ServiceDied, LeakgateError, OSError) as e:
-            self.problem = str(e)
-        finally:
-            with self._lock:
-                self._finished = True
-                late = self._late
-            if late:
-                shutil.rmtree(self.scratch, ignore_errors=True)
-
-    def done_within(self, seconds: float) -> bool:
-        self._thread.join(seconds)
-        with self._lock:
-            self._late = not self._finished
-            return self._finished
-
-
-def _moved_in(cp: Checkpoint, scratch: Path, trial_dir: Path, report_dir: Path) -> Checkpoint:
-    """`cp` with the profiles it saved under `scratch` moved into trial_dir (and its paths
-    following them); a profile that cannot be moved is left out."""
-
-    def move(value: str | None) -> str | None:
-        if value is None:
-            return None
-        src = Path(value)
-        if not src.is_absolute():
-            src = report_dir / src
-        if src.parent.resolve() != scratch.resolve():
-            return value  # not one of the scratch directory's
-        dest = trial_dir / src.name
-        try:
-            trial_dir.mkdir(parents=True, exist_ok=True)
-            shutil.move(src, dest)
-        except OSError:
-            return None
-        return rel(dest, report_dir)
-
-    return dataclasses.replace(
-        cp,
-        heap_profile=move(cp.heap_profile),
-        goroutine_profile=move(cp.goroutine_profile),
-        goroutine_text=move(cp.goroutine_text),
-        goroutineleak_profile=move(cp.goroutineleak_profile),
-    )

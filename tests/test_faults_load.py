@@ -7,6 +7,7 @@ reports, and no process left behind.
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import json
 import os
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from leakgate import runner
+from leakgate import interrupted, runner
 from leakgate.build import build_service, find_go
 from leakgate.measure import LoadInterrupted
 from leakgate.model import Checkpoint, LoadResult
@@ -165,13 +166,15 @@ def _interrupted_state() -> tuple[runner._TrialState, LoadInterrupted]:
     load = LoadResult(
         tool="builtin", mode="closed", connections=1, target_rate=0, duration_s=5, requests=9, ok=9
     )
-    return runner._TrialState(index=0, load=load), LoadInterrupted("cut", load, 5.0)
+    state = runner._TrialState(index=0)
+    state.trial = dataclasses.replace(state.trial, load=load)
+    return state, LoadInterrupted("cut", load, 5.0)
 
 
 def test_a_late_drain_checkpoint_writes_nothing_the_reports_see(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(runner, "INTERRUPTED_DRAIN_SECONDS", 0.2)
+    monkeypatch.setattr(interrupted, "DRAIN_SECONDS", 0.2)
     report_dir, trial_dir = tmp_path / "out", tmp_path / "out" / "trial-1"
     trial_dir.mkdir(parents=True)
     state, cut = _interrupted_state()
