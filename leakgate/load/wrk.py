@@ -424,26 +424,7 @@ class WrkProcess:
 def parse_wrk_output(text: str) -> LoadResult:
     """wrk's stdout with leakgate's script -> LoadResult; LoadError if malformed or if the run
     served nothing usable (no response, or only error statuses)."""
-    if len(text) > MAX_OUTPUT_BYTES:
-        raise LoadError(f"wrk output is over {MAX_OUTPUT_BYTES} bytes")
-    line = None
-    for candidate in text.splitlines():
-        if candidate.startswith(MARKER):
-            line = candidate
-    if line is None:
-        raise LoadError(
-            f"wrk printed no {MARKER} line: leakgate's wrk script did not report "
-            "(is wrk 4.x with LuaJIT installed?)"
-        )
-    try:
-        data = json.loads(line[len(MARKER) :], parse_constant=_reject_constant)
-    except ValueError as e:
-        raise LoadError(f"wrk result ({MARKER}) is not JSON: {e}") from None
-    if not isinstance(data, dict):
-        raise LoadError(f"wrk result ({MARKER}) is not a JSON object")
-    if data.get("version") != 1:
-        raise LoadError(f"wrk result has an unknown version: {data.get('version')!r}")
-
+    data = _result_object(text)
     requests = _count(data, "requests", "")
     duration_us = _count(data, "duration_us", "")
     connections = _count(data, "connections", "", default=0)
@@ -461,21 +442,7 @@ def parse_wrk_output(text: str) -> LoadResult:
 
     socket = counts["connect"] + counts["read"] + counts["write"] + counts["timeout"]
     if requests == 0:
-        if counts["connect"]:
-            raise LoadError(
-                f"wrk could not connect to the service: {counts['connect']} connect errors "
-                "and no response"
-            )
-        if socket:
-            raise LoadError(
-                "every wrk request failed with a socket error (read "
-                f"{counts['read']}, write {counts['write']}, timeout {counts['timeout']}); "
-                "no response"
-            )
-        raise LoadError(
-            f"wrk got no response in {duration_us / 1e6:.1f}s (is the load path right? "
-            "does the service answer?)"
-        )
+        raise _served_nothing(counts, socket, duration_us)
     if duration_us <= 0:
         raise LoadError("wrk result: duration_us must be above 0")
     if counts["timeout"] >= requests:
@@ -521,6 +488,49 @@ def parse_wrk_output(text: str) -> LoadResult:
         latency=histogram,
         seconds=(),
         first_error="; ".join(notes)[:500],
+    )
+
+
+def _result_object(text: str) -> dict[str, Any]:
+    """The JSON object of the last MARKER line wrk printed (leakgate's script writes it)."""
+    if len(text) > MAX_OUTPUT_BYTES:
+        raise LoadError(f"wrk output is over {MAX_OUTPUT_BYTES} bytes")
+    line = None
+    for candidate in text.splitlines():
+        if candidate.startswith(MARKER):
+            line = candidate
+    if line is None:
+        raise LoadError(
+            f"wrk printed no {MARKER} line: leakgate's wrk script did not report "
+            "(is wrk 4.x with LuaJIT installed?)"
+        )
+    try:
+        data = json.loads(line[len(MARKER) :], parse_constant=_reject_constant)
+    except ValueError as e:
+        raise LoadError(f"wrk result ({MARKER}) is not JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise LoadError(f"wrk result ({MARKER}) is not a JSON object")
+    if data.get("version") != 1:
+        raise LoadError(f"wrk result has an unknown version: {data.get('version')!r}")
+    return data
+
+
+def _served_nothing(counts: dict[str, int], socket: int, duration_us: int) -> LoadError:
+    """Why a run without a single response is a load failure, in the words that fit it."""
+    if counts["connect"]:
+        return LoadError(
+            f"wrk could not connect to the service: {counts['connect']} connect errors "
+            "and no response"
+        )
+    if socket:
+        return LoadError(
+            "every wrk request failed with a socket error (read "
+            f"{counts['read']}, write {counts['write']}, timeout {counts['timeout']}); "
+            "no response"
+        )
+    return LoadError(
+        f"wrk got no response in {duration_us / 1e6:.1f}s (is the load path right? "
+        "does the service answer?)"
     )
 
 
