@@ -246,8 +246,6 @@ def _judge(
             "are needed to tell a change from noise, so it was not judged",
             change,
         )
-
-    floor_text = f"the {_format(metric.unit, floor)} floor" if floor else ""
     over_floor = worse_by > (floor or 0.0)
     if max_increase is None:
         if over_floor and p < alpha:
@@ -257,8 +255,24 @@ def _judge(
                 change,
             )
         return result("pass", f"{moved}, p={p:.3g}; not gated (no max_increase)", change)
-
     assert p_adjusted is not None  # every tested gated metric is in the Holm family
+    verdict, reason = _gated(metric, worse_by, change, p_adjusted, alpha, max_increase, floor)
+    if verdict == "inconclusive":
+        reason += f" with {b.n} and {c.n} trials"
+    return result(verdict, f"{moved}, {reason}", change)
+
+
+def _gated(
+    metric: Metric,
+    worse_by: float,
+    change: float | None,
+    p_adjusted: float,
+    alpha: float,
+    max_increase: float,
+    floor: float | None,
+) -> tuple[ComparisonVerdict, str]:
+    """A gated metric's verdict and why: fail only when significant after Holm AND beyond the
+    threshold AND beyond the floor; beyond both but not significant is ~."""
     if change is None:
         # Zero baseline: no relative change exists, so any worsening is beyond the threshold
         # and the floor and the test decide alone.
@@ -267,22 +281,19 @@ def _judge(
     else:
         over_threshold = change > max_increase
         threshold_text = f"{'+' if metric.direction == 'lower' else '-'}{max_increase * 100:g}%"
+    floor_text = f"the {_format(metric.unit, floor)} floor" if floor else ""
     significant = p_adjusted < alpha
     stat = f"p={p_adjusted:.3g} {'<' if significant else '≥'} {alpha:g} after Holm"
     if worse_by <= 0:
-        return result("pass", f"{moved}, {stat}: no worse", change)
+        return "pass", f"{stat}: no worse"
     if not over_threshold:
-        return result("pass", f"{moved}, {stat}, within {threshold_text}", change)
-    if not over_floor:
-        return result("pass", f"{moved}, {stat}, within {floor_text}", change)
+        return "pass", f"{stat}, within {threshold_text}"
+    if not worse_by > (floor or 0.0):
+        return "pass", f"{stat}, within {floor_text}"
     beyond = " and ".join(t for t in (threshold_text, floor_text) if t)
     if significant:
-        return result("fail", f"{moved}, {stat}, beyond {beyond}", change)
-    return result(
-        "inconclusive",
-        f"{moved}, beyond {beyond} but {stat}: not significant with {b.n} and {c.n} trials",
-        change,
-    )
+        return "fail", f"{stat}, beyond {beyond}"
+    return "inconclusive", f"beyond {beyond} but {stat}: not significant"
 
 
 def _movement(metric: Metric, base: float, cand: float) -> str:
