@@ -7,7 +7,7 @@ or a leak is a failing Check, never an exception.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from leakgate import analysis, leaks, slo
 from leakgate.compare import Comparison, compare, environment_mismatches
@@ -133,9 +133,7 @@ def _limit_checks(trials: Sequence[Trial], config: Config) -> list[Check]:
     return checks
 
 
-def _limit_rule(
-    metric: Metric, threshold: Threshold, error_limit: float | None
-) -> Callable[[Trial], slo.TrialResult]:
+def _limit_rule(metric: Metric, threshold: Threshold, error_limit: float | None) -> slo.TrialRule:
     limit = threshold.max
     assert limit is not None
     match metric.limit_rule:

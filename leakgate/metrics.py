@@ -201,8 +201,15 @@ METRICS: dict[str, Metric] = {
     )
 }
 
+# The order run.json and baselines have always stored the defaults in; a new default goes last.
+_STORED_ORDER = ("p95_latency", "retained_per_request", "goroutine_growth", "error_rate")
 DEFAULT_THRESHOLDS: dict[str, Threshold] = {
-    name: m.default for name, m in METRICS.items() if m.default is not None
+    name: m.default
+    for name, m in sorted(
+        METRICS.items(),
+        key=lambda item: _STORED_ORDER.index(item[0]) if item[0] in _STORED_ORDER else 99,
+    )
+    if m.default is not None
 }
 LEAK_METRICS = tuple(name for name, m in METRICS.items() if m.leak is not None)
 

@@ -5,7 +5,6 @@ from pathlib import Path
 import pytest
 
 from leakgate.config import (
-    DEFAULT_THRESHOLDS,
     Config,
     RequestSpec,
     apply_overrides,
@@ -14,6 +13,7 @@ from leakgate.config import (
     parse_config,
 )
 from leakgate.errors import ConfigError
+from leakgate.metrics import DEFAULT_THRESHOLDS
 
 from .conftest import SAMPLE
 

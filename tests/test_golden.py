@@ -133,6 +133,13 @@ def test_a_passing_run_shows_growth_not_where_it_leaks() -> None:
     page = html.render(judged)
     assert "<h2>Heap growth (no leak found)</h2>" in page and "Leak sites" not in page
     assert "leak site" not in console.render(judged)
+    # a run whose leak check could not judge claims neither
+    short = RunRecord(package="/src/orders", command="check", trials=(trial(requests=50),))
+    unjudged = Judged(judge(short, Config(), sites=LeakSites(heap=(growth,))), short)
+    assert unjudged.verdict.status == "error"
+    text = markdown.render(unjudged)
+    assert "### Heap growth\n" in text and "no leak found" not in text and "Where it" not in text
+    assert "<h2>Heap growth</h2>" in html.render(unjudged)
     # the same site behind a failing leak check is where it leaks
     leaky = RunRecord(package="/src/orders", command="check", trials=(trial(goroutines_after=99),))
     failing = Judged(judge(leaky, Config(), sites=LeakSites(heap=(growth,))), leaky)

@@ -17,7 +17,7 @@ from leakgate.config import Config, load_config, quick
 from leakgate.judge import judge
 from leakgate.metrics import DEFAULT_THRESHOLDS, METRICS, Metric, Threshold, metric_values
 from leakgate.model import Environment, RunRecord, Series, Trial
-from leakgate.report import Judged, console, html, junit, markdown, openmetrics
+from leakgate.report import Judged, console, html, junit, markdown, openmetrics, table
 
 from .factories import heap_series, trial
 
@@ -72,9 +72,40 @@ def test_defaults_and_quick_come_from_the_registry() -> None:
         "error_rate",
     }
     assert Config().thresholds == DEFAULT_THRESHOLDS
-    quick_names = {n for n, m in METRICS.items() if m.quick}
+    # --quick answers "does it leak?": the leak checks, and error_rate (leak figures from a
+    # service answering errors mean nothing)
+    quick_names = {"retained_per_request", "goroutine_growth", "error_rate"}
+    assert {n for n, m in METRICS.items() if m.quick} == quick_names
     assert set(quick(Config()).thresholds) == quick_names
     assert all(t.max_increase is None for t in quick(Config()).thresholds.values())
+
+
+def test_limit_checks_come_leaks_first_then_errors_then_p95_then_table_order() -> None:
+    record = run_record(1.0, 1.0)
+    thresholds = {name: Threshold(max=1e12) for name, m in METRICS.items() if m.has_max}
+    names = [c.name for c in judge(record, Config(thresholds=thresholds)).checks]
+    first = ["service_alive", "retained_per_request", "goroutine_growth", "error_rate"]
+    assert names[:5] == [*first, "p95_latency"]
+    rest = [n for n in METRICS if n not in names[:5] and METRICS[n].has_max]
+    assert names[5:] == rest
+
+
+def test_latency_and_throughput_leave_out_a_trial_that_missed_its_rate() -> None:
+    """needs_steady_load: a trial that reached under 95% of its offered rate measured another
+    load, so its latency and throughput are not compared; its other figures are."""
+    record = run_record()
+    short = []
+    for t in record.trials:
+        if t.side == "candidate" and t.index in (1, 3):
+            assert t.load is not None
+            t = dataclasses.replace(t, load=dataclasses.replace(t.load, achieved_rate=2000.0))
+        short.append(t)
+    record = dataclasses.replace(record, trials=tuple(short))
+    rows = {r.metric: r for r in judge(record, Config(thresholds={})).comparisons}
+    steady = {n for n, m in METRICS.items() if m.needs_steady_load}
+    assert steady == {"p50_latency", "p95_latency", "p99_latency", "throughput"}
+    for name in METRICS:
+        assert rows[name].n_candidate == (3 if name in steady else 5), name
 
 
 # -- the walk --------------------------------------------------------------------------------
@@ -195,25 +226,39 @@ def test_every_metric_is_judged_against_the_baseline_and_its_limit(name: str) ->
 
 def test_every_metric_is_rendered_by_every_reporter() -> None:
     record = run_record()
+    # error_rate gets no absolute limit here: a candidate over it would keep its latencies out
+    # of the comparison (no latency verdict from a trial over its error limit).
     thresholds = {
-        name: Threshold(max_increase=0.10, max=_limit(m, record) if m.has_max else None)
+        name: Threshold(
+            max_increase=0.10,
+            max=_limit(m, record) if m.has_max and name != "error_rate" else None,
+        )
         for name, m in METRICS.items()
     }
     verdict = judge(record, Config(thresholds=thresholds))
-    assert {r.metric for r in verdict.comparisons} == set(METRICS)
+    rows = {r.metric: r for r in verdict.comparisons}
+    assert set(rows) == set(METRICS)
+    assert {r.verdict for r in rows.values()} == {"fail"}, [r.reason for r in rows.values()]
+    judged = Judged(verdict, record)
     texts = {
-        "console": console.render(Judged(verdict, record)),
-        "markdown": markdown.render(Judged(verdict, record)),
-        "html": html.render(Judged(verdict, record)),
-        "junit": junit.render(Judged(verdict, record)),
-        "openmetrics": openmetrics.render(Judged(verdict, record)),
+        "console": console.render(judged),
+        "markdown": markdown.render(judged),
+        "html": html.render(judged),
+        "junit": junit.render(judged),
+        "openmetrics": openmetrics.render(judged),
     }
     for name, metric in METRICS.items():
+        label, base, cand, change = table.comparison_cells(rows[name])[:4]
         for reporter in ("console", "markdown", "html"):
-            assert metric.label in texts[reporter], f"{reporter} leaves out {metric.label}"
+            text = texts[reporter]
+            cells = (label, base, cand, change)
+            row = [ln for ln in text.splitlines() if all(cell in ln for cell in cells)]
+            assert row, f"{reporter} has no table row {cells}"
         assert f"{name}_vs_baseline" in texts["junit"]
-        assert f'metric="{name}"' in texts["openmetrics"]
+        assert (
+            f'comparison_change_ratio{{service="orders",metric="{name}"}}' in texts["openmetrics"]
+        )
         assert f'check="{name}_vs_baseline"' in texts["openmetrics"]
-        if metric.has_max:
+        if metric.has_max and name != "error_rate":
             assert f'name="{name}"' in texts["junit"], f"junit leaves out the {name} limit"
             assert f'check="{name}"' in texts["openmetrics"]

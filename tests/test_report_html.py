@@ -22,7 +22,7 @@ from leakgate.model import (
 )
 from leakgate.report import Judged, charts, html, table
 
-from .factories import heap_series, trial
+from .factories import heap_series, histogram, trial
 
 HOSTILE = "<script>alert(1)</script> \x1b[31mred\x1b[0m \x07bell"
 HEAP_COMMAND = "go tool pprof -diff_base trial-1/heap-warmup.pb.gz trial-1/heap-drain.pb.gz"
@@ -236,6 +236,13 @@ def test_the_latency_distribution_reaches_the_slowest_request() -> None:
     assert chart.svg is not None
     for tick in ("p50", "p90", "p99", "p99.9"):
         assert f">{tick}<" in chart.svg, tick
+    # exactly 1,000 requests reach p99.9 too (1/(1 - 0.999) is a hair over 1000 in floats)
+    t = record.trials[0]
+    assert t.load is not None
+    thousand = histogram([1.0 + i / 1000 for i in range(1000)])
+    t = dataclasses.replace(t, load=dataclasses.replace(t.load, latency=thousand))
+    (chart,) = [c for c in charts.charts({"candidate": [t]}) if c.key == "latency_distribution"]
+    assert chart.svg is not None and ">p99.9<" in chart.svg
 
 
 @pytest.mark.slow

@@ -1,10 +1,11 @@
 """check, compare and baseline record: refuse bad input, measure, judge, report, save.
 
-One run in four steps, each a function below: `_plan` (config, package, baseline, the paths
-read and written: exit 4 before anything starts), `_measure` (the Runner under leakgate's
-signal handling, a confirmation round when a comparison is inconclusive), `_verdict` (judged,
-with leak sites; a bug in judging still reports what was measured) and `_finish` (every
-report, the baseline, the exit code).
+One run in steps, each a function below: `_plan` (config, package, baseline, target and the
+report paths: exit 4 before anything starts), `_claim_outputs` (nothing written over an input
+or another report; the report directory claimed and cleared), `_measure` (the Runner under
+leakgate's signal handling, a confirmation round when a comparison is inconclusive),
+`_verdict` (judged, with leak sites; a bug in judging still reports what was measured) and
+`_finish` (every report, the baseline, the exit code).
 """
 
 from __future__ import annotations

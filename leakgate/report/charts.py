@@ -127,6 +127,22 @@ def cdf(histograms: Iterable[Histogram]) -> list[tuple[float, float]]:
     Bucket i holds values in [growth^i, growth^(i+1)) ns, so each point sits at a bucket's
     upper edge, starting from the lower edge of the first bucket at share 0.
     """
+    return _pooled(histograms)[0]
+
+
+def percentile_curve(histograms: Iterable[Histogram]) -> list[tuple[float, float]]:
+    """Pooled histograms as (1/(1-q), latency in ms) points: the percentile plot.
+
+    On a log axis of 1/(1-q) every nine gets the same room (p90 at 10, p99 at 100, p99.9 at
+    1000), so the tail a release gate cares about is as visible as the median. The slowest
+    requests (q = 1, which the axis cannot place) sit at n, where the last of n requests is.
+    """
+    points, total = _pooled(histograms)
+    return [(1.0 / (1.0 - q) if q < 1.0 else float(max(total, 1)), ms) for ms, q in points]
+
+
+def _pooled(histograms: Iterable[Histogram]) -> tuple[list[tuple[float, float]], int]:
+    """cdf's points, and the count of the requests they place."""
     counts: dict[tuple[float, int], int] = {}
     for h in histograms:
         if not (math.isfinite(h.growth) and h.growth > 1.0):
@@ -141,29 +157,14 @@ def cdf(histograms: Iterable[Histogram]) -> list[tuple[float, float]]:
         if math.isfinite(high := _edge(g, i + 1)) and math.isfinite(low := _edge(g, i))
     )
     if not edges:
-        return []
+        return [], 0
     total = sum(n for _, _, n in edges)
     points = [(min(low for _, low, _ in edges), 0.0)]
     seen = 0
     for high, _low, n in edges:
         seen += n
         points.append((high, seen / total))
-    return points
-
-
-def percentile_curve(histograms: Iterable[Histogram]) -> list[tuple[float, float]]:
-    """Pooled histograms as (1/(1-q), latency in ms) points: the percentile plot.
-
-    On a log axis of 1/(1-q) every nine gets the same room (p90 at 10, p99 at 100, p99.9 at
-    1000), so the tail a release gate cares about is as visible as the median. The slowest
-    requests (q = 1, which the axis cannot place) sit at n, where the last of n requests is.
-    """
-    hists = list(histograms)
-    points = cdf(hists)
-    if not points:
-        return []
-    total = sum(n for h in hists for _, n in h.buckets if n > 0)
-    return [(1.0 / (1.0 - q) if q < 1.0 else float(max(total, 1)), ms) for ms, q in points]
+    return points, total
 
 
 def _edge(growth: float, index: int) -> float:
@@ -249,8 +250,10 @@ def _latency_distribution(sides: Mapping[str, Sequence[Trial]]) -> Chart:
     _plot(ax, curves, linewidth=1.5, alpha=1.0)
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlim(1.0, widest)
-    ticks = [1 / (1 - q / 100) for q in _PERCENTILE_TICKS if 1 / (1 - q / 100) <= widest]
+    # 1/(1 - 99.9/100) is 1000.0000000001: a little slack keeps p99.9 at 1,000 requests.
+    at = [1 / (1 - q / 100) for q in _PERCENTILE_TICKS]
+    ticks = [x for x in at if x <= widest * (1 + 1e-9)]
+    ax.set_xlim(1.0, max(widest, *ticks))
     ax.xaxis.set_major_locator(FixedLocator(ticks))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _pos: f"p{(1 - 1 / x) * 100:.6g}"))
     ax.xaxis.set_minor_locator(NullLocator())

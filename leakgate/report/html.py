@@ -161,8 +161,8 @@ def _charts(charts: Sequence[Chart]) -> str:
 
 def _leak_sites(verdict: Verdict) -> str:
     sites = verdict.leak_sites
-    heading = table.sites_heading(verdict)
-    parts = [f"<h2>{'Leak sites' if heading == 'Where it leaks' else esc(heading)}</h2>"]
+    title, leak_found = table.sites_heading(verdict)
+    parts = [f"<h2>{'Leak sites' if leak_found else esc(title)}</h2>"]
     if sites.heap:
         rows = [
             _row(

@@ -123,7 +123,7 @@ def _leak_sites(verdict: Verdict) -> str:
     failing = {c.name for c in verdict.checks if c.status == "fail" and c.leak_sites}
     if not (sites.heap or sites.goroutines or sites.notes) and not failing:
         return ""
-    out = [f"### {table.sites_heading(verdict)}"]
+    out = [f"### {table.sites_heading(verdict)[0]}"]
     if sites.heap:
         out += [
             "",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from leakgate.analysis import offered_rate
-from leakgate.metrics import METRICS
+from leakgate.metrics import LEAK_METRICS, METRICS
 from leakgate.model import ComparisonRow, LeakSite, RunRecord, Verdict
 from leakgate.units import format_metric
 
@@ -87,15 +87,20 @@ _HEADLINES = {
 }
 
 
-def sites_heading(verdict: Verdict) -> str:
-    """The leak-site section's title: "Where it leaks" when a leak check (or a comparison of a
-    leak metric) failed; otherwise the sites are only growth, and the title says so."""
+def sites_heading(verdict: Verdict) -> tuple[str, bool]:
+    """The leak-site section's title, and whether a leak was found: "Where it leaks" when a
+    leak check (or a comparison of a leak metric) failed. Otherwise the sites are only growth
+    between the checkpoints: "(no leak found)" when every leak check that ran passed, no claim
+    when one could not judge (no data, ~, an interrupted or broken run)."""
     if any(c.status == "fail" and _names_sites(c.name) for c in verdict.checks):
-        return "Where it leaks"
+        return "Where it leaks", True
     sites = verdict.leak_sites
     grown = [w for w, found in (("Heap", sites.heap), ("goroutine", sites.goroutines)) if found]
-    what = " and ".join(grown).capitalize() if grown else "Heap"
-    return f"{what} growth (no leak found)"
+    title = f"{' and '.join(grown).capitalize() if grown else 'Heap'} growth"
+    leak_checks = [c.status for c in verdict.checks if c.name in LEAK_METRICS]
+    if leak_checks and all(status == "pass" for status in leak_checks):
+        title += " (no leak found)"
+    return title, False
 
 
 def _names_sites(check: str) -> bool:
