@@ -49,6 +49,8 @@ def test_a_started_service_is_up_while_its_process_runs(tmp_path: Path) -> None:
     with svc:
         svc.start()
         assert not svc.attached and svc.pid is not None
+        # what the runner reads back (GOMAXPROCS for the record): the env it was started with
+        assert svc.env["PATH"] == "/usr/bin:/bin" and svc.env["PORT"] == str(svc.port)
         assert svc.still_up("/healthz") is None
         assert svc.epoch(source) is None and source.asked == 0  # its process is watched instead
     assert svc.still_up("/healthz") is not None  # stopped: killed by the stop
