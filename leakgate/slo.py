@@ -90,6 +90,7 @@ def _summary(
 
 
 def format_value(value: float | None, unit: str) -> str:
+    """A check's value in its unit; growth figures (B/request, goroutines) carry their sign."""
     return format_metric(value, unit, signed=unit in ("B/request", "goroutines"))
 
 
@@ -99,6 +100,7 @@ TrialRule = Callable[[Trial], TrialResult]
 
 
 def service_alive(trial: Trial) -> TrialResult:
+    """Fails when the trial's service died (how, in which phase, and its last log lines)."""
     s = trial.service
     if not s.died:
         return TrialResult("pass", 1.0)
@@ -111,6 +113,7 @@ def service_alive(trial: Trial) -> TrialResult:
 
 
 def error_rate(trial: Trial, *, limit: float) -> TrialResult:
+    """Fails when errors ÷ requests is over `limit`; no data without a completed request."""
     load = trial.load
     if load is None or load.requests == 0:
         return TrialResult("no_data", None, note="no request completed")
@@ -128,6 +131,8 @@ def error_rate(trial: Trial, *, limit: float) -> TrialResult:
 def latency(
     trial: Trial, *, metric: Metric, limit: float, error_limit: float | None = None
 ) -> TrialResult:
+    """Fails when the metric's percentile is over `limit`; a trial that missed its offered
+    rate or its error limit gets no latency verdict (a warning that says why)."""
     load = trial.load
     if load is None or load.latency.count == 0:
         return TrialResult("no_data", None, note="no successful request to time")
@@ -146,6 +151,7 @@ def latency(
 
 
 def value_limit(trial: Trial, *, metric: Metric, limit: float) -> TrialResult:
+    """Any other metric: fails when its value is over `limit`; no data when not measured."""
     value = metric.per_trial(trial)
     if value is None:
         return TrialResult("no_data", None, note=f"no data: {metric.label} was not measured")
@@ -154,6 +160,7 @@ def value_limit(trial: Trial, *, metric: Metric, limit: float) -> TrialResult:
 
 
 def why_no_data(trial: Trial, what: str) -> str:
+    """The note of a check with no data: the service died first, or `what` was not taken."""
     if trial.service.died:
         return f"no data: the service died before the {what} were taken"
     return f"no data: the {what} could not be taken"
