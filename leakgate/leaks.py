@@ -11,7 +11,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 
 from leakgate import analysis
-from leakgate.metrics import METRICS, Threshold
+from leakgate.metrics import Threshold, sites_explaining
 from leakgate.model import Check, CheckStatus, LeakSites, Trial
 from leakgate.slo import TrialResult, why_no_data
 from leakgate.units import format_size
@@ -160,12 +160,8 @@ def profile_evidence(trial: Trial, attr: str) -> list[str]:
 def with_sites(check: Check, sites: LeakSites) -> Check:
     """A failing leak check, or a failing comparison of a leak metric, with the top leak sites
     of its kind attached."""
-    name = check.name.removesuffix("_vs_baseline")
-    metric = METRICS.get(name)
-    if check.status != "fail" or metric is None:
-        return check
-    kind = metric.sites if check.name.endswith("_vs_baseline") else metric.leak
-    if kind is None:
+    kind = sites_explaining(check.name)
+    if check.status != "fail" or kind is None:
         return check
     top = (sites.heap if kind == "heap" else sites.goroutines)[:TOP_SITES]
     return dataclasses.replace(check, leak_sites=top) if top else check

@@ -214,6 +214,16 @@ DEFAULT_THRESHOLDS: dict[str, Threshold] = {
 LEAK_METRICS = tuple(name for name, m in METRICS.items() if m.leak is not None)
 
 
+def sites_explaining(check: str) -> LeakKind | None:
+    """Which leak sites explain the check named `check` when it fails: a leak check's own kind,
+    a comparison's (`<metric>_vs_baseline`) its metric's `sites`; None for any other check."""
+    name = check.removesuffix("_vs_baseline")
+    metric = METRICS.get(name)
+    if metric is None:
+        return None
+    return metric.sites if name != check else metric.leak
+
+
 def trial_values(trial: Trial) -> dict[str, float]:
     """Every metric this trial measured, by name, in `METRICS` order (finite values only)."""
     values = {name: m.per_trial(trial) for name, m in METRICS.items()}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from leakgate.analysis import offered_rate
-from leakgate.metrics import LEAK_METRICS, METRICS
+from leakgate.metrics import LEAK_METRICS, sites_explaining
 from leakgate.model import ComparisonRow, LeakSite, RunRecord, Verdict
 from leakgate.units import format_metric
 
@@ -92,7 +92,7 @@ def sites_heading(verdict: Verdict) -> tuple[str, bool]:
     leak check (or a comparison of a leak metric) failed. Otherwise the sites are only growth
     between the checkpoints: "(no leak found)" when every leak check that ran passed, no claim
     when one could not judge (no data, ~, an interrupted or broken run)."""
-    if any(c.status == "fail" and _names_sites(c.name) for c in verdict.checks):
+    if any(c.status == "fail" and sites_explaining(c.name) is not None for c in verdict.checks):
         return "Where it leaks", True
     sites = verdict.leak_sites
     grown = [w for w, found in (("Heap", sites.heap), ("goroutine", sites.goroutines)) if found]
@@ -101,14 +101,6 @@ def sites_heading(verdict: Verdict) -> tuple[str, bool]:
     if leak_checks and all(status == "pass" for status in leak_checks):
         title += " (no leak found)"
     return title, False
-
-
-def _names_sites(check: str) -> bool:
-    name = check.removesuffix("_vs_baseline")
-    metric = METRICS.get(name)
-    if metric is None:
-        return False
-    return (metric.sites if name != check else metric.leak) is not None
 
 
 def run_context(record: RunRecord) -> str:
