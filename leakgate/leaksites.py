@@ -84,6 +84,15 @@ class _Tally:
                 into.stack_growth = site.stack_growth
 
 
+def find_or_note(record: RunRecord, profile_dir: Path) -> LeakSites:
+    """find(), for the commands: a failure here costs a section of the reports (a note says
+    why), never the verdict."""
+    try:
+        return find(record, profile_dir)
+    except Exception as e:  # a bug in the profile analysis must not lose the judged run
+        return LeakSites(notes=(f"leak sites could not be computed: {type(e).__name__}: {e}",))
+
+
 def find(record: RunRecord, report_dir: Path, side: str = "candidate") -> LeakSites:
     """Leak sites of `side`'s trials, from the profiles saved under `report_dir`.
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from leakgate import leaksites
 from leakgate.model import Checkpoint, LeakSites, RunRecord, Trial
 
@@ -197,3 +199,15 @@ def test_a_module_without_a_dot_is_the_services_own_code(tmp_path: Path) -> None
     record = dataclasses.replace(record, environment=Environment(go_module="orders"))
     top = leaksites.find(record, tmp_path).heap[0]
     assert top.function == "orders/internal/store.(*Store).Add" and top.caller == "main.handle"
+
+
+def test_a_failure_finding_sites_is_a_note_not_a_lost_verdict(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(record: RunRecord, report_dir: Path, side: str = "candidate") -> LeakSites:
+        raise ValueError("odd profile")
+
+    monkeypatch.setattr(leaksites, "find", broken)
+    sites = leaksites.find_or_note(RunRecord(), tmp_path)
+    assert (sites.heap, sites.goroutines) == ((), ())
+    assert sites.notes == ("leak sites could not be computed: ValueError: odd profile",)

@@ -14,7 +14,7 @@ from leakgate.config import Config
 from leakgate.environment import redacted_config
 from leakgate.errors import EXIT_INTERNAL, UsageError
 from leakgate.judge import exit_code, judge
-from leakgate.model import LeakSites, RunRecord, from_plain
+from leakgate.model import from_plain
 from leakgate.report import Judged, console, write_reports
 
 
@@ -36,19 +36,10 @@ def rerender(args: argparse.Namespace) -> int:
     places = outputs.report_outputs(where, args.openmetrics, read)
     places.check()
     places.claim()
-    verdict = judge(record, cfg, baseline, leak_sites(record, run_path.parent))
+    verdict = judge(record, cfg, baseline, leaksites.find_or_note(record, run_path.parent))
     judged = Judged(verdict, record, baseline)
     written, problems = write_reports(judged, out, openmetrics=args.openmetrics)
     sys.stdout.write(console.render(dataclasses.replace(judged, written=tuple(written))))
     for problem in problems:
         print(f"leakgate: could not write a report: {problem}", file=sys.stderr)
     return EXIT_INTERNAL if problems else exit_code(verdict)
-
-
-def leak_sites(record: RunRecord, profile_dir: Path) -> LeakSites:
-    """Where it leaks, from the profiles under `profile_dir`; a failure here costs a section of
-    the reports, never the verdict."""
-    try:
-        return leaksites.find(record, profile_dir)
-    except Exception as e:  # a bug in the profile analysis must not lose the judged run
-        return LeakSites(notes=(f"leak sites could not be computed: {type(e).__name__}: {e}",))
