@@ -114,7 +114,7 @@ def resolve_prebuilt(cfg: Config, config_path: Path | None) -> Config:
 
 def run_outputs(args: argparse.Namespace, cfg: Config, report_dir: Path) -> outputs.Outputs:
     """What a run reads and writes, as the user named them."""
-    config = find_config(args.config, args.dir)
+    config = Path(cfg.source) if cfg.source is not None else None  # the file load() read
     service = cfg.service
     program = service.binary or (service.command[0] if service.command else None)
     results = "--load-results" if args.load_results else "load.results"
