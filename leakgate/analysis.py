@@ -211,6 +211,39 @@ def gc_cpu_fraction(trial: Trial) -> float | None:
     return gc[0] / total[0]
 
 
+def _per_request(trial: Trial, counter: str) -> float | None:
+    """(counter at the end of the measure window - at its start) ÷ the window's requests."""
+    cost, load = trial.cost, trial.load
+    if cost is None or load is None or load.requests <= 0:
+        return None
+    start, end = getattr(cost.start, counter), getattr(cost.end, counter)
+    if start is None or end is None or end < start:
+        return None  # not read, or a counter that went back: another process behind the URL
+    return float(end - start) / load.requests
+
+
+def cpu_per_request(trial: Trial) -> float | None:
+    """The service's CPU time (user + system) per request in the measure window, in seconds."""
+    return _per_request(trial, "cpu_seconds")
+
+
+def alloc_bytes_per_request(trial: Trial) -> float | None:
+    """Heap bytes allocated per request in the measure window (garbage included)."""
+    return _per_request(trial, "alloc_bytes")
+
+
+def allocs_per_request(trial: Trial) -> float | None:
+    """Heap objects allocated per request in the measure window."""
+    return _per_request(trial, "alloc_objects")
+
+
+def gc_cycles_per_1k_requests(trial: Trial) -> float | None:
+    """GC cycles per 1,000 requests in the measure window: GC frequency normalised by the work
+    done, so a different offered rate does not look like a change."""
+    per_request = _per_request(trial, "gc_cycles")
+    return None if per_request is None else per_request * 1000.0
+
+
 def throughput(trial: Trial) -> float | None:
     """Requests completed per second in the measure window."""
     if trial.load is None or trial.load.duration_s <= 0:

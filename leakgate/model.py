@@ -135,6 +135,33 @@ class Checkpoint:
 
 
 @dataclass(frozen=True, slots=True)
+class Counters:
+    """Cumulative counters of the service process, read at one instant (None: not available)."""
+
+    cpu_seconds: float | None = None  # user + system CPU time since the process started
+    alloc_bytes: float | None = None  # heap bytes allocated since start (/gc/heap/allocs:bytes)
+    alloc_objects: float | None = None  # heap objects allocated since start
+    gc_cycles: float | None = None  # completed GC cycles, forced ones included
+
+
+@dataclass(frozen=True, slots=True)
+class WindowCost:
+    """The counters read just before the measure window's load started and just after it ended:
+    what the service spent serving the window's requests (cost.py divides by them).
+
+    `cpu_source` and `alloc_source` say where each figure was read ("getrusage (agent)",
+    "cgroup cpu.stat", ...); `cpu_coarse` marks a source counted in 10 ms clock ticks.
+    """
+
+    start: Counters = field(default_factory=Counters)
+    end: Counters = field(default_factory=Counters)
+    seconds: float = 0.0  # between the two readings
+    cpu_source: str = ""
+    alloc_source: str = ""
+    cpu_coarse: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class ServiceStatus:
     pid: int | None = None
     died: bool = False  # exited or was killed while leakgate still needed it
@@ -160,6 +187,8 @@ class Trial:
     offered_rate: float | None = None
     notes: tuple[str, ...] = ()
     trace: str | None = None  # runtime/trace taken while goroutines grew (report-dir relative)
+    cost: WindowCost | None = None  # counters bracketing the measure window
+    cpu_profile: str | None = None  # CPU profile of the measure window (report-dir relative)
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,12 +313,69 @@ class LeakSites:
 
 
 @dataclass(frozen=True, slots=True)
+class CostSite:
+    """One function's cost per request on each side of a comparison: CPU seconds, or heap bytes
+    and objects allocated. `function` is the first frame from the leaf that is the service's own
+    code (the standard library and the runtime are charged to their caller); `baseline` is None
+    where only one side was profiled (a plain check, or a stored baseline)."""
+
+    function: str
+    file: str
+    line: int
+    candidate: float  # per request: seconds (cpu) or bytes (alloc)
+    baseline: float | None = None
+    candidate_objects: float | None = None  # alloc only: objects per request
+    baseline_objects: float | None = None
+
+    @property
+    def change(self) -> float:
+        """candidate - baseline per request (the candidate alone where there is no baseline)."""
+        return self.candidate - (self.baseline or 0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class FlameStack:
+    """One stack of a flame graph, root first, with its value per request on each side."""
+
+    frames: tuple[str, ...]
+    candidate: float
+    baseline: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class CostProfile:
+    """Where one kind of cost goes, per request: "cpu" (CPU profiles of the measure window),
+    "alloc" (the heap profiles' alloc_space/alloc_objects from warm-up to drain) or "heap"
+    (inuse_space growth: what a leak keeps), base against candidate where both were profiled."""
+
+    kind: Literal["cpu", "alloc", "heap"]
+    unit: str  # "s/request" | "B/request"
+    sites: tuple[CostSite, ...] = ()  # the largest changes first
+    flame: tuple[FlameStack, ...] = ()
+    commands: tuple[str, ...] = ()  # `go tool pprof ...` that open the same profiles
+    candidate_total: float | None = None  # per request, over every stack
+    baseline_total: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CostSites:
+    """The run's cost profiles, in the order cpu, alloc, heap (each only where profiled)."""
+
+    profiles: tuple[CostProfile, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    def get(self, kind: str) -> CostProfile | None:
+        return next((p for p in self.profiles if p.kind == kind), None)
+
+
+@dataclass(frozen=True, slots=True)
 class Verdict:
     status: VerdictStatus
     checks: tuple[Check, ...] = ()
     notes: tuple[str, ...] = ()
     comparisons: tuple[ComparisonRow, ...] = ()
     leak_sites: LeakSites = field(default_factory=LeakSites)
+    costs: CostSites = field(default_factory=CostSites)
 
     @property
     def failed(self) -> tuple[Check, ...]:
