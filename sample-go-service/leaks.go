@@ -1,8 +1,9 @@
 package main
 
-// This file holds the per-request CPU work ("pricing" and the SLOW knob) and
-// every LEAK mode. Each mode lives in its own named, non-inlined function so
-// that heap, goroutine and CPU profiles attribute the growth to it by name.
+// This file holds the per-request CPU work ("pricing" and the SLOW and CPU
+// knobs), the per-request garbage of the ALLOC knob and every LEAK mode. Each
+// mode lives in its own named, non-inlined function so that heap, goroutine
+// and CPU profiles attribute the growth to it by name.
 
 import (
 	"context"
@@ -10,6 +11,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/fnv"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -32,6 +34,8 @@ const (
 	defaultLeakBytes = 256
 	maxLeakBytes     = 1 << 20
 	maxSlowPercent   = 10000
+	maxCPUPercent    = 1000
+	maxAllocBytes    = 64 << 20
 
 	// defaultStockLatency is the simulated round trip to the inventory
 	// database that every product and order request makes. It dominates the
@@ -86,6 +90,40 @@ func parseSlow(s string) (int, error) {
 	return n, nil
 }
 
+// parseCPU validates CPU: an integer percentage by which the pricing
+// computation of each product or order request does more work ("20" or
+// "20%"); empty means 0. Unlike SLOW it leaves the stock lookup alone.
+func parseCPU(s string) (int, error) {
+	if s == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(s), "%"))
+	if err != nil || n < 0 || n > maxCPUPercent {
+		return 0, fmt.Errorf("invalid CPU=%q: want an integer percentage between 0 and %d", s, maxCPUPercent)
+	}
+	return n, nil
+}
+
+// parseAlloc validates ALLOC: the bytes of short-lived garbage each product
+// or order request allocates, an integer with an optional 1024-based KiB or
+// MiB suffix ("16384", "16KiB", "1MiB"); empty means 0.
+func parseAlloc(s string) (int, error) {
+	num, unit := strings.TrimSpace(s), 1
+	if num == "" {
+		return 0, nil
+	}
+	if n, ok := strings.CutSuffix(num, "KiB"); ok {
+		num, unit = n, 1<<10
+	} else if n, ok := strings.CutSuffix(num, "MiB"); ok {
+		num, unit = n, 1<<20
+	}
+	n, err := strconv.Atoi(num)
+	if err != nil || n < 0 || n > maxAllocBytes/unit {
+		return 0, fmt.Errorf("invalid ALLOC=%q: want a size between 0 and 64MiB in bytes, KiB or MiB (16384, 16KiB, 1MiB)", s)
+	}
+	return n * unit, nil
+}
+
 // parseStockLatency validates STOCK_LATENCY, a Go duration ("4ms", "0s");
 // empty means defaultStockLatency.
 func parseStockLatency(s string) (time.Duration, error) {
@@ -133,18 +171,32 @@ func (a *app) applyLeak(r *http.Request, status int, key string, body []byte) {
 // CPU work
 
 // priceWork is the deterministic "pricing" computation: a chain of SHA-256
-// rounds seeded by the sku. Its cost is linear in rounds.
+// rounds seeded by the sku. sum is the digest after rounds rounds. Under CPU
+// the chain runs on to total rounds (no further when total <= rounds) and
+// end is its last digest: the extra work happens here, so a CPU profile
+// charges it to priceWork, and callers discard end, so the price does not
+// depend on CPU. Its cost is linear in max(rounds, total).
 //
 //go:noinline
-func priceWork(seed string, rounds int) [32]byte {
+func priceWork(seed string, rounds, total int) (sum, end [32]byte) {
 	var buf [64]byte
-	sum := sha256.Sum256([]byte(seed))
-	for i := 0; i < rounds; i++ {
-		copy(buf[:32], sum[:])
+	sum = sha256.Sum256([]byte(seed))
+	end = sum
+	for i := 0; i < rounds || i < total; i++ {
+		copy(buf[:32], end[:])
 		binary.LittleEndian.PutUint64(buf[32:], uint64(i))
-		sum = sha256.Sum256(buf[:])
+		end = sha256.Sum256(buf[:])
+		if i < rounds {
+			sum = end
+		}
 	}
-	return sum
+	return sum, end
+}
+
+// pricingRounds is the length of the pricing chain of a product or order
+// request under CPU=percent: baseRounds plus percent% of it.
+func pricingRounds(percent int) int {
+	return baseRounds * (100 + percent) / 100
 }
 
 // stockWait is the time the stock lookup takes: base, plus percent% of it
@@ -177,8 +229,38 @@ func slowWork(seed string, percent int) byte {
 	if percent <= 0 {
 		return 0
 	}
-	sum := priceWork(seed, slowRounds(percent))
+	sum, _ := priceWork(seed, slowRounds(percent), 0)
 	return sum[0]
+}
+
+// ---------------------------------------------------------------------------
+// ALLOC
+
+// renderAudit renders the request's audit record into a fresh size-byte
+// buffer and writes it to io.Discard: ALLOC's per-request scratch buffer.
+// Nothing keeps the buffer, so it is garbage once the request is served
+// (unlike LEAK=globalmap, which keeps its records). The buffer, made with a
+// size known only at run time and handed to an io.Writer, escapes: it is a
+// heap allocation, charged to renderAudit by an allocation profile.
+//
+//go:noinline
+func renderAudit(r *http.Request, status, size int) {
+	if size <= 0 {
+		return
+	}
+	var tmp [256]byte
+	line := strconv.AppendInt(tmp[:0], time.Now().UnixNano(), 10)
+	line = append(line, ' ')
+	line = append(line, r.Method...)
+	line = append(line, ' ')
+	line = append(line, r.URL.Path...)
+	line = append(line, ' ')
+	line = strconv.AppendInt(line, int64(status), 10)
+	line = append(line, ' ')
+	line = append(line, r.RemoteAddr...)
+	rec := make([]byte, size)
+	copy(rec, line)
+	_, _ = io.Discard.Write(rec)
 }
 
 // ---------------------------------------------------------------------------

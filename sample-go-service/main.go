@@ -6,6 +6,11 @@
 //	LEAK_BYTES=<n>   bytes kept per request by LEAK=globalmap (default 256)
 //	SLOW=<percent>   each product/order request's own work (pricing CPU and
 //	                 the stock lookup) takes this much longer (default 0)
+//	CPU=<percent>    each product/order request's pricing does this much more
+//	                 CPU work, 0..1000 (default 0); the stock lookup is untouched
+//	ALLOC=<size>     each product/order request allocates this much short-lived
+//	                 garbage in one buffer (bytes, or KiB/MiB: 16KiB; 0..64MiB,
+//	                 default 0); the stock lookup is untouched
 //	STOCK_LATENCY=<d> simulated inventory-database round trip per product or
 //	                 order request (Go duration, default 10ms; 0s disables it)
 //	PORT=<port>      listen on 127.0.0.1:PORT when -addr is not given
@@ -95,6 +100,8 @@ type config struct {
 	leak      string // "" means clean
 	leakBytes int
 	slow      int           // percent of extra work per request
+	cpu       int           // percent of extra pricing CPU per request
+	alloc     int           // bytes of short-lived garbage per request
 	stock     time.Duration // simulated stock lookup latency
 }
 
@@ -108,6 +115,12 @@ func loadConfig(getenv func(string) string) (config, error) {
 		return cfg, err
 	}
 	if cfg.slow, err = parseSlow(getenv("SLOW")); err != nil {
+		return cfg, err
+	}
+	if cfg.cpu, err = parseCPU(getenv("CPU")); err != nil {
+		return cfg, err
+	}
+	if cfg.alloc, err = parseAlloc(getenv("ALLOC")); err != nil {
 		return cfg, err
 	}
 	if cfg.stock, err = parseStockLatency(getenv("STOCK_LATENCY")); err != nil {
@@ -172,8 +185,8 @@ func run(ctx context.Context, addr string, cfg config, mux *http.ServeMux, stdou
 		_ = srv.Close()
 		return err
 	}
-	log.Printf("serving on %s (leak=%q leak_bytes=%d slow=%d%% stock_latency=%s, pricing upstream %s)",
-		ln.Addr(), cfg.leak, cfg.leakBytes, cfg.slow, cfg.stock, up.URL)
+	log.Printf("serving on %s (leak=%q leak_bytes=%d slow=%d%% cpu=%d%% alloc=%dB stock_latency=%s, pricing upstream %s)",
+		ln.Addr(), cfg.leak, cfg.leakBytes, cfg.slow, cfg.cpu, cfg.alloc, cfg.stock, up.URL)
 
 	select {
 	case err := <-errc:
@@ -309,6 +322,7 @@ func (a *app) handleProduct(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, err.Error())
 		return
 	}
+	renderAudit(r, http.StatusOK, a.cfg.alloc)
 	a.applyLeak(r, http.StatusOK, r.URL.RequestURI(), body)
 	writeBody(w, http.StatusOK, body)
 }
@@ -357,6 +371,7 @@ func (a *app) handleCreateOrder(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	loc := "/orders/" + strconv.FormatUint(o.ID, 10)
+	renderAudit(r, http.StatusCreated, a.cfg.alloc)
 	a.applyLeak(r, http.StatusCreated, loc, body)
 	w.Header().Set("Location", loc)
 	writeBody(w, http.StatusCreated, body)
@@ -451,11 +466,11 @@ func priceCents(sum [32]byte) int64 {
 	return 199 + int64(binary.BigEndian.Uint32(sum[:4])%99800)
 }
 
-// product runs the per-request work (pricing plus the SLOW share, and the
-// stock lookup) and builds the product for sku. The result does not depend
-// on SLOW.
+// product runs the per-request work (pricing, run on by CPU, plus the SLOW
+// share, and the stock lookup) and builds the product for sku. The result
+// does not depend on SLOW or CPU.
 func (a *app) product(sku string) product {
-	sum := priceWork(sku, baseRounds)
+	sum, _ := priceWork(sku, baseRounds, pricingRounds(a.cfg.cpu))
 	_ = slowWork(sku, a.cfg.slow)
 	stock := lookupStock(sku, stockWait(a.cfg.stock, a.cfg.slow))
 	t1 := sum[7] % 8
@@ -553,9 +568,10 @@ func startUpstream() (*upstream, error) {
 			writeError(w, http.StatusBadRequest, "sku is required")
 			return
 		}
+		sum, _ := priceWork(sku, baseRounds, 0)
 		writeJSON(w, http.StatusOK, map[string]any{
 			"sku":         sku,
-			"price_cents": priceCents(priceWork(sku, baseRounds)),
+			"price_cents": priceCents(sum),
 		})
 	})
 	up := &upstream{

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -332,6 +333,153 @@ func TestParseSlow(t *testing.T) {
 	}
 }
 
+func TestParseCPU(t *testing.T) {
+	for in, want := range map[string]int{"": 0, "0": 0, "20": 20, "20%": 20, "1000": 1000, " 5 ": 5} {
+		if got, err := parseCPU(in); err != nil || got != want {
+			t.Errorf("parseCPU(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"abc", "-1", "1.5", "1001", "%", "20ms"} {
+		if _, err := parseCPU(in); err == nil {
+			t.Errorf("parseCPU(%q) accepted", in)
+		} else if !strings.Contains(err.Error(), "CPU="+strconv.Quote(in)) {
+			t.Errorf("parseCPU(%q) error %q does not name the variable and value", in, err)
+		}
+	}
+}
+
+func TestParseAlloc(t *testing.T) {
+	for in, want := range map[string]int{
+		"": 0, "0": 0, "0KiB": 0, "16384": 16384, "16KiB": 16 << 10, " 2KiB ": 2048,
+		"1MiB": 1 << 20, "64MiB": 64 << 20, "65536KiB": 64 << 20, "67108864": 64 << 20,
+	} {
+		if got, err := parseAlloc(in); err != nil || got != want {
+			t.Errorf("parseAlloc(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{
+		"x", "-1", "-1KiB", "1.5MiB", "16kib", "16KB", "16k", "KiB", "MiB", "16MiBKiB",
+		"67108865", "65537KiB", "65MiB", "1GiB", "9007199254740993MiB", "99999999999999999999",
+	} {
+		if got, err := parseAlloc(in); err == nil {
+			t.Errorf("parseAlloc(%q) = %d, accepted", in, got)
+		} else if !strings.Contains(err.Error(), "ALLOC="+strconv.Quote(in)) {
+			t.Errorf("parseAlloc(%q) error %q does not name the variable and value", in, err)
+		}
+	}
+}
+
+// TestPricingRounds: CPU=20 runs the pricing chain in priceWork for 240
+// rounds, and the digest the product is built from is still the
+// baseRounds one.
+func TestPricingRounds(t *testing.T) {
+	for percent, want := range map[int]int{0: baseRounds, 20: 240, 50: 300, 1000: 2200} {
+		if got := pricingRounds(percent); got != want {
+			t.Errorf("pricingRounds(%d) = %d, want %d", percent, got, want)
+		}
+	}
+	chain := func(n int) [32]byte { sum, _ := priceWork("sku-1", n, 0); return sum }
+	sum, end := priceWork("sku-1", baseRounds, pricingRounds(20))
+	if sum != chain(baseRounds) {
+		t.Fatal("CPU=20 changed the pricing digest")
+	}
+	if end != chain(240) || end == chain(239) || end == chain(241) {
+		t.Fatal("CPU=20: priceWork's chain did not end after 240 rounds")
+	}
+	if sum, end := priceWork("sku-1", baseRounds, pricingRounds(0)); end != sum {
+		t.Fatal("CPU=0: priceWork ran past baseRounds")
+	}
+}
+
+// TestCPUAndAllocKeepResponses: neither switch changes what a product or
+// an order looks like.
+func TestCPUAndAllocKeepResponses(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		off, on config
+	}{
+		{"CPU=50", config{}, config{cpu: 50}},
+		{"ALLOC=16KiB", config{}, config{alloc: 16 << 10}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			off, on := newTestApp(t, tc.off), newTestApp(t, tc.on)
+			for _, path := range []string{"/products/42", "/products/sku-7"} {
+				a, b := off.do("GET", path, ""), on.do("GET", path, "")
+				wantStatus(t, b, http.StatusOK)
+				if !bytes.Equal(a.Body.Bytes(), b.Body.Bytes()) {
+					t.Fatalf("GET %s differs:\n%s\n%s", path, a.Body, b.Body)
+				}
+			}
+			var a, b order
+			decode(t, off.do("POST", "/orders", `{"sku":"42","qty":2}`), &a)
+			decode(t, on.do("POST", "/orders", `{"sku":"42","qty":2}`), &b)
+			a.CreatedAt, b.CreatedAt = time.Time{}, time.Time{}
+			if a != b {
+				t.Fatalf("orders differ: %+v, %+v", a, b)
+			}
+		})
+	}
+}
+
+// allocPerRequest is the bytes allocated per request (runtime TotalAlloc)
+// while the real handler serves n requests to method path.
+func allocPerRequest(t *testing.T, cfg config, method, path, body string) float64 {
+	t.Helper()
+	ta := newTestApp(t, cfg)
+	for i := 0; i < 10; i++ {
+		ta.do(method, path, body)
+	}
+	const n = 200
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for i := 0; i < n; i++ {
+		if rec := ta.do(method, path, body); rec.Code >= 300 {
+			t.Fatalf("%s %s = %d", method, path, rec.Code)
+		}
+	}
+	runtime.ReadMemStats(&after)
+	return float64(after.TotalAlloc-before.TotalAlloc) / n
+}
+
+func TestAllocPerRequest(t *testing.T) {
+	for _, req := range []struct{ method, path, body string }{
+		{"GET", "/products/42", ""},
+		{"POST", "/orders", `{"sku":"42","qty":1}`},
+	} {
+		t.Run(req.method+" "+req.path, func(t *testing.T) {
+			off := allocPerRequest(t, config{}, req.method, req.path, req.body)
+			on := allocPerRequest(t, config{alloc: 16 << 10}, req.method, req.path, req.body)
+			t.Logf("allocated per request: ALLOC=0 %.0f B, ALLOC=16KiB %.0f B", off, on)
+			if on < 16<<10 {
+				t.Errorf("ALLOC=16KiB allocated %.0f B per request, want >= 16384", on)
+			}
+			if on-off < 12<<10 || on-off > 32<<10 {
+				t.Errorf("ALLOC=16KiB allocated %.0f B more per request than ALLOC=0, want 12 KiB..32 KiB", on-off)
+			}
+		})
+	}
+}
+
+// TestRenderAuditIsGarbage: renderAudit's buffer is one heap allocation per
+// request (none at ALLOC=0), and nothing keeps it.
+func TestRenderAuditIsGarbage(t *testing.T) {
+	r := httptest.NewRequest("GET", "/products/1", nil)
+	for size, want := range map[int]float64{0: 0, 16 << 10: 1} {
+		if got := testing.AllocsPerRun(100, func() { renderAudit(r, http.StatusOK, size) }); got != want {
+			t.Errorf("renderAudit(size %d): %.1f heap allocations, want %.0f", size, got, want)
+		}
+	}
+	ta := newTestApp(t, config{alloc: 1 << 20})
+	const n = 64
+	before := heapAlloc()
+	for i := 0; i < n; i++ {
+		wantStatus(t, ta.do("GET", "/products/"+strconv.Itoa(i), ""), http.StatusOK)
+	}
+	if after := heapAlloc(); after > before+8<<20 {
+		t.Fatalf("heap %d -> %d after %d requests with ALLOC=1MiB: the buffers were kept", before, after, n)
+	}
+}
+
 func TestParseLeak(t *testing.T) {
 	for _, m := range append([]string{""}, leakModes...) {
 		if got, err := parseLeak(m); err != nil || got != m {
@@ -357,14 +505,18 @@ func TestParseLeak(t *testing.T) {
 			t.Errorf("parseLeakBytes(%q) accepted", in)
 		}
 	}
-	env := map[string]string{"LEAK": "globalmap", "LEAK_BYTES": "64", "SLOW": "20"}
+	env := map[string]string{"LEAK": "globalmap", "LEAK_BYTES": "64", "SLOW": "20", "CPU": "30", "ALLOC": "16KiB"}
 	cfg, err := loadConfig(func(k string) string { return env[k] })
-	if err != nil || cfg != (config{leak: modeGlobalMap, leakBytes: 64, slow: 20, stock: defaultStockLatency}) {
+	want := config{leak: modeGlobalMap, leakBytes: 64, slow: 20, cpu: 30, alloc: 16 << 10, stock: defaultStockLatency}
+	if err != nil || cfg != want {
 		t.Fatalf("loadConfig = %+v, %v", cfg, err)
 	}
-	env["SLOW"] = "fast"
-	if _, err := loadConfig(func(k string) string { return env[k] }); err == nil {
-		t.Fatal("loadConfig accepted SLOW=fast")
+	for k, v := range map[string]string{"SLOW": "fast", "CPU": "lots", "ALLOC": "1GiB"} {
+		bad := map[string]string{k: v}
+		_, err := loadConfig(func(k string) string { return bad[k] })
+		if err == nil || !strings.Contains(err.Error(), k+"="+strconv.Quote(v)) {
+			t.Errorf("loadConfig(%s=%s) = %v, want an error naming %s=%q", k, v, err, k, v)
+		}
 	}
 }
 
@@ -542,7 +694,7 @@ func TestLeakUnclosedBody(t *testing.T) {
 
 func serviceCmd(t *testing.T, env map[string]string, args ...string) *exec.Cmd {
 	cmd := exec.Command(os.Args[0], args...)
-	cmd.Env = append(os.Environ(), "SAMPLE_GO_SERVICE_RUN_MAIN=1", "LEAK=", "LEAK_BYTES=", "SLOW=", "PORT=")
+	cmd.Env = append(os.Environ(), "SAMPLE_GO_SERVICE_RUN_MAIN=1", "LEAK=", "LEAK_BYTES=", "SLOW=", "CPU=", "ALLOC=", "PORT=")
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
@@ -626,6 +778,8 @@ func TestMainRejectsBadEnv(t *testing.T) {
 		{"LEAK": "bogus"},
 		{"SLOW": "fast"},
 		{"LEAK_BYTES": "-1"},
+		{"CPU": "lots"},
+		{"ALLOC": "1GiB"},
 	} {
 		cmd := serviceCmd(t, env)
 		out, err := cmd.CombinedOutput()
@@ -636,6 +790,11 @@ func TestMainRejectsBadEnv(t *testing.T) {
 		if env["LEAK"] != "" && !strings.Contains(string(out), "globalmap") {
 			t.Fatalf("unknown LEAK message does not list the modes: %s", out)
 		}
+		for k, v := range env {
+			if !strings.Contains(string(out), k+"="+strconv.Quote(v)) {
+				t.Fatalf("%s=%s: message does not name the variable and value: %s", k, v, out)
+			}
+		}
 	}
 }
 
@@ -644,16 +803,26 @@ func TestMainRejectsBadEnv(t *testing.T) {
 
 func BenchmarkPriceWork(b *testing.B) {
 	for i := 0; i < b.N; i++ {
-		priceWork("12345", baseRounds)
+		priceWork("12345", baseRounds, 0)
 	}
 }
 
 func BenchmarkProductHandler(b *testing.B) {
-	for _, slow := range []int{0, 20, 100} {
-		b.Run("SLOW="+strconv.Itoa(slow), func(b *testing.B) {
-			a := newApp(context.Background(), config{slow: slow}, "http://127.0.0.1:1")
+	for _, bc := range []struct {
+		name string
+		cfg  config
+	}{
+		{"SLOW=0", config{}},
+		{"SLOW=20", config{slow: 20}},
+		{"SLOW=100", config{slow: 100}},
+		{"CPU=20", config{cpu: 20}},
+		{"ALLOC=16KiB", config{alloc: 16 << 10}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			a := newApp(context.Background(), bc.cfg, "http://127.0.0.1:1")
 			mux := http.NewServeMux()
 			registerRoutes(mux, a)
+			b.ReportAllocs()
 			for i := 0; i < b.N; i++ {
 				// Views 1..49 of every 50; the upstream refresh is not measured.
 				a.views.Store(0)
