@@ -396,3 +396,76 @@ SITES = LeakSites(
 def fixed_verdict() -> tuple[Verdict, RunRecord]:
     record = fixed_record()
     return judge(record, Config(), sites=SITES), record
+
+
+def fixed_cost_verdict() -> Verdict:
+    """A compare run's verdict with cost profiles (in `.costs`): the candidate's audit log costs
+    more CPU and allocates more per request (a grown stack), its order scan costs less (a shrunk
+    one), a cache warm-up went away, JSON encoding stayed the same."""
+    from leakgate.model import CostProfile, CostSite, CostSites, FlameStack
+
+    serve = ("net/http.(*conn).serve", "net/http.serverHandler.ServeHTTP")
+    create = (*serve, "main.(*server).createOrder")
+    orders = (*serve, "main.(*server).listOrders")
+    cpu_stacks = (
+        FlameStack((*create, "main.(*auditLog).record", "fmt.Sprintf"), 9.0e-6, 1.1e-6),
+        FlameStack((*create, "main.(*auditLog).record"), 2.0e-6, 0.4e-6),
+        FlameStack((*create, "encoding/json.Marshal"), 6.0e-6, 6.0e-6),
+        FlameStack((*orders, "main.(*store).scan", "sort.Slice"), 2.0e-6, 8.0e-6),
+        FlameStack((*orders, "encoding/json.Marshal"), 4.0e-6, 4.05e-6),
+        FlameStack((*serve, "main.(*cache).warm"), 0.0, 1.5e-6),
+        FlameStack(("net/http.(*conn).serve", "net/http.(*conn).readRequest"), 2.5e-6, 2.5e-6),
+        FlameStack(("runtime.gcBgMarkWorker", "runtime.gcDrain"), 3.0e-6, 2.4e-6),
+    )
+    cpu = CostProfile(
+        kind="cpu",
+        unit="s/request",
+        sites=(
+            CostSite("main.(*auditLog).record", "/src/orders-service/audit.go", 42, 11e-6, 1.5e-6),
+            CostSite("main.(*store).scan", "/src/orders-service/store.go", 120, 2e-6, 8e-6),
+            CostSite("main.(*cache).warm", "/src/orders-service/cache.go", 31, 0.0, 1.5e-6),
+            CostSite("main.(*server).createOrder", "/src/orders-service/orders.go", 88, 6e-6, 6e-6),
+        ),
+        flame=cpu_stacks,
+        commands=("go tool pprof -diff_base baseline-cpu.pb.gz candidate-cpu.pb.gz",),
+        candidate_total=sum(s.candidate for s in cpu_stacks),
+        baseline_total=sum(s.baseline for s in cpu_stacks),
+    )
+    alloc_stacks = (
+        FlameStack((*create, "main.(*auditLog).record", "fmt.Sprintf"), 2048.0, 256.0),
+        FlameStack((*create, "encoding/json.Marshal"), 1024.0, 1024.0),
+        FlameStack((*orders, "main.(*store).scan"), 512.0, 4096.0),
+    )
+    alloc = CostProfile(
+        kind="alloc",
+        unit="B/request",
+        sites=(
+            CostSite(
+                "main.(*store).scan",
+                "/src/orders-service/store.go",
+                120,
+                512.0,
+                4096.0,
+                candidate_objects=2.0,
+                baseline_objects=16.0,
+            ),
+            CostSite(
+                "main.(*auditLog).record",
+                "/src/orders-service/audit.go",
+                42,
+                2048.0,
+                256.0,
+                candidate_objects=32.0,
+                baseline_objects=4.0,
+            ),
+        ),
+        flame=alloc_stacks,
+        commands=(
+            "go tool pprof -sample_index=alloc_space -diff_base baseline-heap.pb.gz "
+            "candidate-heap.pb.gz",
+        ),
+        candidate_total=3584.0,
+        baseline_total=5376.0,
+    )
+    costs = CostSites(profiles=(cpu, alloc), notes=("trial 3: the CPU profile was unreadable",))
+    return Verdict("fail", costs=costs)

@@ -16,9 +16,18 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
 from leakgate.analysis import baseline_trials, offered_rate
-from leakgate.model import Check, Environment, LeakSite, RunRecord, Trial, Verdict
-from leakgate.report import Judged, table
-from leakgate.units import format_duration, format_metric, format_percent
+from leakgate.model import (
+    Check,
+    CostProfile,
+    CostSite,
+    Environment,
+    LeakSite,
+    RunRecord,
+    Trial,
+    Verdict,
+)
+from leakgate.report import Judged, flame, table
+from leakgate.units import format_duration, format_metric, format_percent, format_size
 
 if TYPE_CHECKING:
     from leakgate.report.charts import Chart
@@ -67,6 +76,7 @@ def render(judged: Judged) -> str:
         _comparisons(verdict),
         _charts(charts.charts(sides)),
         _leak_sites(verdict),
+        _costs(verdict),
         _trials(sides),
         _run(record, baseline, sides),
     ]
@@ -203,6 +213,115 @@ def _leak_sites(verdict: Verdict) -> str:
     if len(parts) == 1:
         parts.append('<p class="nodata">no leak sites: no profiles were compared</p>')
     return "\n".join(parts)
+
+
+_COST_TITLES = {
+    "cpu": "CPU per request",
+    "alloc": "Allocations per request",
+    "heap": "Live-heap growth per request",
+}
+
+
+def _costs(verdict: Verdict) -> str:
+    """Where CPU and memory go per request: only in runs that profiled them, so reports of
+    runs without cost profiles read as they always did."""
+    costs = verdict.costs
+    if not costs.profiles and not costs.notes:
+        return ""
+    parts = ["<h2>Where the cost goes</h2>"]
+    parts.extend(_cost_profile(profile) for profile in costs.profiles)
+    if costs.notes:
+        parts.append(_list(costs.notes))
+    return "\n".join(parts)
+
+
+def _cost_profile(profile: CostProfile) -> str:
+    title = _COST_TITLES.get(profile.kind, profile.kind)
+    compared = flame.has_baseline(profile)
+    alloc = profile.kind == "alloc"
+    sides = ["baseline/request", "candidate/request"] if compared else ["candidate/request"]
+    # Each side's objects beside its bytes: a narrower table than two "... objects" columns.
+    header = ["function", "file:line"]
+    header += [h for side in sides for h in ((side, "objects") if alloc else (side,))]
+    header += ["change", "change\u00a0%"] if compared else []
+    header += ["bytes/object"] if alloc else []
+    rows = [
+        _row(
+            f"<code>{esc(s.function)}</code>",
+            f'<code title="{esc(s.file)}">{esc(s.file.rsplit("/", 1)[-1])}:{s.line}</code>'
+            if s.file
+            else "",
+            *_cost_cells(profile, s, compared),
+        )
+        for s in profile.sites
+    ]
+    if profile.candidate_total is not None:
+        total = CostSite("", "", 0, profile.candidate_total, profile.baseline_total)
+        rows.append(_row("<strong>total</strong>", "", *_cost_cells(profile, total, compared)))
+    parts = [_table(f"<h3>{esc(title)}</h3>", header, rows)]
+    picture = flame.svg(profile, title=f"{title}, by stack")
+    if picture is None:
+        parts.append('<p class="nodata">no stacks to draw a flame graph from</p>')
+    else:
+        # flame.svg escapes every name and figure it writes.
+        parts.append(
+            f'<figure id="flame-{esc(profile.kind)}">{picture}'
+            f'<figcaption class="muted">{esc(_flame_caption(title, compared))}</figcaption>'
+            "</figure>"
+        )
+    if profile.commands:
+        commands = "\n".join(profile.commands)
+        parts.append(f"<p>Open the same profiles:</p>\n<pre>{esc(commands)}</pre>")
+    return "\n".join(parts)
+
+
+def _cost_cells(profile: CostProfile, site: CostSite, compared: bool) -> list[Num]:
+    """A site's figures in the order of the header _cost_profile writes."""
+    alloc = profile.kind == "alloc"
+
+    def amount(value: float | None, signed: bool = False) -> Num:
+        # No break between a figure and its unit, whatever room the columns get.
+        text = "" if value is None else flame.per_request(value, profile.unit, signed=signed)
+        return Num(text.replace(" ", "\u00a0"))
+
+    def side(value: float | None, objects: float | None) -> list[Num]:
+        return [amount(value), Num(_objects(objects))] if alloc else [amount(value)]
+
+    cells = side(site.baseline, site.baseline_objects) if compared else []
+    cells += side(site.candidate, site.candidate_objects)
+    if compared:
+        change = None if site.baseline is None else site.change
+        cells += [
+            amount(change, signed=True),
+            Num(flame.change_percent(site.candidate, site.baseline)),
+        ]
+    if alloc:
+        objects, size = site.candidate_objects, ""
+        if objects and math.isfinite(objects) and objects > 0:
+            size = format_size(site.candidate / objects).replace(" ", "\u00a0")
+        cells.append(Num(size))
+    return cells
+
+
+def _objects(value: float | None) -> str:
+    if value is None or not math.isfinite(value):
+        return ""
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
+def _flame_caption(title: str, compared: bool) -> str:
+    what = title if title[:2].isupper() else title[0].lower() + title[1:]  # "CPU", "Allocations"
+    if not compared:
+        return (
+            f"Flame graph of the candidate's {what}: roots at the bottom, callees above, width "
+            "the cost per request. No baseline was profiled: colours only tell functions apart. "
+            "Hover a frame for its figures."
+        )
+    return (
+        f"Differential flame graph of {what}: roots at the bottom, callees above. A frame is as "
+        "wide as the larger of its candidate and baseline cost, so code that shrank or went away "
+        "still shows; the deeper the colour, the larger the change. Hover a frame for its figures."
+    )
 
 
 def _trials(sides: Mapping[str, Sequence[Trial]]) -> str:
