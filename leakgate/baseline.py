@@ -151,12 +151,13 @@ def _parse(path: Path, raw: bytes, what: str, hint: str) -> RunRecord:
 
 
 # Fields whose value is a count, a size, a duration or a rate: never below 0. The names are
-# those of model.py's Trial, LoadResult, Histogram, SecondStat and Checkpoint.
+# those of model.py's Trial, LoadResult, Histogram, SecondStat, Checkpoint and Counters.
 _NON_NEGATIVE = frozenset(
     (
         "measure_seconds", "rss_peak", "connections", "target_rate", "duration_s", "requests",
         "ok", "achieved_rate", "planned", "count", "min_ns", "max_ns", "sum_ns", "errors",
         "heap_alloc", "heap_objects", "goroutines", "gc_cycles", "gc_cpu_seconds", "rss",
+        "cpu_seconds", "alloc_bytes", "alloc_objects", "seconds",
     )
 )  # fmt: skip
 MAX_OFFERED_RATE = 10_000_000.0  # load.rate's own limit

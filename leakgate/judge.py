@@ -217,8 +217,8 @@ _COMPARISON_STATUS: dict[str, CheckStatus] = {
 
 def _comparison_check(c: Comparison, fail_on_inconclusive: bool = False) -> Check:
     evidence = [
-        f"baseline trials: {', '.join(slo.format_value(v, c.unit) for v in c.baseline.values)}",
-        f"candidate trials: {', '.join(slo.format_value(v, c.unit) for v in c.candidate.values)}",
+        f"{side} trials: {', '.join(slo.format_value(v, c.unit, c.metric) for v in values)}"
+        for side, values in (("baseline", c.baseline.values), ("candidate", c.candidate.values))
     ]
     summary = c.reason if c.verdict != "inconclusive" else f"~ {c.reason}"
     status = _COMPARISON_STATUS[c.verdict]

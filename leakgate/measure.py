@@ -7,7 +7,9 @@ The runner decides the order of trials and phases; this module does each step.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import ipaddress
+import math
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -15,16 +17,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from leakgate import cpuclock
 from leakgate.config import Config, ProbeConfig
 from leakgate.errors import Interrupted, LoadError, ServiceStartError
 from leakgate.load import LoadDriver, LoadPlan
 from leakgate.load.builtin import LoadProcess
 from leakgate.load.external import ExternalProcess
 from leakgate.load.wrk import WrkProcess
-from leakgate.model import Checkpoint, LoadResult, Series
+from leakgate.model import Checkpoint, Counters, LoadResult, Series, WindowCost
 from leakgate.probes import (
     AGENT_TOKEN_ENV,
     AgentSource,
+    CpuProfilePlan,
     PprofSource,
     ProbeError,
     PrometheusSource,
@@ -39,6 +43,8 @@ from leakgate.units import format_duration, format_size
 from leakgate.yamlnodes import printable
 
 TRACE_SECONDS = 2.0
+CPU_PROFILE_MARGIN = 1.5  # seconds the CPU profile ends before the measure window does
+CPU_PROFILE_MAX_SECONDS = 60
 DEFAULT_TRACE_GROWTH = 16.0
 SHOWN_ADDRESS_CHARS = 80  # of an agent address refused, in the message
 _AGENT_ADDRESS = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:]+)\]|(?P<v4>[0-9.]+)):(?P<port>[0-9]{1,5})")
@@ -114,6 +120,51 @@ def loopback_agent_address(text: str) -> str | None:
     if isinstance(ip, ipaddress.IPv6Address):
         return f"[::1]:{port}" if ip == ipaddress.IPv6Address("::1") else None
     return f"{ip}:{port}" if ip in ipaddress.IPv4Network("127.0.0.0/8") else None
+
+
+def cpu_profile_plan(cfg: Config, trial_dir: Path) -> CpuProfilePlan | None:
+    """A CPU profile of the measure window, ending a little before the load does (pprof's
+    `seconds` is whole seconds; the agent serves up to 60)."""
+    seconds = min(math.floor(cfg.load.duration - CPU_PROFILE_MARGIN), CPU_PROFILE_MAX_SECONDS)
+    if seconds < 1:
+        return None
+    return CpuProfilePlan(dest=trial_dir / "cpu-measure.pb.gz", seconds=seconds)
+
+
+class CostMeter:
+    """Reads the service's cumulative CPU time, allocations and GC cycles, always from the same
+    places, so two readings subtract: the runtime source's own counters, with the CPU time read
+    locally instead where the source has none or counts it in clock ticks (cpuclock)."""
+
+    def __init__(self, source: RuntimeSource, pid: int | None) -> None:
+        self.source = source
+        self.pid = pid or 0
+        self.cpu_source, self.cpu_coarse = source.cpu_source, source.cpu_coarse
+        self._local_cpu = False
+        if (not source.cpu_source or source.cpu_coarse) and self.pid:
+            local = cpuclock.read(self.pid)
+            if local is not None:
+                self.cpu_source, self.cpu_coarse, self._local_cpu = local[1], False, True
+
+    def read(self) -> Counters:
+        try:
+            counters = self.source.counters()
+        except ProbeError:
+            counters = Counters()
+        if self._local_cpu:
+            local = cpuclock.read(self.pid)
+            counters = dataclasses.replace(counters, cpu_seconds=local[0] if local else None)
+        return counters
+
+    def window(self, start: Counters, end: Counters, seconds: float) -> WindowCost:
+        return WindowCost(
+            start=start,
+            end=end,
+            seconds=seconds,
+            cpu_source=self.cpu_source if start.cpu_seconds is not None else "",
+            alloc_source=self.source.alloc_source if start.alloc_bytes is not None else "",
+            cpu_coarse=self.cpu_coarse,
+        )
 
 
 def trace_plan(cfg: Config, trial_dir: Path) -> TracePlan | None:

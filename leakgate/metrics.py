@@ -26,6 +26,7 @@ LeakKind = Literal["heap", "goroutines"]
 
 _KINDS: dict[str, ThresholdKind] = {
     "s": "duration",
+    "s/request": "duration",
     "bytes": "size",
     "B/request": "size",
     "fraction": "fraction",
@@ -52,7 +53,7 @@ class Metric:
     label: str
     per_trial: Callable[[Trial], float | None]
     direction: Direction
-    unit: str  # "s", "req/s", "fraction", "bytes", "B/request", "goroutines", "GC/min"
+    unit: str  # "s", "s/request", "req/s", "fraction", "bytes", "B/request", "goroutines", ...
     default: Threshold | None = None  # the gate's threshold when leakgate.yml names none
     quick: bool = False  # `check --quick` judges its absolute limit
     limit_rule: LimitRule = "value"
@@ -92,6 +93,12 @@ def _latency(q: float) -> Callable[[Trial], float | None]:
 RETAINED_NOISE_FLOOR = 96.0 * 1024
 # Fewer requests than this and the per-request figure means nothing, whatever the heap did.
 RETAINED_MIN_REQUESTS = 100
+
+# The cost metrics' floors: a change smaller than these is not worth blocking a release for,
+# however significant (see README, "Cost per request", for the measurements behind them).
+CPU_FLOOR = 1e-6  # 1 µs of CPU per request: 1% of a core at 10,000 req/s
+ALLOC_BYTES_FLOOR = 64.0
+ALLOCS_FLOOR = 1.0
 
 # In table order: the order of comparison rows in every report.
 METRICS: dict[str, Metric] = {
@@ -145,6 +152,40 @@ METRICS: dict[str, Metric] = {
             quick=True,
             limit_rank=2,
             default=Threshold(max=0.01),
+        ),
+        # What a request costs, from the runtime's own counters over the measure window: nearly
+        # deterministic, so they see a regression that latency's spread hides (see README,
+        # "Cost per request", for the floors).
+        Metric(
+            "cpu_per_request",
+            "CPU per request",
+            analysis.cpu_per_request,
+            "lower",
+            "s/request",
+            default=Threshold(max_increase=0.10, floor=CPU_FLOOR),
+        ),
+        Metric(
+            "alloc_bytes_per_request",
+            "bytes allocated per request",
+            analysis.alloc_bytes_per_request,
+            "lower",
+            "B/request",
+            default=Threshold(max_increase=0.10, floor=ALLOC_BYTES_FLOOR),
+        ),
+        Metric(
+            "allocs_per_request",
+            "allocations per request",
+            analysis.allocs_per_request,
+            "lower",
+            "allocs/request",
+            default=Threshold(max_increase=0.10, floor=ALLOCS_FLOOR),
+        ),
+        Metric(
+            "gc_cycles_per_1k_requests",
+            "GC cycles per 1k requests",
+            analysis.gc_cycles_per_1k_requests,
+            "lower",
+            "GC/1k requests",
         ),
         Metric(
             "heap_live",

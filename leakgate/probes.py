@@ -20,6 +20,7 @@ from typing import Any
 from leakgate import pprof, prometheus, redirects
 from leakgate.atomic import write_atomic
 from leakgate.errors import EnvironmentProblem
+from leakgate.model import Counters
 
 MAX_JSON_BYTES = 4 * 1024 * 1024
 MAX_PROFILE_BYTES = 64 * 1024 * 1024
@@ -126,6 +127,11 @@ class RuntimeSource:
     """Where runtime numbers and profiles come from; implementations below."""
 
     name = "none"
+    # Where counters() reads CPU time and allocations ("" where it cannot), and whether its
+    # CPU time is counted in 10 ms clock ticks (too coarse for a handler of a few µs).
+    cpu_source = ""
+    cpu_coarse = False
+    alloc_source = ""
     base_url = ""
     headers: Mapping[str, str] = {}  # sent with every request (the agent's token)
     forced_gc: bool | None = None  # whether the last checkpoint could force a GC
@@ -157,6 +163,10 @@ class RuntimeSource:
 
     def sample(self) -> RuntimeSample:
         raise NotImplementedError
+
+    def counters(self) -> Counters:
+        """The process's cumulative CPU time, heap allocations and GC cycles, read now."""
+        return Counters()
 
     def goroutines(self) -> int | None:
         return _int(self.sample().goroutines)
@@ -199,6 +209,8 @@ class AgentSource(RuntimeSource):
     """The debug agent leakgate injected: runtime/metrics without stopping the world."""
 
     name = "agent"
+    cpu_source = "getrusage user + system (agent)"
+    alloc_source = "runtime/metrics /gc/heap/allocs:bytes and :objects (agent)"
 
     def __init__(self, addr: str, token: str) -> None:
         self.base_url = f"http://{addr}"
@@ -217,6 +229,15 @@ class AgentSource(RuntimeSource):
             gc_cycles=_number(data, "gc_cycles"),
             gc_cpu_seconds=_number(data, "gc_cpu_seconds"),
             total_cpu_seconds=_number(data, "total_cpu_seconds"),
+        )
+
+    def counters(self) -> Counters:
+        data = fetch_json(f"{self.base_url}/leakgate/metrics", timeout=5.0, headers=self.headers)
+        return Counters(
+            cpu_seconds=_number(data, "process_cpu_seconds"),
+            alloc_bytes=_number(data, "alloc_bytes"),
+            alloc_objects=_number(data, "alloc_objects"),
+            gc_cycles=_number(data, "gc_cycles"),
         )
 
     def checkpoint(self) -> HeapCheckpoint:
@@ -246,6 +267,7 @@ class PprofSource(RuntimeSource):
     """
 
     name = "pprof+expvar"
+    alloc_source = "expvar memstats TotalAlloc and Mallocs"
 
     def __init__(self, base_url: str) -> None:
         self.base_url = base_url
@@ -275,6 +297,14 @@ class PprofSource(RuntimeSource):
             return None
         return _number(data, "memstats", "TotalAlloc")
 
+    def counters(self) -> Counters:
+        data = fetch_json(f"{self.base_url}/debug/vars", timeout=5.0)
+        return Counters(
+            alloc_bytes=_number(data, "memstats", "TotalAlloc"),
+            alloc_objects=_number(data, "memstats", "Mallocs"),
+            gc_cycles=_number(data, "memstats", "NumGC"),
+        )
+
     def checkpoint(self) -> HeapCheckpoint:
         self.force_gc()
         data = fetch_json(f"{self.base_url}/debug/vars", timeout=10.0)
@@ -294,6 +324,10 @@ class PrometheusSource(RuntimeSource):
     """
 
     name = "prometheus"
+    # client_golang's process collector reads /proc/self/stat: clock ticks.
+    cpu_source = "process_cpu_seconds_total (/metrics)"
+    cpu_coarse = True
+    alloc_source = "go_memstats_alloc_bytes_total and go_memstats_mallocs_total (/metrics)"
 
     def __init__(self, base_url: str, metrics_path: str) -> None:
         self.base_url = base_url
@@ -325,6 +359,15 @@ class PrometheusSource(RuntimeSource):
         if g.alloc_total is not None:
             return g.alloc_total
         return -g.start_time if g.start_time is not None else None  # a later start: smaller
+
+    def counters(self) -> Counters:
+        g = self.read()
+        return Counters(
+            cpu_seconds=g.total_cpu_seconds,
+            alloc_bytes=g.alloc_total,
+            alloc_objects=g.mallocs_total,
+            gc_cycles=g.gc_cycles,
+        )
 
     def checkpoint(self) -> HeapCheckpoint:
         self.force_gc()
@@ -411,12 +454,29 @@ class TracePlan:
         return settled[-1] - min(settled) > self.growth + self.slack
 
 
+@dataclass(frozen=True)
+class CpuProfilePlan:
+    """A CPU profile of most of the measure window: `seconds` from when the load started."""
+
+    dest: Path
+    seconds: int
+
+
+CPU_PROFILE_SLACK = 15.0  # seconds the profile's request may take beyond the profile itself
+
+
 class Sampler:
     """Samples the runtime and RSS at a fixed interval on a background thread; with a
-    TracePlan, also captures an execution trace while goroutines leak."""
+    TracePlan, also captures an execution trace while goroutines leak, and with a
+    CpuProfilePlan a CPU profile of the window."""
 
     def __init__(
-        self, source: RuntimeSource, pid: int, interval: float, trace: TracePlan | None = None
+        self,
+        source: RuntimeSource,
+        pid: int,
+        interval: float,
+        trace: TracePlan | None = None,
+        cpu_profile: CpuProfilePlan | None = None,
     ) -> None:
         self.source = source
         self.pid = pid
@@ -433,6 +493,10 @@ class Sampler:
         self.trace_plan = trace
         self.trace_path: Path | None = None
         self._tracer: threading.Thread | None = None
+        self.cpu_plan = cpu_profile
+        self.cpu_profile_path: Path | None = None
+        self.cpu_profile_error = ""
+        self._profiler: threading.Thread | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="leakgate-sampler", daemon=True)
         self._t0 = 0.0
@@ -440,11 +504,29 @@ class Sampler:
     def start(self) -> None:
         self._t0 = time.monotonic()
         self._thread.start()
+        plan = self.cpu_plan
+        if plan is not None:
+            self._profiler = threading.Thread(
+                target=self._cpu_profile, args=(plan,), name="leakgate-cpu-profile", daemon=True
+            )
+            self._profiler.start()
 
-    def stop(self) -> None:
+    def _cpu_profile(self, plan: CpuProfilePlan) -> None:
+        try:
+            self.cpu_profile_path = self.source.save_profile(
+                "profile", plan.dest, f"seconds={plan.seconds}", plan.seconds + CPU_PROFILE_SLACK
+            )
+        except (ProbeError, OSError) as e:
+            self.cpu_profile_error = str(e).replace(self.source.base_url, "")
+
+    def stop(self, *, cut: bool = False) -> None:
+        """Stop sampling; wait for the CPU profile unless the window was `cut` short (it then
+        finishes on its own, and is not used)."""
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=10)
+        if self._profiler is not None and self._profiler.is_alive() and self.cpu_plan:
+            self._profiler.join(timeout=0.5 if cut else self.cpu_plan.seconds + CPU_PROFILE_SLACK)
         if self._tracer is not None and self._tracer.is_alive() and self.trace_plan:
             # Longer than the fetch's own timeout, so the thread has ended before the next
             # trial forks a child.

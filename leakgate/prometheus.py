@@ -30,6 +30,7 @@ class GoRuntime:
     total_cpu_seconds: float | None
     rss: float | None
     alloc_total: float | None = None  # go_memstats_alloc_bytes_total: grows while one process lives
+    mallocs_total: float | None = None  # go_memstats_mallocs_total: heap objects allocated
     start_time: float | None = None  # process_start_time_seconds
 
 
@@ -77,6 +78,7 @@ def parse(text: str) -> GoRuntime:
         total_cpu_seconds=get("process_cpu_seconds_total"),
         rss=get("process_resident_memory_bytes"),
         alloc_total=get("go_memstats_alloc_bytes_total"),
+        mallocs_total=get("go_memstats_mallocs_total"),
         start_time=get("process_start_time_seconds"),
     )
 

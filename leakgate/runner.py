@@ -22,10 +22,12 @@ from leakgate.gitref import remove_stale_worktrees
 from leakgate.load.builtin import write_scenario
 from leakgate.load.wrk import find_wrk
 from leakgate.measure import (
+    CostMeter,
     LoadInterrupted,
     LoadSetup,
     ServiceDied,
     checkpoint,
+    cpu_profile_plan,
     drive,
     rel,
     runtime_source,
@@ -424,8 +426,16 @@ class Runner:
         # Started by drive() once the generator is running: no thread may be alive
         # while a child is forked (preexec_fn is not safe beside other threads).
         sampler = Sampler(
-            t.source, t.service.pid or 0, cfg.probes.interval, trace=trace_plan(cfg, t.trial_dir)
+            t.source,
+            t.service.pid or 0,
+            cfg.probes.interval,
+            trace=trace_plan(cfg, t.trial_dir),
+            cpu_profile=cpu_profile_plan(cfg, t.trial_dir),
         )
+        # What the window's requests cost: cumulative counters read right before the load
+        # starts and right after it ends (the checkpoints' forced GCs fall outside).
+        meter = CostMeter(t.source, t.service.pid)
+        start = meter.read()
         t0 = time.monotonic()
         cut: LoadInterrupted | None = None
         try:
@@ -435,17 +445,23 @@ class Runner:
             cut = e
             t.state.trial = dataclasses.replace(t.state.trial, load=e.result)
         finally:
-            sampler.stop()
-            trace = sampler.trace_path
+            end = meter.read() if t.service.exited() is None else None
+            elapsed = time.monotonic() - t0
+            sampler.stop(cut=cut is not None)
+            trace, profile = sampler.trace_path, sampler.cpu_profile_path
             t.state.trial = dataclasses.replace(
                 t.state.trial,
-                measure_seconds=time.monotonic() - t0,
+                measure_seconds=elapsed,
                 series=series(sampler),
                 rss_peak=sampler.rss_peak,
                 trace=rel(trace, self.report_dir) if trace is not None else None,
+                cost=meter.window(start, end, elapsed) if end is not None else None,
+                cpu_profile=rel(profile, self.report_dir) if profile is not None else None,
             )
             if sampler.errors:
                 t.state.notes.append(f"{sampler.errors} runtime samples could not be read")
+            if sampler.cpu_profile_error:
+                t.state.notes.append(f"no CPU profile of the window: {sampler.cpu_profile_error}")
         if cut is not None:
             t.state.trial = dataclasses.replace(t.state.trial, measure_seconds=cut.elapsed)
             _after_interrupt(t.state, cut, t.service, t.checkpoint, t.trial_dir, self.report_dir)

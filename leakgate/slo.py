@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from leakgate import analysis
-from leakgate.metrics import Metric
+from leakgate.metrics import METRICS, Metric
 from leakgate.model import Check, CheckStatus, Trial
 from leakgate.units import format_duration, format_metric
 
@@ -81,7 +81,7 @@ def _summary(
         return notes[0] if notes else "the service stayed up through every phase"
     if value is None:
         return notes[0] if notes else "no data: the metric had no samples"
-    text = f"{format_value(value, unit)} (limit {format_value(limit, unit)})"
+    text = f"{format_value(value, unit, name)} (limit {format_value(limit, unit, name)})"
     if len(results) > 1:
         text = f"median {text} over {len(results)} trials"
     if notes:
@@ -89,9 +89,10 @@ def _summary(
     return text
 
 
-def format_value(value: float | None, unit: str) -> str:
-    """A check's value in its unit; growth figures (B/request, goroutines) carry their sign."""
-    return format_metric(value, unit, signed=unit in ("B/request", "goroutines"))
+def format_value(value: float | None, unit: str, name: str = "") -> str:
+    """A check's value in its unit; the growth figures of the leak checks carry their sign."""
+    metric = METRICS.get(name.removesuffix("_vs_baseline"))
+    return format_metric(value, unit, signed=metric is not None and metric.leak is not None)
 
 
 # -- per-trial rules ---------------------------------------------------------------------------

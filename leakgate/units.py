@@ -145,6 +145,43 @@ def format_duration(seconds: float) -> str:
     return f"{int(minutes)}m{rest:02.0f}s"
 
 
+def format_cost(seconds: float) -> str:
+    """CPU time per request, finer than format_duration below a millisecond (where 14 µs
+    against 15 µs is a 7% change): 400 ns, 3.50 µs, 14.2 µs, 152 µs, 2.5 ms."""
+    magnitude = abs(seconds)
+    if not math.isfinite(seconds) or magnitude >= 1e-3 or magnitude == 0:
+        return format_duration(seconds)
+    sign = "-" if seconds < 0 else ""
+    if magnitude < 1e-6:
+        return f"{sign}{magnitude * 1e9:.0f} ns"
+    micros = magnitude * 1e6
+    digits = 2 if micros < 10 else 1 if micros < 100 else 0
+    return f"{sign}{micros:.{digits}f} µs"
+
+
+def format_per_request(value: float, unit: str, *, signed: bool = False) -> str:
+    """A cost per request without its "/request": "14.2 µs", "1.5 KiB"; `signed` for a
+    change."""
+    if not math.isfinite(value):
+        return "n/a"
+    sign = "+" if signed and value > 0 else ""
+    if unit == "s/request":
+        return sign + format_cost(value)
+    if unit == "B/request":
+        return sign + format_size(value)
+    return f"{sign}{value:.3g} {unit}".rstrip()
+
+
+def format_change(candidate: float, baseline: float | None) -> str:
+    """The change against the baseline: "+12.5%", "new" where the baseline had none, "" where
+    there is no baseline."""
+    if baseline is None or not (math.isfinite(candidate) and math.isfinite(baseline)):
+        return ""
+    if baseline == 0:
+        return "new" if candidate > 0 else ""
+    return f"{(candidate - baseline) / baseline:+.1%}"
+
+
 def format_percent(fraction: float) -> str:
     if not math.isfinite(fraction):
         return "n/a"
@@ -161,7 +198,11 @@ def format_metric(value: float | None, unit: str, *, signed: bool = False) -> st
     if unit == "bytes":
         return sign + format_size(value)
     if unit == "B/request":
+        if abs(value) >= 10 * 1024:  # below, to the byte: a leak's size is read off this
+            return f"{sign}{format_size(value)}/request"
         return f"{value:+.1f} B/request" if signed else f"{value:.1f} B/request"
+    if unit == "s/request":
+        return f"{sign}{format_cost(value)}/request"
     if unit == "fraction":
         return sign + format_percent(value)
     if unit == "change":

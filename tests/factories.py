@@ -17,6 +17,7 @@ from leakgate.config import Config
 from leakgate.judge import judge
 from leakgate.model import (
     Checkpoint,
+    Counters,
     Environment,
     Histogram,
     LeakSite,
@@ -27,6 +28,7 @@ from leakgate.model import (
     ServiceStatus,
     Trial,
     Verdict,
+    WindowCost,
 )
 from leakgate.proto import profile_pb2
 
@@ -102,7 +104,12 @@ def trial(
     index: int = 0,
     errors: int = 0,
     p_ms: float = 2.0,
+    cpu_us: float | None = None,
+    alloc_bytes: float | None = None,
+    allocs: float | None = None,
 ) -> Trial:
+    """A trial of `requests` requests; with `cpu_us`, `alloc_bytes` and `allocs` (per request)
+    its measure window's counters say that is what each request cost."""
     checkpoints = {
         "warmup": Checkpoint(
             "warmup",
@@ -119,8 +126,30 @@ def trial(
             heap_profile="trial-1/heap-drain.pb.gz",
         ),
     }
+    cost = None
+    if cpu_us is not None or alloc_bytes is not None or allocs is not None:
+        spent = Counters(
+            cpu_seconds=None if cpu_us is None else 12.5 + cpu_us * 1e-6 * requests,
+            alloc_bytes=None if alloc_bytes is None else 2e9 + alloc_bytes * requests,
+            alloc_objects=None if allocs is None else 3e7 + allocs * requests,
+            gc_cycles=40 + requests // 2000,
+        )
+        started = Counters(
+            cpu_seconds=None if cpu_us is None else 12.5,
+            alloc_bytes=None if alloc_bytes is None else 2e9,
+            alloc_objects=None if allocs is None else 3e7,
+            gc_cycles=40,
+        )
+        cost = WindowCost(
+            start=started,
+            end=spent,
+            seconds=20.0,
+            cpu_source="getrusage user + system (agent)",
+            alloc_source="runtime/metrics /gc/heap/allocs:bytes and :objects (agent)",
+        )
     return Trial(
         index=index,
+        cost=cost,
         load=load(requests=requests, errors=errors, p_ms=p_ms),
         series={"heap_live": series or heap_series(heap_before, 0.0)},
         checkpoints=checkpoints,
@@ -331,6 +360,10 @@ def fixed_record() -> RunRecord:
             series=heap_series(10_000_000, leak / 20, seed=i),
             goroutines_after=12 + (i % 2),
             p_ms=2.0 * (1.2 if side == "candidate" else 1.0) * (1 + i / 100),
+            # 3% more CPU (within +10%) and 16 KiB more garbage per request (beyond it)
+            cpu_us=(41.2 if side == "candidate" else 40.0) * (1 + i / 1000),
+            alloc_bytes=(9000.0 + (16384 if side == "candidate" else 0)) * (1 + i / 10000),
+            allocs=120.0 + (1 if side == "candidate" else 0) + i / 100,
         )
         trials.append(dataclasses.replace(t, side=side, offered_rate=5000.0))
     env = Environment(

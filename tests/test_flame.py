@@ -13,6 +13,7 @@ import pytest
 
 from leakgate.model import CostProfile, CostSite, CostSites, FlameStack, RunRecord, Verdict
 from leakgate.report import Judged, flame, html
+from leakgate.units import format_change, format_per_request
 
 from .factories import fixed_cost_verdict
 
@@ -198,14 +199,14 @@ def test_output_does_not_depend_on_the_order_of_the_stacks() -> None:
 
 
 def test_figures_per_request() -> None:
-    assert flame.per_request(14.2e-6, "s/request") == "14.2 µs"
-    assert flame.per_request(-3.5e-6, "s/request", signed=True) == "-3.50 µs"
-    assert flame.per_request(4e-7, "s/request", signed=True) == "+400 ns"
-    assert flame.per_request(2.5e-3, "s/request") == "2.5 ms"
-    assert flame.per_request(1536.0, "B/request", signed=True) == "+1.5 KiB"
-    assert flame.change_percent(2.0, 1.0) == "+100.0%"
-    assert flame.change_percent(2.0, 0.0) == "new"
-    assert flame.change_percent(2.0, None) == ""
+    assert format_per_request(14.2e-6, "s/request") == "14.2 µs"
+    assert format_per_request(-3.5e-6, "s/request", signed=True) == "-3.50 µs"
+    assert format_per_request(4e-7, "s/request", signed=True) == "+400 ns"
+    assert format_per_request(2.5e-3, "s/request") == "2.5 ms"
+    assert format_per_request(1536.0, "B/request", signed=True) == "+1.5 KiB"
+    assert format_change(2.0, 1.0) == "+100.0%"
+    assert format_change(2.0, 0.0) == "new"
+    assert format_change(2.0, None) == ""
 
 
 # -- the HTML report's section -----------------------------------------------------------------

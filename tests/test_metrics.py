@@ -16,7 +16,7 @@ from leakgate import compare as cmp
 from leakgate.config import Config, load_config, quick
 from leakgate.judge import judge
 from leakgate.metrics import DEFAULT_THRESHOLDS, METRICS, Metric, Threshold, metric_values
-from leakgate.model import Environment, RunRecord, Series, Trial
+from leakgate.model import Counters, Environment, RunRecord, Series, Trial, WindowCost
 from leakgate.report import Judged, console, html, junit, markdown, openmetrics, table
 
 from .factories import heap_series, trial
@@ -43,8 +43,9 @@ def test_metric_values_reads_one_value_per_trial() -> None:
     p95 = values["p95_latency"]
     assert len(p95) == 2 and p95[1] > p95[0] > 1 * MS
     assert values["p50_latency"][0] < p95[0] <= values["p99_latency"][0]
-    # no GC series and no RSS in these trials
+    # no GC series, no RSS and no counters in these trials
     assert values["rss_peak"] == values["gc_cycles_per_min"] == values["gc_cpu_fraction"] == []
+    assert values["cpu_per_request"] == values["alloc_bytes_per_request"] == []
 
 
 def test_metric_table_directions() -> None:
@@ -55,6 +56,10 @@ def test_metric_table_directions() -> None:
         "p99_latency",
         "throughput",
         "error_rate",
+        "cpu_per_request",
+        "alloc_bytes_per_request",
+        "allocs_per_request",
+        "gc_cycles_per_1k_requests",
         "heap_live",
         "retained_per_request",
         "goroutine_growth",
@@ -70,7 +75,15 @@ def test_defaults_and_quick_come_from_the_registry() -> None:
         "retained_per_request",
         "goroutine_growth",
         "error_rate",
+        "cpu_per_request",
+        "alloc_bytes_per_request",
+        "allocs_per_request",
     }
+    # the cost metrics are gated against a baseline at +10% beyond a floor, with no limit
+    for name in ("cpu_per_request", "alloc_bytes_per_request", "allocs_per_request"):
+        t = DEFAULT_THRESHOLDS[name]
+        assert t.max_increase == pytest.approx(0.10) and t.floor and t.floor > 0
+        assert t.max is None
     assert Config().thresholds == DEFAULT_THRESHOLDS
     # --quick answers "does it leak?": the leak checks, and error_rate (leak figures from a
     # service answering errors mean nothing)
@@ -136,8 +149,16 @@ def measured(index: int, worse: float) -> Trial:
     series = dict(t.series)
     for name, (unit, end) in cumulative.items():
         series[name] = Series(name, unit, ((0.0, 0.0), (20.0, end)))
+    # per request: 40 µs of CPU, 9 KB and 120 objects allocated, a GC every 500 requests
+    spent = Counters(
+        cpu_seconds=40e-6 * scale * requests,
+        alloc_bytes=9000 * scale * requests,
+        alloc_objects=120 * scale * requests,
+        gc_cycles=requests * scale / 500,
+    )
+    cost = WindowCost(start=Counters(0.0, 0.0, 0.0, 0.0), end=spent, seconds=20.0)
     return dataclasses.replace(
-        t, series=series, rss_peak=int(50_000_000 * scale), offered_rate=5000.0
+        t, series=series, rss_peak=int(50_000_000 * scale), offered_rate=5000.0, cost=cost
     )
 
 
@@ -225,7 +246,9 @@ def test_every_metric_is_judged_against_the_baseline_and_its_limit(name: str) ->
 
 
 def test_every_metric_is_rendered_by_every_reporter() -> None:
-    record = run_record()
+    # 6 trials a side: with every metric gated, Holm multiplies the smallest p by 15, and 5
+    # against 5 cannot go below 1/252.
+    record = run_record(n=6)
     # error_rate gets no absolute limit here: a candidate over it would keep its latencies out
     # of the comparison (no latency verdict from a trial over its error limit).
     thresholds = {

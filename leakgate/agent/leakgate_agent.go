@@ -7,7 +7,9 @@
 //
 // It shares the package block with arbitrary user code, so every
 // package-level identifier is prefixed with leakgateAgent. It uses only the
-// standard library and only language features available in Go 1.17.
+// standard library and only language features available in Go 1.17, and
+// builds wherever syscall.Getrusage exists (Linux and the BSDs, where leakgate
+// runs services).
 //
 // When LEAKGATE_AGENT_ADDR is unset or empty the agent does nothing at all.
 // Otherwise it needs LEAKGATE_AGENT_TOKEN, a secret leakgate makes for each
@@ -64,6 +66,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -83,6 +86,8 @@ const (
 	leakgateAgentMetricGCCycles    = "/gc/cycles/total:gc-cycles"
 	leakgateAgentMetricGCCPU       = "/cpu/classes/gc/total:cpu-seconds"
 	leakgateAgentMetricTotalCPU    = "/cpu/classes/total:cpu-seconds"
+	leakgateAgentMetricAllocBytes  = "/gc/heap/allocs:bytes"
+	leakgateAgentMetricAllocObjs   = "/gc/heap/allocs:objects"
 )
 
 var (
@@ -341,11 +346,24 @@ type leakgateAgentMetricsResp struct {
 	GCCycles        *uint64             `json:"gc_cycles,omitempty"`
 	GCCPUSeconds    *leakgateAgentFloat `json:"gc_cpu_seconds,omitempty"`
 	TotalCPUSeconds *leakgateAgentFloat `json:"total_cpu_seconds,omitempty"`
-	GoVersion       string              `json:"go_version"`
-	GOMAXPROCS      int                 `json:"gomaxprocs"`
-	NumCPU          int                 `json:"num_cpu"`
-	PID             int                 `json:"pid"`
-	UptimeSeconds   *leakgateAgentFloat `json:"uptime_seconds,omitempty"`
+	// AllocBytes and AllocObjects count every heap allocation since the
+	// process started (garbage included): their deltas over a window are
+	// what the window's requests allocated.
+	AllocBytes   *uint64 `json:"alloc_bytes,omitempty"`
+	AllocObjects *uint64 `json:"alloc_objects,omitempty"`
+	// ProcessCPUSeconds is getrusage(RUSAGE_SELF) user + system time: the
+	// kernel's precise per-thread run time summed over every thread the
+	// process ever had (exited ones included), at microsecond resolution.
+	// runtime/metrics' /cpu/classes/total is wall time x GOMAXPROCS, not CPU
+	// used, so it cannot say what a request costs.
+	ProcessCPUSeconds    *leakgateAgentFloat `json:"process_cpu_seconds,omitempty"`
+	ProcessUserSeconds   *leakgateAgentFloat `json:"process_user_seconds,omitempty"`
+	ProcessSystemSeconds *leakgateAgentFloat `json:"process_system_seconds,omitempty"`
+	GoVersion            string              `json:"go_version"`
+	GOMAXPROCS           int                 `json:"gomaxprocs"`
+	NumCPU               int                 `json:"num_cpu"`
+	PID                  int                 `json:"pid"`
+	UptimeSeconds        *leakgateAgentFloat `json:"uptime_seconds,omitempty"`
 }
 
 func leakgateAgentAvailableMetrics() map[string]metrics.ValueKind {
@@ -374,6 +392,8 @@ func leakgateAgentMetrics(w http.ResponseWriter, r *http.Request) {
 		leakgateAgentMetricGCCycles,
 		leakgateAgentMetricGCCPU,
 		leakgateAgentMetricTotalCPU,
+		leakgateAgentMetricAllocBytes,
+		leakgateAgentMetricAllocObjs,
 	}
 	var samples []metrics.Sample
 	seen := make(map[string]bool)
@@ -415,6 +435,8 @@ func leakgateAgentMetrics(w http.ResponseWriter, r *http.Request) {
 		GCCycles:         u[leakgateAgentMetricGCCycles],
 		GCCPUSeconds:     f[leakgateAgentMetricGCCPU],
 		TotalCPUSeconds:  f[leakgateAgentMetricTotalCPU],
+		AllocBytes:       u[leakgateAgentMetricAllocBytes],
+		AllocObjects:     u[leakgateAgentMetricAllocObjs],
 		NumGoroutine:     runtime.NumGoroutine(),
 		GoVersion:        runtime.Version(),
 		GOMAXPROCS:       runtime.GOMAXPROCS(0),
@@ -424,6 +446,14 @@ func leakgateAgentMetrics(w http.ResponseWriter, r *http.Request) {
 	}
 	if resp.HeapLiveBytes != nil {
 		resp.HeapLiveSource = heapLiveName
+	}
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err == nil {
+		user := time.Duration(ru.Utime.Nano()).Seconds()
+		system := time.Duration(ru.Stime.Nano()).Seconds()
+		resp.ProcessUserSeconds = leakgateAgentFloatPtr(user)
+		resp.ProcessSystemSeconds = leakgateAgentFloatPtr(system)
+		resp.ProcessCPUSeconds = leakgateAgentFloatPtr(user + system)
 	}
 	leakgateAgentWriteJSON(w, resp)
 }

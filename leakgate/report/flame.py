@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from leakgate.model import CostProfile, FlameStack
 from leakgate.report.table import clean
-from leakgate.units import format_duration, format_size
+from leakgate.units import format_change, format_per_request
 
 MAX_DEPTH = 64  # levels drawn, the root included; deeper frames are charged to their ancestor
 MAX_RECTS = 3000
@@ -128,31 +128,6 @@ def colour(frame: Frame, *, compared: bool) -> str:
     return (GREW if change > 0 else SHRANK)[level]
 
 
-def per_request(value: float, unit: str, *, signed: bool = False) -> str:
-    """A cost per request in its unit: "14.2 µs", "1.5 KiB"; `signed` for a change.
-
-    Below a millisecond format_duration rounds to whole microseconds, too coarse for CPU per
-    request (where 14 µs against 15 µs is a 7% change), so those keep three digits here.
-    """
-    if not math.isfinite(value):
-        return "n/a"
-    sign = "+" if signed and value > 0 else ""
-    if unit == "s/request":
-        return sign + _fine_duration(value)
-    if unit == "B/request":
-        return sign + format_size(value)
-    return f"{sign}{value:.3g} {unit}".rstrip()
-
-
-def change_percent(candidate: float, baseline: float | None) -> str:
-    """The change against the baseline: "+12.5%", "new" where the baseline had none."""
-    if baseline is None or not (math.isfinite(candidate) and math.isfinite(baseline)):
-        return ""
-    if baseline == 0:
-        return "new" if candidate > 0 else ""
-    return f"{(candidate - baseline) / baseline:+.1%}"
-
-
 def svg(profile: CostProfile, *, title: str = "") -> str | None:
     """The profile's flame graph as an inline SVG, with a legend under it; None when there is
     nothing to draw (no stacks, or every value 0)."""
@@ -231,16 +206,17 @@ def _tooltip(frame: Frame, name: str, profile: CostProfile, compared: bool) -> s
     unit = profile.unit
 
     def amount(value: float) -> str:
-        return per_request(value, unit)
+        return format_per_request(value, unit)
 
     if not compared:
         return f"{name}\n{amount(frame.candidate)} per request"
     change = frame.candidate - frame.baseline
-    percent = change_percent(frame.candidate, frame.baseline)
+    percent = format_change(frame.candidate, frame.baseline)
     return (
         f"{name}\ncandidate: {amount(frame.candidate)} per request\n"
         f"baseline: {amount(frame.baseline)} per request\n"
-        f"change: {per_request(change, unit, signed=True)}" + (f" ({percent})" if percent else "")
+        f"change: {format_per_request(change, unit, signed=True)}"
+        + (f" ({percent})" if percent else "")
     )
 
 
@@ -292,15 +268,3 @@ def _widen(frame: Frame) -> float:
 
 def _frames(frame: Frame) -> int:
     return 1 + sum(_frames(child) for child in frame.children.values())
-
-
-def _fine_duration(seconds: float) -> str:
-    magnitude = abs(seconds)
-    if magnitude >= 1e-3 or magnitude == 0:
-        return format_duration(seconds)
-    sign = "-" if seconds < 0 else ""
-    if magnitude < 1e-6:
-        return f"{sign}{magnitude * 1e9:.0f} ns"
-    micros = magnitude * 1e6
-    digits = 2 if micros < 10 else 1 if micros < 100 else 0
-    return f"{sign}{micros:.{digits}f} µs"

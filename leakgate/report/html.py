@@ -27,7 +27,14 @@ from leakgate.model import (
     Verdict,
 )
 from leakgate.report import Judged, flame, table
-from leakgate.units import format_duration, format_metric, format_percent, format_size
+from leakgate.units import (
+    format_change,
+    format_duration,
+    format_metric,
+    format_per_request,
+    format_percent,
+    format_size,
+)
 
 if TYPE_CHECKING:
     from leakgate.report.charts import Chart
@@ -281,7 +288,7 @@ def _cost_cells(profile: CostProfile, site: CostSite, compared: bool) -> list[Nu
 
     def amount(value: float | None, signed: bool = False) -> Num:
         # No break between a figure and its unit, whatever room the columns get.
-        text = "" if value is None else flame.per_request(value, profile.unit, signed=signed)
+        text = "" if value is None else format_per_request(value, profile.unit, signed=signed)
         return Num(text.replace(" ", "\u00a0"))
 
     def side(value: float | None, objects: float | None) -> list[Num]:
@@ -293,7 +300,7 @@ def _cost_cells(profile: CostProfile, site: CostSite, compared: bool) -> list[Nu
         change = None if site.baseline is None else site.change
         cells += [
             amount(change, signed=True),
-            Num(flame.change_percent(site.candidate, site.baseline)),
+            Num(format_change(site.candidate, site.baseline)),
         ]
     if alloc:
         objects, size = site.candidate_objects, ""

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -254,8 +255,25 @@ func TestAgentEndpoints(t *testing.T) {
 		m := fetchJSON(t, "GET", base+"/leakgate/metrics")
 		for _, k := range []string{"heap_live_bytes", "heap_objects_bytes", "heap_goal_bytes",
 			"total_memory_bytes", "goroutines", "num_goroutine", "gc_cycles", "gc_cpu_seconds",
-			"total_cpu_seconds", "gomaxprocs", "num_cpu", "pid", "uptime_seconds"} {
+			"total_cpu_seconds", "gomaxprocs", "num_cpu", "pid", "uptime_seconds",
+			"alloc_bytes", "alloc_objects", "process_cpu_seconds", "process_user_seconds",
+			"process_system_seconds"} {
 			number(t, m, k)
+		}
+		cpu := number(t, m, "process_cpu_seconds")
+		if sum := number(t, m, "process_user_seconds") + number(t, m, "process_system_seconds"); cpu <= 0 || math.Abs(cpu-sum) > 1e-6 {
+			t.Errorf("process_cpu_seconds %v is not user + system (%v) or not positive", cpu, sum)
+		}
+		// The counters only grow, and requests move them: the agent's own
+		// answer allocates, and serving /hello costs CPU.
+		for i := 0; i < 200; i++ {
+			fetch(t, "GET", "http://"+s.svcAddr+"/hello")
+		}
+		later := fetchJSON(t, "GET", base+"/leakgate/metrics")
+		for _, k := range []string{"alloc_bytes", "alloc_objects", "process_cpu_seconds"} {
+			if number(t, later, k) <= number(t, m, k) {
+				t.Errorf("%s did not grow over 200 requests: %v then %v", k, m[k], later[k])
+			}
 		}
 		if number(t, m, "goroutines") <= 0 {
 			t.Errorf("goroutines <= 0: %v", m)
