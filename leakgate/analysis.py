@@ -185,6 +185,19 @@ def median(values: Sequence[float]) -> float | None:
     return clean[mid] if len(clean) % 2 else (clean[mid - 1] + clean[mid]) / 2.0
 
 
+def spread(values: Sequence[float]) -> float | None:
+    """The coefficient of variation over trials (sample standard deviation ÷ |mean|): how far
+    one trial's figure strays from another's. None for fewer than two values or a mean of 0."""
+    clean = [v for v in values if math.isfinite(v)]
+    if len(clean) < 2:
+        return None
+    mean = sum(clean) / len(clean)
+    if mean == 0:
+        return None
+    variance = sum((v - mean) ** 2 for v in clean) / (len(clean) - 1)
+    return math.sqrt(variance) / abs(mean)
+
+
 def _series_delta(trial: Trial, name: str) -> tuple[float, float] | None:
     """(change in value, seconds) between the first and last sample of a cumulative series."""
     series = trial.series.get(name)

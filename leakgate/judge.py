@@ -7,17 +7,26 @@ or a leak is a failing Check, never an exception.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
-from leakgate import analysis, leaks, slo
+from leakgate import analysis, costsites, leaks, slo
 from leakgate.compare import Comparison, compare, environment_mismatches
 from leakgate.config import Config
 from leakgate.errors import EXIT_ENVIRONMENT, EXIT_GATE_FAILED, EXIT_INTERRUPTED, EXIT_OK
-from leakgate.metrics import LEAK_METRICS, METRICS, Metric, Threshold, metric_values
+from leakgate.metrics import (
+    LEAK_METRICS,
+    METRICS,
+    Metric,
+    Threshold,
+    metric_values,
+    sites_explaining,
+)
 from leakgate.model import (
     Check,
     CheckStatus,
     ComparisonRow,
+    CostSites,
     Environment,
     LeakSites,
     RunRecord,
@@ -32,13 +41,15 @@ def judge(
     config: Config,
     baseline: RunRecord | None = None,
     sites: LeakSites | None = None,
+    costs: CostSites | None = None,
 ) -> Verdict:
     """Every check of a run, in the order a reader wants them.
 
     Leak and limit checks judge the candidate's trials on their own. Against a baseline (the
     `baseline` side of a `compare` record, or a stored RunRecord) each gated metric is compared
     too, one value per trial and side. `sites` (from leaksites.find) are attached to the
-    failing leak checks, top three first.
+    failing leak checks, top three first; `costs` (from costsites.find) name the functions
+    whose cost grew beside a failing or inconclusive comparison of a cost metric.
     """
     trials = [t for t in record.trials if t.side == "candidate"]
     checks: list[Check] = []
@@ -68,13 +79,44 @@ def judge(
     if unjudged:
         notes.append(f"could not judge {', '.join(unjudged)}: no data is never a pass")
     sites = sites or LeakSites()
+    costs = _shown_costs(costs or CostSites(), checks)
     return Verdict(
         status=_status(record, checks, unjudged),
-        checks=tuple(leaks.with_sites(c, sites) for c in checks),
+        checks=tuple(_with_costs(leaks.with_sites(c, sites), costs) for c in checks),
         notes=tuple(notes),
         comparisons=rows,
+        measured=() if rows else _measured(trials),
         leak_sites=sites,
+        costs=costs,
     )
+
+
+def _shown_costs(costs: CostSites, checks: Sequence[Check]) -> CostSites:
+    """The cost profiles a reader needs: CPU and allocations always, the live-heap growth only
+    beside a heap leak that failed or could not be settled (a clean service's heap moves by a
+    few one-off allocations between the checkpoints, which explain nothing)."""
+    heap_flagged = any(
+        c.status in ("fail", "warn") and sites_explaining(c.name) == "heap" for c in checks
+    )
+    shown = tuple(p for p in costs.profiles if p.kind != "heap" or heap_flagged)
+    return dataclasses.replace(costs, profiles=shown)
+
+
+def _with_costs(check: Check, costs: CostSites) -> Check:
+    """A failing or inconclusive comparison of a cost metric, with the functions whose cost
+    grew most first in its evidence ("where: main.priceWork +14.2 µs/request ...")."""
+    metric = METRICS.get(check.name.removesuffix("_vs_baseline"))
+    if metric is None or metric.costs is None or check.name == metric.name:
+        return check
+    profile = costs.get(metric.costs)
+    if profile is None or check.status not in ("fail", "warn"):
+        return check
+    objects = metric.name == "allocs_per_request"
+    lines = [
+        f"where: {costsites.describe(s, profile, objects=objects)}"
+        for s in costsites.grown(profile, objects=objects)
+    ]
+    return dataclasses.replace(check, evidence=(*lines, *check.evidence)) if lines else check
 
 
 def _status(record: RunRecord, checks: Sequence[Check], unjudged: Sequence[str]) -> VerdictStatus:
@@ -203,7 +245,37 @@ def _row(c: Comparison) -> ComparisonRow:
         symbol=c.symbol,
         gated=c.gated,
         reason=c.reason,
+        baseline_spread=analysis.spread(c.baseline.values),
+        candidate_spread=analysis.spread(c.candidate.values),
     )
+
+
+def _measured(trials: Sequence[Trial]) -> tuple[ComparisonRow, ...]:
+    """What each metric measured over the candidate's trials, for a run without a baseline."""
+    rows = []
+    for name, values in metric_values(t for t in trials if not t.service.died).items():
+        if not values:
+            continue
+        metric = METRICS[name]
+        rows.append(
+            ComparisonRow(
+                metric=name,
+                label=metric.label,
+                unit=metric.unit,
+                baseline_median=None,
+                candidate_median=analysis.median(values),
+                change=None,
+                p_value=None,
+                n_baseline=0,
+                n_candidate=len(values),
+                verdict="measured",
+                symbol="",
+                gated=False,
+                reason="",
+                candidate_spread=analysis.spread(values),
+            )
+        )
+    return tuple(rows)
 
 
 _COMPARISON_STATUS: dict[str, CheckStatus] = {

@@ -23,6 +23,7 @@ ThresholdKind = Literal["duration", "size", "count", "fraction"]
 # How a metric's absolute limit is judged per trial (slo.py and leaks.py hold the rules).
 LimitRule = Literal["retained", "goroutines", "errors", "latency", "value"]
 LeakKind = Literal["heap", "goroutines"]
+CostKind = Literal["cpu", "alloc"]
 
 _KINDS: dict[str, ThresholdKind] = {
     "s": "duration",
@@ -63,6 +64,7 @@ class Metric:
     # check names the leak sites of this kind.
     leak: LeakKind | None = None
     sites: LeakKind | None = None  # which leak sites explain a failing comparison
+    costs: CostKind | None = None  # which cost profile (costsites) explains a failing one
     # Not judged from a trial that missed its offered rate or its error limit.
     needs_steady_load: bool = False
     limit_rank: int = 9  # order of its limit check in the reports (leaks first, then errors)
@@ -162,6 +164,7 @@ METRICS: dict[str, Metric] = {
             analysis.cpu_per_request,
             "lower",
             "s/request",
+            costs="cpu",
             default=Threshold(max_increase=0.10, floor=CPU_FLOOR),
         ),
         Metric(
@@ -170,6 +173,7 @@ METRICS: dict[str, Metric] = {
             analysis.alloc_bytes_per_request,
             "lower",
             "B/request",
+            costs="alloc",
             default=Threshold(max_increase=0.10, floor=ALLOC_BYTES_FLOOR),
         ),
         Metric(
@@ -178,6 +182,7 @@ METRICS: dict[str, Metric] = {
             analysis.allocs_per_request,
             "lower",
             "allocs/request",
+            costs="alloc",
             default=Threshold(max_increase=0.10, floor=ALLOCS_FLOOR),
         ),
         Metric(

@@ -270,10 +270,13 @@ class ComparisonRow:
     p_value: float | None
     n_baseline: int
     n_candidate: int
-    verdict: str  # pass | fail | inconclusive | too_few | no_data
+    verdict: str  # pass | fail | inconclusive | too_few | no_data | measured
     symbol: str  # ✓ ✗ ~ ?
     gated: bool
     reason: str
+    # the coefficient of variation over each side's trials (analysis.spread)
+    baseline_spread: float | None = None
+    candidate_spread: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -374,6 +377,8 @@ class Verdict:
     checks: tuple[Check, ...] = ()
     notes: tuple[str, ...] = ()
     comparisons: tuple[ComparisonRow, ...] = ()
+    # a run judged without a baseline: what each metric measured (no baseline fields)
+    measured: tuple[ComparisonRow, ...] = ()
     leak_sites: LeakSites = field(default_factory=LeakSites)
     costs: CostSites = field(default_factory=CostSites)
 

@@ -8,7 +8,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from leakgate import leaksites, outputs
+from leakgate import costsites, leaksites, outputs
 from leakgate.baseline import load_baseline, load_run
 from leakgate.config import Config
 from leakgate.environment import redacted_config
@@ -36,7 +36,9 @@ def rerender(args: argparse.Namespace) -> int:
     places = outputs.report_outputs(where, args.openmetrics, read)
     places.check()
     places.claim()
-    verdict = judge(record, cfg, baseline, leaksites.find_or_note(record, run_path.parent))
+    sites = leaksites.find_or_note(record, run_path.parent)
+    costs = costsites.find_or_note(record, run_path.parent)
+    verdict = judge(record, cfg, baseline, sites, costs)
     judged = Judged(verdict, record, baseline)
     written, problems = write_reports(judged, out, openmetrics=args.openmetrics)
     sys.stdout.write(console.render(dataclasses.replace(judged, written=tuple(written))))

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from leakgate import analysis, leaksites
+from leakgate import analysis, costsites, leaksites
 from leakgate.baseline import load_baseline, save_baseline
 from leakgate.build import check_main_package, module_root
 from leakgate.commands import options
@@ -240,9 +240,9 @@ def _verdict(
     that says so, and the measurements are still written."""
     record = measured.record
     try:
-        verdict = judge(
-            record, plan.cfg, plan.baseline, leaksites.find_or_note(record, plan.report_dir)
-        )
+        sites = leaksites.find_or_note(record, plan.report_dir)
+        costs = costsites.find_or_note(record, plan.report_dir)
+        verdict = judge(record, plan.cfg, plan.baseline, sites, costs)
         if measured.unconfirmed is not None:
             verdict = merge_confirmation(measured.unconfirmed, verdict)
     except Exception as e:

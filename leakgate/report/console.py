@@ -4,7 +4,6 @@ table, report paths. The full evidence is in junit.xml, summary.md and report.ht
 
 from __future__ import annotations
 
-from leakgate.model import Verdict
 from leakgate.report import Judged, table
 
 LABELS = table.CHECK_LABELS
@@ -31,8 +30,14 @@ def render(judged: Judged) -> str:
             lines.extend(indent + sub for sub in evidence)
     if verdict.comparisons:
         lines.append("")
-        lines.extend(comparison_table(verdict))
+        lines.extend(aligned(table.comparison_rows(verdict)))
         lines.append("")
+    elif verdict.measured:
+        lines.append("")
+        lines.extend(aligned(table.measured_rows(verdict)))
+        lines.append("")
+    if verdict.costs.profiles:
+        lines.extend(f"  {line}" for line in table.cost_lines(verdict))
     lines.extend(f"  note: {n}" for n in verdict.notes)
     headline = table.headline(verdict)
     lines.insert(0, f"leakgate: {headline} ({table.run_context(record)})")
@@ -48,10 +53,9 @@ def _safe(line: str) -> str:
     return "| " + line if line.lstrip().startswith("::") else line
 
 
-def comparison_table(verdict: Verdict) -> list[str]:
-    """The side-by-side table, aligned for a terminal."""
-    rows = table.comparison_rows(verdict)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(table.COMPARISON_HEADER))]
+def aligned(rows: list[tuple[str, ...]]) -> list[str]:
+    """A table for a terminal: the first column left-aligned, the figures right-aligned."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return [
         "  "
         + "  ".join(

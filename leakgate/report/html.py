@@ -81,6 +81,7 @@ def render(judged: Judged) -> str:
         _header(verdict, record, sides),
         _checks(verdict.checks),
         _comparisons(verdict),
+        _measured(verdict),
         _charts(charts.charts(sides)),
         _leak_sites(verdict),
         _costs(verdict),
@@ -146,6 +147,19 @@ def _checks(checks: Sequence[Check]) -> str:
             f"<td>{esc(check.summary)}{evidence}</td></tr>"
         )
     return _table("<h2>Checks</h2>", ("status", "check", "summary and evidence"), rows)
+
+
+def _measured(verdict: Verdict) -> str:
+    if verdict.comparisons or not verdict.measured:
+        return ""
+    header, *cells = table.measured_rows(verdict)
+    rows = [
+        f"<tr><td>{esc(label)}</td>"
+        + "".join(f'<td class="num">{esc(v)}</td>' for v in rest)
+        + "</tr>"
+        for label, *rest in cells
+    ]
+    return _table("<h2>Measured</h2>", header, rows)
 
 
 def _comparisons(verdict: Verdict) -> str:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from junit_xml import TestCase, TestSuite, to_xml_report_string
 
+from leakgate import analysis
+from leakgate.metrics import METRICS, metric_values
 from leakgate.model import Check, LeakSite, RunRecord, Verdict
-from leakgate.report import Judged
+from leakgate.report import Judged, table
+from leakgate.units import format_metric
 
 CLASSNAME = "leakgate"
 
@@ -25,7 +28,21 @@ def _properties(record: RunRecord) -> dict[str, str]:
     if env.service_cpus:
         props["service_cpus"] = ",".join(map(str, env.service_cpus))
         props["loadgen_cpus"] = ",".join(map(str, env.loadgen_cpus))
+    # every metric the candidate measured: its median over the trials, with the spread
+    values = metric_values(t for t in record.trials if t.side == "candidate")
+    for name, per_trial in values.items():
+        if per_trial:
+            props[name] = _median_and_spread(per_trial, METRICS[name].unit)
     return {k: v for k, v in props.items() if v}
+
+
+def _median_and_spread(values: list[float], unit: str) -> str:
+    """ "41.4 µs/request (40.9 µs/request .. 41.8 µs/request, 5 trials)"."""
+    median = analysis.median(values)
+    if len(values) == 1:
+        return format_metric(median, unit)
+    low, high = format_metric(min(values), unit), format_metric(max(values), unit)
+    return f"{format_metric(median, unit)} ({low} .. {high}, {len(values)} trials)"
 
 
 def _case(check: Check, suite: str) -> TestCase:
@@ -87,6 +104,8 @@ def _suite_output(verdict: Verdict) -> list[str]:
     if sites.trace:
         lines.append(f"execution trace: go tool trace {sites.trace}")
     lines.extend(sites.notes)
+    lines.extend(table.cost_lines(verdict, top=3))
+    lines.extend(verdict.costs.notes)
     return lines
 
 

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 
 from leakgate.model import Check, LeakSite, RunRecord, Verdict
 from leakgate.report import Judged, table
-from leakgate.units import format_size
+from leakgate.units import format_change, format_per_request, format_size
 
 MAX_BYTES = 1024 * 1024 - 4096  # GitHub refuses step summaries over 1 MiB
 MAX_EVIDENCE_CHARS = 20_000
@@ -26,6 +26,7 @@ VERDICT = {
     "error": "💥 ERROR",
     "interrupted": "⏸️ INTERRUPTED",
 }
+COST_ROWS = 5
 COMPARISON = {"pass": "✅", "fail": "❌", "inconclusive": "`~`", "too_few": "❔", "no_data": "–"}
 
 # Punctuation that can start Markdown syntax (emphasis, links, images, code, HTML, tables,
@@ -38,7 +39,10 @@ def render(judged: Judged) -> str:
     head = [_headline(verdict, record), _checks(verdict.checks)]
     if verdict.comparisons:
         head.append(_comparisons(verdict))
+    elif verdict.measured:
+        head.append(_measured(verdict))
     head.append(_leak_sites(verdict))
+    head.append(_costs(verdict))
     if verdict.notes:
         head.append("\n".join(f"> {line(n)}" for n in verdict.notes))
     tail = [_environment(record)]
@@ -104,14 +108,55 @@ def _comparisons(verdict: Verdict) -> str:
     rows = [
         "### Baseline vs candidate",
         "",
-        "| metric | baseline | candidate | change | p | n | |",
-        "|---|--:|--:|--:|--:|--:|:-:|",
+        "| metric | baseline | candidate | change | spread | p | n | |",
+        "|---|--:|--:|--:|--:|--:|--:|:-:|",
     ]
     for row in verdict.comparisons:
         cells = table.comparison_cells(row)
         *text, _ = (cell(c) for c in cells)
         rows.append("| " + " | ".join(text) + f" | {COMPARISON[row.verdict]} |")
     return "\n".join(rows)
+
+
+def _measured(verdict: Verdict) -> str:
+    rows = ["### Measured", "", "| metric | median | spread | trials |", "|---|--:|--:|--:|"]
+    for row in verdict.measured:
+        rows.append("| " + " | ".join(cell(c) for c in table.measured_cells(row)) + " |")
+    return "\n".join(rows)
+
+
+def _costs(verdict: Verdict) -> str:
+    """Where the cost goes: each cost profile's top functions, and the pprof commands."""
+    costs = verdict.costs
+    if not (costs.profiles or costs.notes):
+        return ""
+    out = ["### Where the cost goes"]
+    for profile in costs.profiles:
+        compared = any(s.baseline is not None for s in profile.sites)
+        out += ["", f"{table.COST_TITLES[profile.kind]}, by the service's own function:", ""]
+        if compared:
+            out += ["| function | baseline | candidate | change |", "|---|--:|--:|--:|"]
+        else:
+            out += ["| function | candidate |", "|---|--:|"]
+        for site in profile.sites[:COST_ROWS]:
+            name = f"{code(site.function)} {cell(_cost_where(site.file, site.line))}"
+            cand = format_per_request(site.candidate, profile.unit)
+            if compared:
+                base = format_per_request(site.baseline or 0.0, profile.unit)
+                change = format_per_request(site.change, profile.unit, signed=True)
+                percent = format_change(site.candidate, site.baseline)
+                out.append(f"| {name} | {base} | {cand} | {change} {cell(percent)} |")
+            else:
+                out.append(f"| {name} | {cand} |")
+        if profile.commands:
+            out += ["", "```sh", *(table.clean(c) for c in profile.commands), "```"]
+    if costs.notes:
+        out += ["", *(f"> {line(n)}" for n in costs.notes)]
+    return "\n".join(out)
+
+
+def _cost_where(file: str, number: int) -> str:
+    return f"({file.rsplit('/', 1)[-1]}:{number})" if file else ""
 
 
 def _site_cell(site: LeakSite) -> str:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import re
 
+from leakgate import costsites
 from leakgate.analysis import offered_rate
 from leakgate.metrics import LEAK_METRICS, sites_explaining
 from leakgate.model import ComparisonRow, LeakSite, RunRecord, Verdict
@@ -38,7 +40,8 @@ def site_location(site: LeakSite) -> str:
     return where.strip()
 
 
-COMPARISON_HEADER = ("metric", "baseline", "candidate", "change", "p", "n", "")
+COMPARISON_HEADER = ("metric", "baseline", "candidate", "change", "spread", "p", "n", "")
+MEASURED_HEADER = ("metric", "median", "spread", "trials")
 
 _TALLY_WORDS = (
     ("fail", "failed"),
@@ -56,6 +59,7 @@ def comparison_cells(row: ComparisonRow) -> tuple[str, ...]:
         format_metric(row.baseline_median, row.unit),
         format_metric(row.candidate_median, row.unit),
         "n/a" if row.change is None else f"{row.change:+.1%}",
+        " / ".join(format_spread(v) for v in (row.baseline_spread, row.candidate_spread)),
         "" if row.p_value is None else f"{row.p_value:.3f}",
         f"{row.n_baseline}/{row.n_candidate}",
         row.symbol,
@@ -65,6 +69,26 @@ def comparison_cells(row: ComparisonRow) -> tuple[str, ...]:
 def comparison_rows(verdict: Verdict) -> list[tuple[str, ...]]:
     """The side-by-side table as strings: the header, then one row per compared metric."""
     return [COMPARISON_HEADER, *(comparison_cells(row) for row in verdict.comparisons)]
+
+
+def format_spread(spread: float | None) -> str:
+    """A coefficient of variation over trials: "±0.4%"; "–" where it is not known."""
+    return "–" if spread is None or not math.isfinite(spread) else f"±{spread:.1%}"
+
+
+def measured_cells(row: ComparisonRow) -> tuple[str, ...]:
+    """One row of the table of a run without a baseline, in the order of MEASURED_HEADER."""
+    return (
+        row.label,
+        format_metric(row.candidate_median, row.unit),
+        format_spread(row.candidate_spread),
+        str(row.n_candidate),
+    )
+
+
+def measured_rows(verdict: Verdict) -> list[tuple[str, ...]]:
+    """The measured table as strings: the header, then one row per metric with a value."""
+    return [MEASURED_HEADER, *(measured_cells(row) for row in verdict.measured)]
 
 
 def tally(verdict: Verdict) -> str:
@@ -114,3 +138,31 @@ def run_context(record: RunRecord) -> str:
     if rate:
         context += f" at {rate:,.0f} req/s"
     return context
+
+
+COST_TITLES = {
+    "cpu": "CPU per request",
+    "alloc": "Allocations per request",
+    "heap": "Live-heap growth per request",
+}
+
+
+def cost_lines(verdict: Verdict, top: int = 1) -> list[str]:
+    """Where the cost goes, in plain lines: the `top` functions of each cost profile (those
+    that grew most against the baseline, or the costliest without one), then the `go tool
+    pprof` commands that open the same profiles (run in the report directory)."""
+    lines: list[str] = []
+    commands: list[str] = []
+    for profile in verdict.costs.profiles:
+        compared = any(s.baseline is not None for s in profile.sites)
+        sites = costsites.grown(profile, top=top) if compared else list(profile.sites[:top])
+        title = COST_TITLES.get(profile.kind, profile.kind)
+        if not sites:
+            what = "nothing grew" if compared else "no function stood out"
+            lines.append(f"{title}: {what}")
+        lines.extend(f"{title}: {clean(costsites.describe(s, profile))}" for s in sites)
+        commands.extend(clean(c) for c in profile.commands)
+    if commands:
+        lines.append("profiles (in the report directory):")
+        lines.extend(f"  {c}" for c in commands)
+    return lines
