@@ -120,9 +120,14 @@ def compare(
     When the baseline median is 0 the relative change is undefined: the threshold is then
     "any worsening", so the decision rests on the floor and significance alone.
 
-    The Holm family is the gated metrics that were tested (enough trials on both sides).
-    Ungated metrics are tested (raw p, outside the Holm family) but never fail: "inconclusive"
-    when the candidate is worse beyond the floor with raw p < alpha, else "pass".
+    The Holm family is the gated metrics that were tested (enough trials on both sides) and whose
+    medians moved beyond both their threshold and their floor: only those can fail, so a metric
+    within its threshold spends none of the family's alpha. (With the cost metrics gated beside
+    latency and the leak figure, Holm over every gated metric would multiply the smallest p of
+    5 against 5 trials by 5; a regression of one metric would have to beat the noise of four
+    others it did not move.) Ungated metrics are tested (raw p, outside the Holm family) but
+    never fail: "inconclusive" when the candidate is worse beyond the floor with raw p < alpha,
+    else "pass".
 
     Raises ValueError for a metric name not in `METRICS` or an alpha outside (0, 1).
     """
@@ -142,7 +147,10 @@ def compare(
         if b.n >= min_trials and c.n >= min_trials
     }
     gated = [n for n in tested if _gate(thresholds.get(n)) is not None]
-    adjusted = dict(zip(gated, holm([tested[n] for n in gated]), strict=True))
+    family = [n for n in gated if _beyond(METRICS[n], *samples[n], thresholds[n])]
+    adjusted = dict(zip(family, holm([tested[n] for n in family]), strict=True))
+    # within their threshold or floor, they pass whatever p is; shown with their raw p
+    adjusted.update({n: tested[n] for n in gated if n not in adjusted})
 
     results = []
     for name in names:
@@ -166,6 +174,20 @@ def compare(
 
 def _gate(threshold: Threshold | None) -> float | None:
     return None if threshold is None else threshold.max_increase
+
+
+def _beyond(metric: Metric, b: Sample, c: Sample, threshold: Threshold) -> bool:
+    """Whether the candidate's median is worse than the baseline's beyond both the threshold
+    and the floor: a gated metric that could fail if the change is significant."""
+    if b.median is None or c.median is None or threshold.max_increase is None:
+        return False
+    sign = 1.0 if metric.direction == "lower" else -1.0
+    worse_by = sign * (c.median - b.median)
+    if worse_by <= (threshold.floor or 0.0):
+        return False
+    if b.median == 0:
+        return True  # a zero baseline: any worsening is beyond the threshold
+    return worse_by / abs(b.median) > threshold.max_increase
 
 
 def _one_sided_p(base: Sequence[float], cand: Sequence[float], direction: Direction) -> float:
@@ -284,12 +306,14 @@ def _gated(
     floor_text = f"the {_format(metric.unit, floor)} floor" if floor else ""
     significant = p_adjusted < alpha
     stat = f"p={p_adjusted:.3g} {'<' if significant else '≥'} {alpha:g} after Holm"
+    # Outside the Holm family (no worse, or within the threshold or the floor: see compare)
+    # the p shown is the metric's own.
     if worse_by <= 0:
-        return "pass", f"{stat}: no worse"
+        return "pass", f"p={p_adjusted:.3g}: no worse"
     if not over_threshold:
-        return "pass", f"{stat}, within {threshold_text}"
+        return "pass", f"p={p_adjusted:.3g}, within {threshold_text}"
     if not worse_by > (floor or 0.0):
-        return "pass", f"{stat}, within {floor_text}"
+        return "pass", f"p={p_adjusted:.3g}, within {floor_text}"
     beyond = " and ".join(t for t in (threshold_text, floor_text) if t)
     if significant:
         return "fail", f"{stat}, beyond {beyond}"
