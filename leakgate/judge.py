@@ -112,10 +112,11 @@ def _with_costs(check: Check, costs: CostSites) -> Check:
     if profile is None or check.status not in ("fail", "warn"):
         return check
     objects = metric.name == "allocs_per_request"
-    lines = [
-        f"where: {costsites.describe(s, profile, objects=objects)}"
-        for s in costsites.grown(profile, objects=objects)
-    ]
+    if any(s.baseline is not None for s in profile.sites):
+        sites, prefix = costsites.grown(profile, objects=objects), "where"
+    else:  # a stored baseline: its profiles are not here, so the candidate's costliest
+        sites, prefix = list(profile.sites[:3]), "costliest"
+    lines = [f"{prefix}: {costsites.describe(s, profile, objects=objects)}" for s in sites]
     return dataclasses.replace(check, evidence=(*lines, *check.evidence)) if lines else check
 
 
