@@ -80,26 +80,25 @@ func parseLeak(s string) (string, error) {
 // order request's own work (pricing CPU and the stock lookup) takes longer
 // ("20" or "20%"); empty means 0.
 func parseSlow(s string) (int, error) {
-	if s == "" {
-		return 0, nil
-	}
-	n, err := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(s), "%"))
-	if err != nil || n < 0 || n > maxSlowPercent {
-		return 0, fmt.Errorf("invalid SLOW=%q: want an integer percentage between 0 and %d", s, maxSlowPercent)
-	}
-	return n, nil
+	return parsePercent("SLOW", s, maxSlowPercent)
 }
 
 // parseCPU validates CPU: an integer percentage by which the pricing
 // computation of each product or order request does more work ("20" or
 // "20%"); empty means 0. Unlike SLOW it leaves the stock lookup alone.
 func parseCPU(s string) (int, error) {
+	return parsePercent("CPU", s, maxCPUPercent)
+}
+
+// parsePercent reads the switch name=s, an integer percentage between 0 and
+// max with an optional "%"; empty means 0.
+func parsePercent(name, s string, max int) (int, error) {
 	if s == "" {
 		return 0, nil
 	}
 	n, err := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(s), "%"))
-	if err != nil || n < 0 || n > maxCPUPercent {
-		return 0, fmt.Errorf("invalid CPU=%q: want an integer percentage between 0 and %d", s, maxCPUPercent)
+	if err != nil || n < 0 || n > max {
+		return 0, fmt.Errorf("invalid %s=%q: want an integer percentage between 0 and %d", name, s, max)
 	}
 	return n, nil
 }

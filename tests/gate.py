@@ -13,6 +13,7 @@ import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from junitparser import JUnitXml
 
@@ -203,3 +204,27 @@ def git(repo: Path, *args: str) -> str:
         check=True,
     )
     return proc.stdout.strip()
+
+
+def screenshot(chromium: str, page: Path, width: int, height: int) -> Any:
+    """The page as headless Chromium draws it: an RGB array of height x width, 0..1."""
+    import matplotlib.image
+
+    shot = page.with_suffix(".png")
+    subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            f"--user-data-dir={page.parent / 'chromium-profile'}",
+            f"--screenshot={shot}",
+            f"--window-size={width},{height}",
+            "--hide-scrollbars",
+            page.as_uri(),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    return matplotlib.image.imread(str(shot))[:, :, :3]

@@ -4,7 +4,6 @@ import dataclasses
 import itertools
 import random
 import re
-import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from leakgate.report import Judged, flame, html
 from leakgate.units import format_change, format_per_request
 
 from .factories import fixed_cost_verdict
+from .gate import screenshot
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -265,28 +265,9 @@ def test_no_costs_no_section() -> None:
 
 @pytest.mark.slow
 def test_chromium_paints_the_flame_graphs(chromium: str, tmp_path: Path) -> None:
-    import matplotlib.image
-
     page = tmp_path / "report.html"
     page.write_text(html.render(Judged(fixed_cost_verdict(), RunRecord())), encoding="utf-8")
-    shot = tmp_path / "shot.png"
-    subprocess.run(
-        [
-            chromium,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            f"--user-data-dir={tmp_path / 'profile'}",
-            f"--screenshot={shot}",
-            "--window-size=1280,2400",
-            "--hide-scrollbars",
-            page.as_uri(),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    image = matplotlib.image.imread(str(shot))[:, :, :3]
+    image = screenshot(chromium, page, 1280, 2400)
     assert image.shape[:2] == (2400, 1280)
 
     def painted(hex_colour: str) -> np.ndarray:

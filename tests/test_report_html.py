@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ from leakgate.model import (
 from leakgate.report import Judged, charts, html, table
 
 from .factories import heap_series, histogram, trial
+from .gate import screenshot
 
 HOSTILE = "<script>alert(1)</script> \x1b[31mred\x1b[0m \x07bell"
 HEAP_COMMAND = "go tool pprof -diff_base trial-1/heap-warmup.pb.gz trial-1/heap-drain.pb.gz"
@@ -247,28 +247,9 @@ def test_the_latency_distribution_reaches_the_slowest_request() -> None:
 
 @pytest.mark.slow
 def test_chromium_draws_the_report(chromium: str, tmp_path: Path) -> None:
-    import matplotlib.image
-
     page = tmp_path / "report.html"
     page.write_text(html.render(Judged(compare_verdict(), compare_record())), encoding="utf-8")
-    shot = tmp_path / "shot.png"
-    subprocess.run(
-        [
-            chromium,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            f"--user-data-dir={tmp_path / 'profile'}",
-            f"--screenshot={shot}",
-            "--window-size=1280,3000",
-            "--hide-scrollbars",
-            page.as_uri(),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    image = matplotlib.image.imread(str(shot))[:, :, :3]
+    image = screenshot(chromium, page, 1280, 3000)
     assert image.shape[:2] == (3000, 1280)
     colours = {tuple(p) for p in (image[::4, ::4] * 255).astype(int).reshape(-1, 3).tolist()}
     assert len(colours) > 50, "the page looks blank"
