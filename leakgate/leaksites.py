@@ -227,7 +227,7 @@ _RUNTIME = ("runtime.", "internal/", "sync.runtime_")
 _HINTS = (
     ("net/http.(*persistConn).", "HTTP client connections held open: response bodies not closed?"),
     ("net/http.(*Transport).dialConn", "HTTP client connections held open: bodies not closed?"),
-    ("runtime.malg", "goroutine stacks: goroutines are leaking, see the goroutine sites"),
+    ("runtime.malg", "goroutine stacks: goroutines leaking? see the goroutine sites"),
     ("context.(*cancelCtx).propagateCancel", "contexts never cancelled?"),
 )
 
