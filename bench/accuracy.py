@@ -57,10 +57,13 @@ SCENARIOS: dict[str, tuple[tuple[str, str] | None, bool]] = {
         for mode in ("globalmap", "goroutine", "keyedcache", "unclosed", "context")
     },
     "boundedcache": (('parseLeak(getenv("LEAK"))', 'parseLeak("boundedcache")'), False),
-    # issue 16: a pure CPU regression (20% more pricing rounds, in main.priceWork) and a pure
+    # issue 16: a pure CPU regression of 20% of a request's CPU, in main.priceWork, and a pure
     # allocation regression (16 KiB of garbage per request, in main.renderAudit); neither
-    # touches the simulated stock lookup
-    "cpu20": (('parseCPU(getenv("CPU"))', 'parseCPU("20")'), True),
+    # touches the simulated stock lookup. The pricing is about a third of the sample's CPU per
+    # request (31 of 91 µs measured: HTTP, JSON and the kernel's network work are the rest), so
+    # 20% more CPU per request is CPU=60, 60% more pricing rounds (CPU=20 is +7%, within the
+    # gate's +10%: it passed 3 of 3 quiet compares, as it should).
+    "cpu20": (('parseCPU(getenv("CPU"))', 'parseCPU("60")'), True),
     "alloc16k": (('parseAlloc(getenv("ALLOC"))', 'parseAlloc("16KiB")'), True),
 }
 # The function the switch changed: the first one the CPU or allocation diff must name.

@@ -235,9 +235,33 @@ def _per_request(trial: Trial, counter: str) -> float | None:
     return float(end - start) / load.requests
 
 
+# A CPU counter in 10 ms clock ticks (process_cpu_seconds_total) needs this much CPU time over
+# the window before one tick is within 0.1% of it; under it there is no figure.
+COARSE_CPU_MIN_SECONDS = 10.0
+
+
 def cpu_per_request(trial: Trial) -> float | None:
-    """The service's CPU time (user + system) per request in the measure window, in seconds."""
+    """The service's CPU time (user + system) per request in the measure window, in seconds;
+    None from a counter in clock ticks that counted too few of them (see coarse_cpu_note)."""
+    if coarse_cpu_note(trial):
+        return None
     return _per_request(trial, "cpu_seconds")
+
+
+def coarse_cpu_note(trial: Trial) -> str:
+    """Why a trial's CPU per request is not given although its CPU time was read: a counter in
+    10 ms ticks that counted under COARSE_CPU_MIN_SECONDS over the window ("" otherwise)."""
+    cost = trial.cost
+    if cost is None or not cost.cpu_coarse:
+        return ""
+    start, end = cost.start.cpu_seconds, cost.end.cpu_seconds
+    if start is None or end is None or end - start >= COARSE_CPU_MIN_SECONDS:
+        return ""
+    return (
+        f"no CPU per request: {cost.cpu_source} counts 10 ms ticks, and the window used "
+        f"{end - start:.2f} s of CPU (one tick is {0.01 / max(end - start, 0.01):.1%} of it; "
+        f"{COARSE_CPU_MIN_SECONDS:g} s are needed)"
+    )
 
 
 def alloc_bytes_per_request(trial: Trial) -> float | None:

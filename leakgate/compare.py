@@ -120,14 +120,13 @@ def compare(
     When the baseline median is 0 the relative change is undefined: the threshold is then
     "any worsening", so the decision rests on the floor and significance alone.
 
-    The Holm family is the gated metrics that were tested (enough trials on both sides) and whose
-    medians moved beyond both their threshold and their floor: only those can fail, so a metric
-    within its threshold spends none of the family's alpha. (With the cost metrics gated beside
-    latency and the leak figure, Holm over every gated metric would multiply the smallest p of
-    5 against 5 trials by 5; a regression of one metric would have to beat the noise of four
-    others it did not move.) Ungated metrics are tested (raw p, outside the Holm family) but
-    never fail: "inconclusive" when the candidate is worse beyond the floor with raw p < alpha,
-    else "pass".
+    The Holm family is every gated metric that was tested (enough trials on both sides), fixed
+    before looking at the data: choosing it by which medians moved would pick the family with
+    the same event that makes p small, and let noisy metrics spend a whole alpha each. With k
+    gated metrics the smallest p a side of n trials can reach, 1/C(2n, n), must be under
+    alpha/k for anything to fail: an inconclusive reason says so when it is not. Ungated metrics
+    are tested (raw p, outside the Holm family) but never fail: "inconclusive" when the
+    candidate is worse beyond the floor with raw p < alpha, else "pass".
 
     Raises ValueError for a metric name not in `METRICS` or an alpha outside (0, 1).
     """
@@ -147,10 +146,7 @@ def compare(
         if b.n >= min_trials and c.n >= min_trials
     }
     gated = [n for n in tested if _gate(thresholds.get(n)) is not None]
-    family = [n for n in gated if _beyond(METRICS[n], *samples[n], thresholds[n])]
-    adjusted = dict(zip(family, holm([tested[n] for n in family]), strict=True))
-    # within their threshold or floor, they pass whatever p is; shown with their raw p
-    adjusted.update({n: tested[n] for n in gated if n not in adjusted})
+    adjusted = dict(zip(gated, holm([tested[n] for n in gated]), strict=True))
 
     results = []
     for name in names:
@@ -167,6 +163,7 @@ def compare(
                 max_increase=_gate(threshold),
                 floor=threshold.floor,
                 min_trials=min_trials,
+                family=len(gated),
             )
         )
     return results
@@ -174,20 +171,6 @@ def compare(
 
 def _gate(threshold: Threshold | None) -> float | None:
     return None if threshold is None else threshold.max_increase
-
-
-def _beyond(metric: Metric, b: Sample, c: Sample, threshold: Threshold) -> bool:
-    """Whether the candidate's median is worse than the baseline's beyond both the threshold
-    and the floor: a gated metric that could fail if the change is significant."""
-    if b.median is None or c.median is None or threshold.max_increase is None:
-        return False
-    sign = 1.0 if metric.direction == "lower" else -1.0
-    worse_by = sign * (c.median - b.median)
-    if worse_by <= (threshold.floor or 0.0):
-        return False
-    if b.median == 0:
-        return True  # a zero baseline: any worsening is beyond the threshold
-    return worse_by / abs(b.median) > threshold.max_increase
 
 
 def _one_sided_p(base: Sequence[float], cand: Sequence[float], direction: Direction) -> float:
@@ -232,6 +215,7 @@ def _judge(
     max_increase: float | None,
     floor: float | None,
     min_trials: int,
+    family: int = 1,
 ) -> Comparison:
     def result(verdict: ComparisonVerdict, reason: str, change: float | None = None) -> Comparison:
         return Comparison(
@@ -281,6 +265,13 @@ def _judge(
     verdict, reason = _gated(metric, worse_by, change, p_adjusted, alpha, max_increase, floor)
     if verdict == "inconclusive":
         reason += f" with {b.n} and {c.n} trials"
+        smallest = 1 / math.comb(b.n + c.n, b.n)
+        if family * smallest >= alpha:
+            reason += (
+                f" (with {family} gated metrics no change of these trials can be significant:"
+                f" the smallest p, {smallest:.3g}, times {family} is not under {alpha:g};"
+                " run more trials)"
+            )
     return result(verdict, f"{moved}, {reason}", change)
 
 
@@ -306,14 +297,12 @@ def _gated(
     floor_text = f"the {_format(metric.unit, floor)} floor" if floor else ""
     significant = p_adjusted < alpha
     stat = f"p={p_adjusted:.3g} {'<' if significant else '≥'} {alpha:g} after Holm"
-    # Outside the Holm family (no worse, or within the threshold or the floor: see compare)
-    # the p shown is the metric's own.
     if worse_by <= 0:
-        return "pass", f"p={p_adjusted:.3g}: no worse"
+        return "pass", f"{stat}: no worse"
     if not over_threshold:
-        return "pass", f"p={p_adjusted:.3g}, within {threshold_text}"
+        return "pass", f"{stat}, within {threshold_text}"
     if not worse_by > (floor or 0.0):
-        return "pass", f"p={p_adjusted:.3g}, within {floor_text}"
+        return "pass", f"{stat}, within {floor_text}"
     beyond = " and ".join(t for t in (threshold_text, floor_text) if t)
     if significant:
         return "fail", f"{stat}, beyond {beyond}"

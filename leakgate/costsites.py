@@ -30,11 +30,11 @@ from typing import Literal
 from leakgate import analysis, pprof
 from leakgate.leaksites import MIN_HEAP_BYTES
 from leakgate.model import CostProfile, CostSite, CostSites, FlameStack, RunRecord, Trial
-from leakgate.units import format_change, format_metric, format_per_request
 
 TOP = 10
 MAX_FLAME_STACKS = 2000
-MAX_DEPTH = 64  # frames of a flame stack; deeper ones lose their root-most frames
+MAX_DEPTH = 63  # frames of a flame stack (the graph adds its root, 'all'); deeper ones lose
+# their root-most frames
 SIDES = ("baseline", "candidate")
 
 Kind = Literal["cpu", "alloc", "heap"]
@@ -353,36 +353,3 @@ def _keyed(profile: pprof.Profile, stack: pprof.Stack, own: Own) -> Keyed:
         return (), None
     site = next((f for f in frames if own(f.function)), frames[0])
     return tuple(f.function for f in frames), site
-
-
-def describe(site: CostSite, profile: CostProfile, *, objects: bool = False) -> str:
-    """One line a developer can act on: "main.priceWork (leaks.go:140) +14.2 µs/request
-    (+61.0%: 23.3 µs → 37.5 µs)"; with `objects`, allocations instead of bytes; without a
-    baseline, the candidate's figure and its share of the total."""
-    where = f"{site.function} ({site.file.rsplit('/', 1)[-1]}:{site.line})"
-    if objects:
-        value, base, unit = site.candidate_objects or 0.0, site.baseline_objects, "allocs/request"
-        total = None
-    else:
-        value, base, unit = site.candidate, site.baseline, profile.unit
-        total = profile.candidate_total
-    if base is None:
-        share = f" ({value / total:.0%} of the total)" if total else ""
-        return f"{where} {format_metric(value, unit)}{share}"
-    change = format_metric(value - base, unit, signed=True)
-    percent = format_change(value, base)
-    side_unit = "allocs" if objects else unit
-    sides = f"{format_per_request(base, side_unit)} → {format_per_request(value, side_unit)}"
-    return f"{where} {change} ({percent + ': ' if percent else ''}{sides})"
-
-
-def grown(profile: CostProfile, *, objects: bool = False, top: int = 3) -> list[CostSite]:
-    """The sites whose cost grew most against the baseline (bytes, or `objects`), largest first."""
-
-    def change(site: CostSite) -> float:
-        if objects:
-            return (site.candidate_objects or 0.0) - (site.baseline_objects or 0.0)
-        return site.change
-
-    ordered = sorted(profile.sites, key=lambda s: -change(s))
-    return [s for s in ordered if change(s) > 0][:top]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-from leakgate import analysis, costsites, leaks, slo
+from leakgate import analysis, costtext, leaks, slo
 from leakgate.compare import Comparison, compare, environment_mismatches
 from leakgate.config import Config
 from leakgate.errors import EXIT_ENVIRONMENT, EXIT_GATE_FAILED, EXIT_INTERRUPTED, EXIT_OK
@@ -113,10 +113,10 @@ def _with_costs(check: Check, costs: CostSites) -> Check:
         return check
     objects = metric.name == "allocs_per_request"
     if any(s.baseline is not None for s in profile.sites):
-        sites, prefix = costsites.grown(profile, objects=objects), "where"
+        sites, prefix = costtext.grown(profile, objects=objects), "where"
     else:  # a stored baseline: its profiles are not here, so the candidate's costliest
         sites, prefix = list(profile.sites[:3]), "costliest"
-    lines = [f"{prefix}: {costsites.describe(s, profile, objects=objects)}" for s in sites]
+    lines = [f"{prefix}: {costtext.describe(s, profile, objects=objects)}" for s in sites]
     return dataclasses.replace(check, evidence=(*lines, *check.evidence)) if lines else check
 
 
@@ -342,7 +342,9 @@ def merge_confirmation(first: Verdict, confirmed: Verdict) -> Verdict:
         checks=checks,
         notes=notes,
         comparisons=rows,
+        measured=confirmed.measured,
         leak_sites=confirmed.leak_sites,
+        costs=confirmed.costs,
     )
 
 

@@ -153,7 +153,9 @@ class CostMeter:
             counters = Counters()
         if self._local_cpu:
             local = cpuclock.read(self.pid)
-            counters = dataclasses.replace(counters, cpu_seconds=local[0] if local else None)
+            # the same counter as at the start, or none: two counters do not subtract
+            same = local[0] if local is not None and local[1] == self.cpu_source else None
+            counters = dataclasses.replace(counters, cpu_seconds=same)
         return counters
 
     def window(self, start: Counters, end: Counters, seconds: float) -> WindowCost:

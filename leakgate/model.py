@@ -147,7 +147,7 @@ class Counters:
 @dataclass(frozen=True, slots=True)
 class WindowCost:
     """The counters read just before the measure window's load started and just after it ended:
-    what the service spent serving the window's requests (cost.py divides by them).
+    what the service spent serving the window's requests (analysis.py divides by them).
 
     `cpu_source` and `alloc_source` say where each figure was read ("getrusage (agent)",
     "cgroup cpu.stat", ...); `cpu_coarse` marks a source counted in 10 ms clock ticks.

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from leakgate import __version__, interrupted
+from leakgate import __version__, analysis, interrupted
 from leakgate.build import binary_go_version, build_loadgen, build_service, find_go
 from leakgate.config import Config, environ_without_leakgate
 from leakgate.environment import describe_environment, recorded_config
@@ -343,7 +343,9 @@ class Runner:
         log_path = trial_dir / "service.log"
         if self.target is not None:
             state.notes.append(
-                f"attached to {self.target.url}: no local process, so RSS is not measured"
+                f"attached to {self.target.url}: no local process, so RSS is not measured; "
+                "cost per request counts every request the process served in the window, "
+                "leakgate's and any others"
             )
             return RemoteService(self.target, log_path)
         env = {**environ_without_leakgate(), **cfg.service.env}
@@ -462,6 +464,8 @@ class Runner:
                 t.state.notes.append(f"{sampler.errors} runtime samples could not be read")
             if sampler.cpu_profile_error:
                 t.state.notes.append(f"no CPU profile of the window: {sampler.cpu_profile_error}")
+            if note := analysis.coarse_cpu_note(t.state.trial):
+                t.state.notes.append(note)
         if cut is not None:
             t.state.trial = dataclasses.replace(t.state.trial, measure_seconds=cut.elapsed)
             _after_interrupt(t.state, cut, t.service, t.checkpoint, t.trial_dir, self.report_dir)

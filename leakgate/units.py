@@ -179,7 +179,7 @@ def format_change(candidate: float, baseline: float | None) -> str:
         return ""
     if baseline == 0:
         return "new" if candidate > 0 else ""
-    return f"{(candidate - baseline) / baseline:+.1%}"
+    return f"{(candidate - baseline) / abs(baseline):+.1%}"
 
 
 def format_percent(fraction: float) -> str:

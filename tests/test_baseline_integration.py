@@ -13,7 +13,9 @@ from .gate import git, run_gate, write_config
 
 pytestmark = [pytest.mark.go, pytest.mark.slow]
 
-FAST = "trials: 4\n"
+# 5 trials a side: with the cost metrics, four or five metrics are gated, and Holm needs
+# 1/C(2n, n) times that under 0.05 (4 trials: 4/70 = 0.057 cannot fail anything).
+FAST = "trials: 5\n"
 
 
 @pytest.fixture
@@ -67,7 +69,7 @@ def test_record_then_check_against_the_baseline(go_bin: str, tmp_path: Path, mar
     )
     assert run.returncode == 0, run.output
     stored = json.loads(baseline.read_text())
-    assert len(stored["trials"]) == 4 and stored["schema_version"] == 1
+    assert len(stored["trials"]) == 5 and stored["schema_version"] == 1
     rate = stored["trials"][0]["offered_rate"]
 
     run = run_gate(
@@ -112,8 +114,8 @@ def test_compare_base_ref_interleaves_and_judges(
     assert run.returncode == 0, run.output
     record = json.loads((run.out / "run.json").read_text())
     sides = [t["side"] for t in record["trials"]]
-    assert sorted(sides) == ["baseline"] * 4 + ["candidate"] * 4
-    assert all(sorted(sides[i : i + 2]) == ["baseline", "candidate"] for i in range(0, 8, 2))
+    assert sorted(sides) == ["baseline"] * 5 + ["candidate"] * 5
+    assert all(sorted(sides[i : i + 2]) == ["baseline", "candidate"] for i in range(0, 10, 2))
     assert record["base_revision"] == git(repo, "rev-parse", "HEAD")
     assert len({t["offered_rate"] for t in record["trials"]}) == 1
     # A change that leaks in the working tree is caught against HEAD.

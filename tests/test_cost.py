@@ -24,7 +24,7 @@ from leakgate.model import (
     WindowCost,
 )
 from leakgate.probes import AgentSource, PprofSource, ProbeError, PrometheusSource, RuntimeSource
-from leakgate.units import format_cost, format_metric, format_per_request
+from leakgate.units import format_change, format_cost, format_metric, format_per_request
 
 from .factories import fixed_record, trial
 from .fakes import fake_service
@@ -77,6 +77,7 @@ def test_cost_figures_read_to_three_digits() -> None:
     assert format_metric(4677.2, "B/request") == "4677.2 B/request"
     assert format_metric(16384.0 + 4677.2, "B/request") == "20.6 KiB/request"
     assert format_per_request(1536.0, "B/request", signed=True) == "+1.5 KiB"
+    assert format_change(0.5, -0.25) == "+300.0%"  # a heap that had shrunk, now grows
 
 
 # -- where the counters are read ------------------------------------------------------------
@@ -173,11 +174,36 @@ def test_a_cgroup_of_its_own_is_read_from_cpu_stat(tmp_path: Path) -> None:
     assert cpuclock.cgroup_usage(tmp_path / "gone") is None
 
 
-def test_a_shared_cgroup_is_not_the_services_own() -> None:
-    # the test runner's own cgroup is not one leakgate made: its usage counts others too
-    assert cpuclock.own_cgroup(os.getpid()) is None
+def test_no_process_has_no_cpu_clock() -> None:
     assert cpuclock.read(0) is None
     assert cpuclock.schedstat_seconds(2**22 + 12345) is None  # no such process
+
+
+def test_a_cpu_counter_that_changed_between_the_readings_gives_no_figure(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first reading came from the per-thread schedstat, the second from a cgroup: two
+    counters that do not subtract."""
+    readings = iter([(1.0, cpuclock.SCHEDSTAT_SOURCE), (1.0, cpuclock.SCHEDSTAT_SOURCE),
+                     (5.0, cpuclock.CGROUP_SOURCE)])  # fmt: skip
+    monkeypatch.setattr(cpuclock, "read", lambda pid: next(readings))
+    meter = CostMeter(_Counting([Counters(), Counters()]), 1234)
+    assert meter.read().cpu_seconds == 1.0
+    assert meter.read().cpu_seconds is None
+
+
+def test_a_cpu_counter_in_ticks_that_counted_too_few_gives_no_figure() -> None:
+    t = trial(requests=4000, cpu_us=20.0)  # 80 ms of CPU: 8 ticks
+    assert t.cost is not None
+    coarse = dataclasses.replace(t.cost, cpu_coarse=True, cpu_source="process_cpu_seconds_total")
+    t = dataclasses.replace(t, cost=coarse)
+    assert analysis.cpu_per_request(t) is None
+    assert "counts 10 ms ticks" in analysis.coarse_cpu_note(t)
+    enough = trial(requests=1_000_000, cpu_us=20.0)  # 20 s of CPU
+    assert enough.cost is not None
+    enough = dataclasses.replace(enough, cost=dataclasses.replace(enough.cost, cpu_coarse=True))
+    assert analysis.cpu_per_request(enough) == pytest.approx(20e-6)
+    assert analysis.coarse_cpu_note(enough) == ""
 
 
 def _burn(seconds: float) -> None:

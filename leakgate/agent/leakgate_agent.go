@@ -88,6 +88,7 @@ const (
 	leakgateAgentMetricTotalCPU    = "/cpu/classes/total:cpu-seconds"
 	leakgateAgentMetricAllocBytes  = "/gc/heap/allocs:bytes"
 	leakgateAgentMetricAllocObjs   = "/gc/heap/allocs:objects"
+	leakgateAgentMetricTinyAllocs  = "/gc/heap/tiny/allocs:objects"
 )
 
 var (
@@ -348,7 +349,9 @@ type leakgateAgentMetricsResp struct {
 	TotalCPUSeconds *leakgateAgentFloat `json:"total_cpu_seconds,omitempty"`
 	// AllocBytes and AllocObjects count every heap allocation since the
 	// process started (garbage included): their deltas over a window are
-	// what the window's requests allocated.
+	// what the window's requests allocated. /gc/heap/allocs:objects leaves
+	// out the tiny allocator's objects, which MemStats.Mallocs counts: they
+	// are added, so the figure is the same with or without the agent.
 	AllocBytes   *uint64 `json:"alloc_bytes,omitempty"`
 	AllocObjects *uint64 `json:"alloc_objects,omitempty"`
 	// ProcessCPUSeconds is getrusage(RUSAGE_SELF) user + system time: the
@@ -377,6 +380,15 @@ func leakgateAgentAvailableMetrics() map[string]metrics.ValueKind {
 	return leakgateAgentMetricsAvail
 }
 
+// leakgateAgentSum is a + b, or a alone where b is not available.
+func leakgateAgentSum(a, b *uint64) *uint64 {
+	if a == nil || b == nil {
+		return a
+	}
+	sum := *a + *b
+	return &sum
+}
+
 func leakgateAgentMetrics(w http.ResponseWriter, r *http.Request) {
 	if !leakgateAgentAllowMethods(w, r, http.MethodGet, http.MethodHead) {
 		return
@@ -394,6 +406,7 @@ func leakgateAgentMetrics(w http.ResponseWriter, r *http.Request) {
 		leakgateAgentMetricTotalCPU,
 		leakgateAgentMetricAllocBytes,
 		leakgateAgentMetricAllocObjs,
+		leakgateAgentMetricTinyAllocs,
 	}
 	var samples []metrics.Sample
 	seen := make(map[string]bool)
@@ -436,7 +449,7 @@ func leakgateAgentMetrics(w http.ResponseWriter, r *http.Request) {
 		GCCPUSeconds:     f[leakgateAgentMetricGCCPU],
 		TotalCPUSeconds:  f[leakgateAgentMetricTotalCPU],
 		AllocBytes:       u[leakgateAgentMetricAllocBytes],
-		AllocObjects:     u[leakgateAgentMetricAllocObjs],
+		AllocObjects:     leakgateAgentSum(u[leakgateAgentMetricAllocObjs], u[leakgateAgentMetricTinyAllocs]),
 		NumGoroutine:     runtime.NumGoroutine(),
 		GoVersion:        runtime.Version(),
 		GOMAXPROCS:       runtime.GOMAXPROCS(0),

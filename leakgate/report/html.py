@@ -236,13 +236,6 @@ def _leak_sites(verdict: Verdict) -> str:
     return "\n".join(parts)
 
 
-_COST_TITLES = {
-    "cpu": "CPU per request",
-    "alloc": "Allocations per request",
-    "heap": "Live-heap growth per request",
-}
-
-
 def _costs(verdict: Verdict) -> str:
     """Where CPU and memory go per request: only in runs that profiled them, so reports of
     runs without cost profiles read as they always did."""
@@ -257,7 +250,7 @@ def _costs(verdict: Verdict) -> str:
 
 
 def _cost_profile(profile: CostProfile) -> str:
-    title = _COST_TITLES.get(profile.kind, profile.kind)
+    title = table.COST_TITLES.get(profile.kind, profile.kind)
     compared = flame.has_baseline(profile)
     alloc = profile.kind == "alloc"
     sides = ["baseline/request", "candidate/request"] if compared else ["candidate/request"]

@@ -122,7 +122,7 @@ def _comparison_families(rows: Sequence[ComparisonRow]) -> list[Family]:
         ),
         (
             "comparison_p_value",
-            "One-sided Mann-Whitney U p-value (Holm-adjusted for gated metrics).",
+            "One-sided Mann-Whitney U p-value (Holm-adjusted over the gated metrics).",
             (({"metric": r.metric}, r.p_value) for r in rows if r.p_value is not None),
         ),
         (

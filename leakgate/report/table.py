@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 
-from leakgate import costsites
+from leakgate import costtext
 from leakgate.analysis import offered_rate
 from leakgate.metrics import LEAK_METRICS, sites_explaining
 from leakgate.model import ComparisonRow, LeakSite, RunRecord, Verdict
@@ -155,12 +155,12 @@ def cost_lines(verdict: Verdict, top: int = 1) -> list[str]:
     commands: list[str] = []
     for profile in verdict.costs.profiles:
         compared = any(s.baseline is not None for s in profile.sites)
-        sites = costsites.grown(profile, top=top) if compared else list(profile.sites[:top])
+        sites = costtext.grown(profile, top=top) if compared else list(profile.sites[:top])
         title = COST_TITLES.get(profile.kind, profile.kind)
         if not sites:
             what = "nothing grew" if compared else "no function stood out"
             lines.append(f"{title}: {what}")
-        lines.extend(f"{title}: {clean(costsites.describe(s, profile))}" for s in sites)
+        lines.extend(f"{title}: {clean(costtext.describe(s, profile))}" for s in sites)
         commands.extend(clean(c) for c in profile.commands)
     if commands:
         lines.append("profiles (in the report directory):")
