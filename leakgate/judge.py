@@ -112,7 +112,7 @@ def _with_costs(check: Check, costs: CostSites) -> Check:
     if profile is None or check.status not in ("fail", "warn"):
         return check
     objects = metric.name == "allocs_per_request"
-    if any(s.baseline is not None for s in profile.sites):
+    if profile.compared:
         sites, prefix = costtext.grown(profile, objects=objects), "where"
     else:  # a stored baseline: its profiles are not here, so the candidate's costliest
         sites, prefix = list(profile.sites[:3]), "costliest"

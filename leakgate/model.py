@@ -359,6 +359,11 @@ class CostProfile:
     candidate_total: float | None = None  # per request, over every stack
     baseline_total: float | None = None
 
+    @property
+    def compared(self) -> bool:
+        """Whether its sites compare two sides (a plain check profiles the candidate alone)."""
+        return any(s.baseline is not None for s in self.sites)
+
 
 @dataclass(frozen=True, slots=True)
 class CostSites:

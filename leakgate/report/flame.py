@@ -111,9 +111,7 @@ def layout(root: Frame) -> list[Box]:
 
 def has_baseline(profile: CostProfile) -> bool:
     """Whether the profile compares two sides: a plain check profiles the candidate alone."""
-    return any(s.baseline is not None for s in profile.sites) or any(
-        _value(s.baseline) for s in profile.flame
-    )
+    return profile.compared or any(_value(s.baseline) for s in profile.flame)
 
 
 def colour(frame: Frame, *, compared: bool) -> str:

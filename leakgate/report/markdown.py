@@ -132,7 +132,7 @@ def _costs(verdict: Verdict) -> str:
         return ""
     out = ["### Where the cost goes"]
     for profile in costs.profiles:
-        compared = any(s.baseline is not None for s in profile.sites)
+        compared = profile.compared
         out += ["", f"{table.COST_TITLES[profile.kind]}, by the service's own function:", ""]
         if compared:
             out += ["| function | baseline | candidate | change |", "|---|--:|--:|--:|"]

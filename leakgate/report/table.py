@@ -154,7 +154,7 @@ def cost_lines(verdict: Verdict, top: int = 1) -> list[str]:
     lines: list[str] = []
     commands: list[str] = []
     for profile in verdict.costs.profiles:
-        compared = any(s.baseline is not None for s in profile.sites)
+        compared = profile.compared
         sites = costtext.grown(profile, top=top) if compared else list(profile.sites[:top])
         title = COST_TITLES.get(profile.kind, profile.kind)
         if not sites:
