@@ -210,7 +210,7 @@ class AgentSource(RuntimeSource):
 
     name = "agent"
     cpu_source = "getrusage user + system (agent)"
-    alloc_source = "runtime/metrics /gc/heap/allocs:bytes and :objects (agent)"
+    alloc_source = "runtime/metrics /gc/heap/allocs:bytes, :objects + tiny/allocs (agent)"
 
     def __init__(self, addr: str, token: str) -> None:
         self.base_url = f"http://{addr}"

@@ -145,7 +145,7 @@ def trial(
             end=spent,
             seconds=20.0,
             cpu_source="getrusage user + system (agent)",
-            alloc_source="runtime/metrics /gc/heap/allocs:bytes and :objects (agent)",
+            alloc_source="runtime/metrics /gc/heap/allocs:bytes, :objects + tiny/allocs (agent)",
         )
     return Trial(
         index=index,
