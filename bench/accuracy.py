@@ -6,17 +6,20 @@ edits the working tree the way a real change would (a slower pricing path, a lea
 `leakgate compare --base HEAD` repeatedly. Prints, per scenario, how often the gate failed
 against how often it should have, and the wall time of one compare.
 
-Targets (issues 4 and 16): A/A false fails 0 of >= 20 runs; SLOW=20 and CPU=20 caught in >= 95%
-of >= 20 runs, ALLOC=16KiB and SLOW=50 in all; each leak mode caught every time; boundedcache
-never flagged; one compare <= 6 minutes; the cost metrics' spread over A/A trials (CV) <= 2% for
-CPU per request and <= 0.5% for the allocation metrics; the CPU and allocation diffs name the
-function the switch changed first. `--busy` runs everything beside `stress-ng --cpu 1`.
-With the defaults (5 trials a side, 5 s warm-up, 20 s measure) one compare takes
-about 4.3 minutes (258 s) on a 2-core machine, so the full table takes many hours: use --runs and
---scenarios to measure part of it.
+Targets (issues 4, 16 and 17), with the default paired design: median compare wall time
+<= 90 s, worst <= 150 s; A/A false fails <= 1 in 100 runs quiet and <= 1 in 50 busy; CPU=60 (a
+CPU-per-request regression of +12-16%) and SLOW=20 caught in >= 95% of runs (SLOW=20 >= 90%
+busy); each leak mode caught every time; boundedcache never flagged; the CPU and allocation
+diffs name the function the switch changed first. The trials design (--design trials) keeps the
+issue-16 targets: 0 A/A false fails of >= 20 and one compare <= 6 minutes. `--busy` runs
+everything beside `stress-ng --cpu 1`. Per run the log keeps each gated metric's estimate and
+95% interval, so the intervals' coverage over A/A runs (does a fresh pair of processes land
+where one run's interval says?) can be read off it, and each cost metric's block-to-block
+spread: per side (CV over blocks or trials) and of the per-pair ratio.
 
-    python bench/accuracy.py [--runs 20] [--scenarios aa,slow20,cpu20,alloc16k,...]
-                             [--duration 20s] [--log runs.jsonl] [--verbose] [--busy]
+    python bench/accuracy.py [--runs 20] [--scenarios aa,slow20,cpu60,alloc16k,...]
+                             [--design paired|trials] [--duration 20s] [--log runs.jsonl]
+                             [--verbose] [--busy]
     python bench/accuracy.py --summarize runs.jsonl
 
 --log appends one JSON line per compare (scenario, exit code, failing checks, gated comparisons,
@@ -33,6 +36,7 @@ import ast
 import hashlib
 import io
 import json
+import math
 import os
 import shutil
 import statistics
@@ -57,18 +61,22 @@ SCENARIOS: dict[str, tuple[tuple[str, str] | None, bool]] = {
         for mode in ("globalmap", "goroutine", "keyedcache", "unclosed", "context")
     },
     "boundedcache": (('parseLeak(getenv("LEAK"))', 'parseLeak("boundedcache")'), False),
-    # issue 16: a pure CPU regression of 20% of a request's CPU, in main.priceWork, and a pure
-    # allocation regression (16 KiB of garbage per request, in main.renderAudit); neither
-    # touches the simulated stock lookup. The pricing is about a third of the sample's CPU per
-    # request by its CPU profile (31 of 91 µs: HTTP, JSON and the kernel's network work are the
-    # rest), so CPU=60, 60% more pricing rounds, was meant as +20% CPU per request; measured, it
-    # is +12-13% (2 quiet compares), and CPU=20 is +3-9%, within the gate's +10% (it passed 3
-    # of 3 quiet compares, as it should). The next run should use CPU=100.
-    "cpu20": (('parseCPU(getenv("CPU"))', 'parseCPU("60")'), True),
+    # issue 16: pure CPU regressions in main.priceWork, and a pure allocation regression (16 KiB
+    # of garbage per request, in main.renderAudit); neither touches the simulated stock lookup.
+    # The pricing is about a third of the sample's CPU per request by its CPU profile (31 of
+    # 91 µs: HTTP, JSON and the kernel's network work are the rest), so CPU=60, 60% more pricing
+    # rounds, measured +12-16% CPU per request over 8 compares, and CPU=20 +3-9% (within the
+    # gate's +10%: it passed 3 of 3, as it should). Logs before 2026-12-02 call CPU=60 "cpu20".
+    "cpu60": (('parseCPU(getenv("CPU"))', 'parseCPU("60")'), True),
+    "cpu100": (('parseCPU(getenv("CPU"))', 'parseCPU("100")'), True),
     "alloc16k": (('parseAlloc(getenv("ALLOC"))', 'parseAlloc("16KiB")'), True),
 }
 # The function the switch changed: the first one the CPU or allocation diff must name.
-CHANGED_FUNCTION = {"cpu20": ("cpu", "main.priceWork"), "alloc16k": ("alloc", "main.renderAudit")}
+CHANGED_FUNCTION = {
+    "cpu60": ("cpu", "main.priceWork"),
+    "cpu100": ("cpu", "main.priceWork"),
+    "alloc16k": ("alloc", "main.renderAudit"),
+}
 COST_METRICS = ("cpu_per_request", "alloc_bytes_per_request", "allocs_per_request")
 # The spread each cost metric may have over A/A trials (coefficient of variation, issue 16).
 CV_TARGETS = {
@@ -140,7 +148,7 @@ def code_version(rev: str = "HEAD") -> str:
 
 def cost_spread(out: Path) -> dict[str, dict[str, float | None]]:
     """Each cost metric's coefficient of variation over each side's trials of one compare."""
-    from leakgate import analysis
+    from leakgate import analysis, sequential
     from leakgate.metrics import metric_values
     from leakgate.model import RunRecord
 
@@ -149,6 +157,20 @@ def cost_spread(out: Path) -> dict[str, dict[str, float | None]]:
         return {}
     record = RunRecord.from_json(run.read_text())
     spread: dict[str, dict[str, float | None]] = {m: {} for m in COST_METRICS}
+    if record.design == "paired":
+        rate = analysis.offered_rate(record.trials)
+        paired = sequential.block_values(record.blocks, rate, None)
+        for metric in COST_METRICS:
+            base, cand = paired.get(metric, ([], []))
+            for side, values in (("baseline", base), ("candidate", cand)):
+                cv = analysis.spread([v for v in values if math.isfinite(v)])
+                spread[metric][side] = None if cv is None else round(cv, 5)
+            ok = [(b, c) for b, c in zip(base, cand, strict=True) if b > 0 and c > 0]
+            ratio = sequential.spread(
+                sequential.log_ratios([b for b, _ in ok], [c for _, c in ok], "lower")
+            )
+            spread[metric]["pair_ratio"] = None if ratio is None else round(ratio, 5)
+        return spread
     for side in ("baseline", "candidate"):
         values = metric_values(t for t in record.trials if t.side == side)
         for metric in COST_METRICS:
@@ -169,14 +191,20 @@ def first_named(verdict: dict[str, Any]) -> dict[str, str]:
 def print_costs(runs: list[dict[str, Any]], name: str) -> None:
     """The cost metrics' spread over the A/A trials, and which function the diffs named."""
     for metric in COST_METRICS:
-        cvs = [
-            cv for r in runs for cv in r.get("cv", {}).get(metric, {}).values() if cv is not None
-        ]
+        by_side = [r.get("cv", {}).get(metric, {}) for r in runs]
+        cvs = [cv for s in by_side for k, cv in s.items() if cv is not None and k != "pair_ratio"]
+        ratios = [s["pair_ratio"] for s in by_side if s.get("pair_ratio") is not None]
         if cvs:
             target = CV_TARGETS[metric]
             print(
-                f"  {metric}: spread over trials (CV) median {statistics.median(cvs):.2%}, "
-                f"worst {max(cvs):.2%} over {len(cvs)} sides (target <= {target:.1%})"
+                f"  {metric}: spread over trials or blocks (CV) median "
+                f"{statistics.median(cvs):.2%}, worst {max(cvs):.2%} over {len(cvs)} sides "
+                f"(target <= {target:.1%})"
+            )
+        if ratios:
+            print(
+                f"  {metric}: spread of the per-pair ratio median {statistics.median(ratios):.2%},"
+                f" worst {max(ratios):.2%} over {len(ratios)} runs"
             )
     if name in CHANGED_FUNCTION:
         kind, function = CHANGED_FUNCTION[name]
@@ -184,32 +212,60 @@ def print_costs(runs: list[dict[str, Any]], name: str) -> None:
         print(f"  first {kind} function named is {function}: {right}/{len(runs)} runs")
 
 
-def figures_met(name: str, should_fail: bool, runs: int, fails: int, wall: float) -> bool:
+def figures_met(
+    name: str,
+    should_fail: bool,
+    runs: int,
+    fails: int,
+    walls: list[float],
+    design: str = "paired",
+    busy: bool = False,
+) -> bool:
     expected = fails if should_fail else runs - fails
+    wall = statistics.median(walls)
+    if design != "paired":
+        if name == "aa":
+            ok = fails == 0  # issue 16: 0 of 20, quiet and busy
+        elif name in ("slow20", "cpu60"):
+            ok = expected / runs >= 0.95
+        else:
+            ok = expected == runs
+        return ok and wall <= 360
     if name == "aa":
-        ok = fails == 0  # issue 16: 0 of 20, quiet and busy
-    elif name in ("slow20", "cpu20"):
+        ok = fails / runs <= (1 / 50 if busy else 1 / 100)
+    elif name == "slow20":
+        ok = expected / runs >= (0.90 if busy else 0.95)
+    elif name in ("cpu60", "cpu100"):
         ok = expected / runs >= 0.95
     else:
         ok = expected == runs
-    return ok and wall <= 360
+    return ok and wall <= 90 and max(walls) <= 150
 
 
 def print_row(
-    name: str, should_fail: bool, runs: int, fails: int, wall: float, failing: list[list[str]]
+    name: str,
+    should_fail: bool,
+    runs: int,
+    fails: int,
+    wall: float,
+    failing: list[list[str]],
+    worst: float,
 ) -> None:
     """The scenario's table row, and every check that failed in any of its runs."""
     expected = fails if should_fail else runs - fails
     print(
         f"{name:13} {'fail' if should_fail else 'pass':>7} {fails:>4}/{runs:<4} "
-        f"{expected / runs:>11.0%} {wall:>16.0f}",
+        f"{expected / runs:>11.0%} {wall:>16.0f} {worst:>7.0f}",
         flush=True,
     )
     seen = sorted({check for run in failing for check in run})
     print(f"  failing checks seen: {', '.join(seen) or '-'}", flush=True)
 
 
-HEADER = f"{'scenario':13} {'should':>7} {'failed':>9} {'as expected':>12} {'wall s (median)':>16}"
+HEADER = (
+    f"{'scenario':13} {'should':>7} {'failed':>9} {'as expected':>12} {'wall s (median)':>16} "
+    f"{'worst':>7}"
+)
 
 
 def summarize(log: Path) -> int:
@@ -221,8 +277,10 @@ def summarize(log: Path) -> int:
     for line in log.read_text().splitlines():
         if line.strip():
             run = json.loads(line)
-            key = run["version"] + (" (busy: " + run["busy"] + ")" if run.get("busy") else "")
-            by_version.setdefault(key, {}).setdefault(run["scenario"], []).append(run)
+            key = run["version"] + f" design {run.get('design', 'trials')}"
+            key += " (busy: " + run["busy"] + ")" if run.get("busy") else ""
+            name = {"cpu20": "cpu60"}.get(run["scenario"], run["scenario"])  # renamed
+            by_version.setdefault(key, {}).setdefault(name, []).append(run)
             latest = key
     reached: dict[str, bool] = {}
     for version, scenarios in by_version.items():
@@ -232,7 +290,7 @@ def summarize(log: Path) -> int:
         missing = []
         for name in SCENARIOS:
             runs = [r for r in scenarios.get(name, []) if r["exit"] in (0, 1)]
-            wanted = 20 if name in ("aa", "slow20", "cpu20", "alloc16k") else 1
+            wanted = 20 if name in ("aa", "slow20", "cpu60", "alloc16k") else 1
             if len(runs) < wanted:
                 missing.append(f"{name} ({len(runs)}/{wanted} runs)")
                 ok = False
@@ -241,12 +299,23 @@ def summarize(log: Path) -> int:
             fails = sum(r["exit"] == 1 for r in runs)
             wall = statistics.median(r["wall_s"] for r in runs)
             failing = [r["failing"] for r in runs]
-            print_row(name, SCENARIOS[name][1], len(runs), fails, wall, failing)
+            worst = max(r["wall_s"] for r in runs)
+            print_row(name, SCENARIOS[name][1], len(runs), fails, wall, failing, worst)
             print_costs(runs, name)
             errors = len(scenarios.get(name, [])) - len(runs)
             if errors:
                 print(f"  runs that ended in an error (not counted): {errors}")
-            ok &= figures_met(name, SCENARIOS[name][1], len(runs), fails, wall)
+            first = runs[0]
+            walls = [r["wall_s"] for r in runs]
+            ok &= figures_met(
+                name,
+                SCENARIOS[name][1],
+                len(runs),
+                fails,
+                walls,
+                first.get("design", "trials"),
+                bool(first.get("busy")),
+            )
         if missing:
             print(f"  too few runs: {', '.join(missing)}")
         print(f"  all figures reached by {version}: {ok}")
@@ -259,6 +328,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     parser.add_argument("--duration", help="override the measure window (default: config's)")
+    parser.add_argument("--design", choices=("paired", "trials"), default="paired")
     parser.add_argument("--verbose", action="store_true", help="print each run's gated comparisons")
     parser.add_argument("--log", type=Path, help="append one JSON line per compare to this file")
     parser.add_argument("--summarize", type=Path, help="print the table over a --log file")
@@ -319,6 +389,8 @@ def _run(opts: argparse.Namespace, version: str, busy: str) -> int:
                     str(repo / "svc"),
                     "--out",
                     str(out),
+                    "--design",
+                    opts.design,
                 ]
                 if opts.duration:
                     cmd += ["--duration", opts.duration]
@@ -337,6 +409,7 @@ def _run(opts: argparse.Namespace, version: str, busy: str) -> int:
                 if opts.log:
                     entry = {
                         "version": version,
+                        "design": opts.design,
                         "busy": busy,
                         **runs_done[-1],
                         "scenario": name,
@@ -368,9 +441,9 @@ def _run(opts: argparse.Namespace, version: str, busy: str) -> int:
             if not counted:
                 ok = False
                 continue
-            print_row(name, should_fail, counted, fails, wall, reasons)
+            print_row(name, should_fail, counted, fails, wall, reasons, max(walls))
             print_costs(runs_done, name)
-            ok &= figures_met(name, should_fail, counted, fails, wall)
+            ok &= figures_met(name, should_fail, counted, fails, walls, opts.design, bool(busy))
     print(f"all figures reached: {ok}")
     return 0 if ok else 1
 

@@ -136,6 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="GIT_REF",
         help="the commit to compare against (e.g. origin/main)",
     )
+    compare.add_argument(
+        "--design",
+        choices=("paired", "trials"),
+        help="paired (default): both builds warm, alternating short blocks, decided as the "
+        "pairs come in; trials: fresh processes a side, one value per trial",
+    )
     report = sub.add_parser(
         "report",
         help="judge a saved run.json again and regenerate every report from it",

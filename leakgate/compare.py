@@ -57,7 +57,7 @@ class Sample:
         )
 
 
-_SYMBOLS: dict[str, str] = {
+SYMBOLS: dict[str, str] = {
     "pass": "✓",
     "fail": "✗",
     "inconclusive": "~",
@@ -98,7 +98,7 @@ class Comparison:
     @property
     def symbol(self) -> str:
         """✓ pass, ✗ fail, ~ inconclusive, ? too few trials or no data."""
-        return _SYMBOLS[self.verdict]
+        return SYMBOLS[self.verdict]
 
 
 def compare(

@@ -169,6 +169,24 @@ def header_problem(name: str, value: str) -> str | None:
     return None
 
 
+Design = Literal["paired", "trials"]
+
+
+@dataclass(frozen=True, slots=True)
+class CompareConfig:
+    """How `compare` measures the two builds (see sequential.py for the paired test).
+
+    paired: one process a side, both warm, measured in alternating `block`-second blocks and
+    decided after `min_pairs` pairs, then every two, up to `max_pairs`. trials: fresh
+    processes a side (`trials` of them), one value per trial, a Mann-Whitney U test.
+    """
+
+    design: Design = "paired"
+    block: float = 2.0
+    min_pairs: int = 8
+    max_pairs: int = 16
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     source: str | None = None  # the file it came from, None for pure defaults
@@ -177,6 +195,7 @@ class Config:
     probes: ProbeConfig = field(default_factory=ProbeConfig)
     trials: int | None = None  # None: 1 for a check on its own, 5 a side against a baseline
     confirm: int = 0  # more trials a side when a gated comparison is inconclusive
+    compare: CompareConfig = field(default_factory=CompareConfig)
     fail_on_inconclusive: bool = False  # a gated `~` left after confirming fails the gate
     thresholds: Mapping[str, Threshold] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
     report_dir: str = ".leakgate"
@@ -244,6 +263,7 @@ def apply_overrides(
     trials: int | None = None,
     env: Mapping[str, str] | None = None,
     report_dir: str | None = None,
+    design: Design | None = None,
 ) -> Config:
     """Command-line flags win over the file."""
     load = cfg.load
@@ -254,10 +274,14 @@ def apply_overrides(
     service = cfg.service
     if env:
         service = dataclasses.replace(service, env={**service.env, **env})
+    compare = cfg.compare
+    if design is not None:
+        compare = dataclasses.replace(compare, design=design)
     return dataclasses.replace(
         cfg,
         load=load,
         service=service,
+        compare=compare,
         trials=trials if trials is not None else cfg.trials,
         report_dir=report_dir if report_dir is not None else cfg.report_dir,
     )

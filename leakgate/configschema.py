@@ -16,6 +16,7 @@ from leakgate.config import (
     LOAD_TOOLS,
     MAX_RATE,
     PROBE_SOURCES,
+    CompareConfig,
     Config,
     LoadConfig,
     ProbeConfig,
@@ -56,6 +57,7 @@ class Schema(NodeReader):
                 "probes",
                 "trials",
                 "confirm",
+                "compare",
                 "fail_on_inconclusive",
                 "thresholds",
                 "report",
@@ -79,6 +81,8 @@ class Schema(NodeReader):
         if "confirm" in top:
             confirm = self.integer(top["confirm"][1], "confirm", 0, 50)
             cfg = dataclasses.replace(cfg, confirm=confirm)
+        if "compare" in top:
+            cfg = dataclasses.replace(cfg, compare=self.compare(top["compare"][1]))
         if "fail_on_inconclusive" in top:
             strict = self.boolean(top["fail_on_inconclusive"][1], "fail_on_inconclusive")
             cfg = dataclasses.replace(cfg, fail_on_inconclusive=strict)
@@ -94,6 +98,37 @@ class Schema(NodeReader):
                 keep = self.boolean(report["keep_env_values"][1], "report.keep_env_values")
                 cfg = dataclasses.replace(cfg, keep_env_values=keep)
         return cfg
+
+    def compare(self, node: yaml.Node) -> CompareConfig:
+        m = self.mapping(node, "compare", ("design", "block", "min_pairs", "max_pairs"))
+        out = CompareConfig()
+        if "design" in m:
+            design = self.string(m["design"][1], "compare.design")
+            if design not in ("paired", "trials"):
+                raise self.error(
+                    m["design"][1], "compare.design", f"must be paired or trials, got {design!r}"
+                )
+            out = dataclasses.replace(out, design=design)  # type: ignore[arg-type]
+        if "block" in m:
+            block = self.duration(m["block"][1], "compare.block", high=600.0)
+            if block < 0.5:
+                raise self.error(m["block"][1], "compare.block", "must be at least 0.5s")
+            out = dataclasses.replace(out, block=block)
+        if "min_pairs" in m:
+            low = self.integer(m["min_pairs"][1], "compare.min_pairs", 2, 100)
+            out = dataclasses.replace(out, min_pairs=low)
+        if "max_pairs" in m:
+            high = self.integer(m["max_pairs"][1], "compare.max_pairs", 2, 100)
+            out = dataclasses.replace(out, max_pairs=high)
+        if out.min_pairs > out.max_pairs:
+            where = m.get("max_pairs", m.get("min_pairs"))
+            assert where is not None
+            raise self.error(
+                where[1],
+                "compare.max_pairs",
+                f"is {out.max_pairs}, under compare.min_pairs {out.min_pairs}",
+            )
+        return out
 
     def service(self, node: yaml.Node) -> ServiceConfig:
         keys = (

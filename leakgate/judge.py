@@ -8,9 +8,11 @@ or a leak is a failing Check, never an exception.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 
-from leakgate import analysis, costtext, leaks, slo
+from leakgate import analysis, costtext, leaks, sequential, slo
+from leakgate.compare import SYMBOLS as _SYMBOLS
 from leakgate.compare import Comparison, compare, environment_mismatches
 from leakgate.config import Config
 from leakgate.errors import EXIT_ENVIRONMENT, EXIT_GATE_FAILED, EXIT_INTERRUPTED, EXIT_OK
@@ -67,7 +69,13 @@ def judge(
     else:
         base_trials = [t for t in record.trials if t.side == "baseline" and not t.service.died]
         base_env = record.environment
-    if trials and (base_trials or baseline is not None):
+    if trials and baseline is None and record.design == "paired":
+        paired = _paired(record, config)
+        rows = tuple(_paired_row(c) for c in paired)
+        checks.extend(_paired_check(c, config.fail_on_inconclusive) for c in paired if c.gated)
+        notes.append(_paired_note(record, config, paired))
+        notes.extend(_comparability_notes(base_trials, base_env, trials, record.environment))
+    elif trials and (base_trials or baseline is not None):
         comparisons = _compare(base_trials, trials, config)
         rows = tuple(_row(c) for c in comparisons)
         checks.extend(
@@ -229,6 +237,77 @@ def _compare(base: Sequence[Trial], cand: Sequence[Trial], config: Config) -> li
 
     thresholds = leaks.with_noise_floor(config.thresholds, [*base, *cand], retained)
     return compare(values(base), values(cand), thresholds)
+
+
+def _paired(record: RunRecord, config: Config) -> list[sequential.PairedComparison]:
+    """The paired compare's metrics, judged at the look where it stopped (sequential.py)."""
+    rate = analysis.offered_rate(record.trials)
+    values = sequential.block_values(record.blocks, rate, config.threshold("error_rate").max)
+    plan = sequential.Plan(min_pairs=config.compare.min_pairs, max_pairs=config.compare.max_pairs)
+    return list(sequential.decide(values, config.thresholds, plan).comparisons)
+
+
+def _paired_note(
+    record: RunRecord, config: Config, paired: Sequence[sequential.PairedComparison]
+) -> str:
+    pairs = max((c.pairs for c in paired), default=0)
+    look = max((c.look for c in paired if c.gated), default=0)
+    block = config.compare.block
+    text = (
+        f"paired compare: {pairs} pairs of {block:g} s blocks, one process a side, alternating ABBA"
+    )
+    if look:
+        text += f"; decided at look {look} (first after {config.compare.min_pairs} pairs, "
+        text += f"at most {config.compare.max_pairs}); intervals are 95%"
+    return text
+
+
+def _finite(x: float | None) -> float | None:
+    return x if x is not None and math.isfinite(x) else None
+
+
+def _paired_row(c: sequential.PairedComparison) -> ComparisonRow:
+    return ComparisonRow(
+        metric=c.metric,
+        label=METRICS[c.metric].label,
+        unit=METRICS[c.metric].unit,
+        baseline_median=c.baseline_median,
+        candidate_median=c.candidate_median,
+        change=_finite(c.change),
+        p_value=c.p_adjusted if c.p_adjusted is not None else c.p_value,
+        n_baseline=c.pairs,
+        n_candidate=c.pairs,
+        verdict=c.verdict,
+        symbol=_SYMBOLS[c.verdict],
+        gated=c.gated,
+        reason=c.reason,
+        baseline_spread=analysis.spread(c.baseline),
+        candidate_spread=analysis.spread(c.candidate),
+        interval_low=_finite(c.low),
+        interval_high=_finite(c.high),
+        pairs=c.pairs,
+    )
+
+
+def _paired_check(c: sequential.PairedComparison, fail_on_inconclusive: bool = False) -> Check:
+    unit = METRICS[c.metric].unit
+    evidence = [
+        f"{side} blocks: {', '.join(slo.format_value(v, unit, c.metric) for v in values)}"
+        for side, values in (("baseline", c.baseline), ("candidate", c.candidate))
+    ]
+    summary = c.reason if c.verdict != "inconclusive" else f"~ {c.reason}"
+    status = _COMPARISON_STATUS[c.verdict]
+    if c.verdict == "inconclusive" and fail_on_inconclusive:
+        status, summary = "fail", f"{summary} (fail_on_inconclusive)"
+    return Check(
+        name=f"{c.metric}_vs_baseline",
+        status=status,
+        summary=summary,
+        value=_finite(c.change),
+        limit=c.threshold,
+        unit="change",
+        evidence=tuple(evidence),
+    )
 
 
 def _row(c: Comparison) -> ComparisonRow:

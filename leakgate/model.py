@@ -192,6 +192,20 @@ class Trial:
 
 
 @dataclass(frozen=True, slots=True)
+class Block:
+    """One short block of a paired compare: one side alone under load at the offered rate,
+    with the counters read just before and just after it (`cost`)."""
+
+    index: int  # position in the run's order, from 0
+    pair: int  # the pair it belongs to, from 0: blocks 2k and 2k+1
+    side: str
+    load: LoadResult | None = None
+    cost: WindowCost | None = None
+    seconds: float = 0.0
+    started: float = 0.0  # seconds since the first block started
+
+
+@dataclass(frozen=True, slots=True)
 class Environment:
     leakgate_version: str = ""
     python_version: str = ""
@@ -223,6 +237,10 @@ class RunRecord:
     trials: tuple[Trial, ...] = ()
     base_revision: str = ""  # compare --base: the commit the baseline side was built from
     trial_order_seed: int | None = None
+    # "trials": fresh processes a side, one value per trial; "paired": one process a side,
+    # measured in alternating `blocks`, one value per pair of blocks.
+    design: str = "trials"
+    blocks: tuple[Block, ...] = ()
     interrupted: bool = False
     error: str | None = None
 
@@ -277,6 +295,10 @@ class ComparisonRow:
     # the coefficient of variation over each side's trials (analysis.spread)
     baseline_spread: float | None = None
     candidate_spread: float | None = None
+    # paired compares: the estimated change's 95% interval (worse direction) and the pairs
+    interval_low: float | None = None
+    interval_high: float | None = None
+    pairs: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,6 +39,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from leakgate.cgroup import cgroup_base, cgroup_pids, remove_cgroup
 
@@ -269,12 +270,24 @@ def dir_is_held(path: Path) -> bool:
     return False
 
 
-def _prctl(option: int, value: int) -> bool:
+def _load_prctl() -> Any:
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return bool(libc.prctl(option, value, 0, 0, 0) == 0)
+        return ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
+        return None
+
+
+# Looked up once, here: child_setup runs between fork and exec while leakgate's sampler threads
+# may be alive (a paired compare starts a generator per block), and dlopen/dlsym in the child
+# could wait forever on a loader lock a thread held at the fork. The child calls only this
+# pointer and plain system calls.
+_PRCTL = _load_prctl()
+
+
+def _prctl(option: int, value: int) -> bool:
+    if _PRCTL is None:
         return False
+    return bool(_PRCTL(option, value, 0, 0, 0) == 0)
 
 
 def child_setup(cpus: Sequence[int] | None, cgroup: Path | None = None) -> None:

@@ -4,6 +4,7 @@ under load with 1 Hz probes, drain, checkpoint, stop. Everything started is stop
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import datetime
 import os
@@ -13,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from leakgate import __version__, analysis, interrupted
+from leakgate import __version__, analysis, interrupted, pairedrun
 from leakgate.build import binary_go_version, build_loadgen, build_service, find_go
 from leakgate.config import Config, environ_without_leakgate
 from leakgate.environment import describe_environment, recorded_config
@@ -35,6 +36,7 @@ from leakgate.measure import (
     trace_plan,
 )
 from leakgate.model import (
+    Block,
     Checkpoint,
     Environment,
     LoadResult,
@@ -200,11 +202,18 @@ class Runner:
         self.environment = Environment(leakgate_version=__version__)
         self.created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         self.leftovers: list[str] = []  # what runs killed with SIGKILL left, cleaned up now
+        # compare.design paired: one process a side for the whole run (pairedrun.py)
+        self.paired_design = len(self.sides) > 1 and config.compare.design == "paired"
+        self.paired: dict[str, _TrialState] = {}
+        self.blocks: list[Block] = []
 
     # -- the record, complete or partial ---------------------------------------------------
 
     def record(self, *, interrupted: bool = False, error: str | None = None) -> RunRecord:
         trials = list(self.trials)
+        for state in self.paired.values():
+            if state.measured_anything():
+                trials.append(state.freeze(self.offered_rate))
         if self.current is not None and self.current.measured_anything():
             # a trial cut short by an interrupt or an error, after it had measured something
             trials.append(self.current.freeze(self.offered_rate))
@@ -217,6 +226,8 @@ class Runner:
             trials=tuple(trials),
             base_revision=self.base_revision,
             trial_order_seed=self.seed if len(self.sides) > 1 else None,
+            design="paired" if self.paired_design else "trials",
+            blocks=tuple(self.blocks),
             interrupted=interrupted,
             error=error,
         )
@@ -253,12 +264,24 @@ class Runner:
                 go_module="",
             )
             say(f"running the prebuilt {program} (no build, so no agent)")
-        for side, package_dir in self.sides.items() if not (self.target or binaries) else ():
+        to_build = {} if self.target or binaries else dict(self.sides)
+        for side, package_dir in to_build.items():
             say(f"building {side} {package_dir} ({go.version}{agent})")
-            binaries[side] = build_service(
-                package_dir, cfg.service.build_flags, cfg.service.inject_agent, go
-            )
-        loadgen = Path(find_wrk()) if cfg.load.tool == "wrk" else build_loadgen(go)
+        # One Go build cache: the sides and the generator build side by side.
+        with concurrent.futures.ThreadPoolExecutor(max_workers=len(to_build) + 1) as pool:
+            builds = {
+                side: pool.submit(
+                    build_service,
+                    package_dir,
+                    cfg.service.build_flags,
+                    cfg.service.inject_agent,
+                    go,
+                )
+                for side, package_dir in to_build.items()
+            }
+            loadgen_build = None if cfg.load.tool == "wrk" else pool.submit(build_loadgen, go)
+            binaries.update((side, future.result()) for side, future in builds.items())
+            loadgen = Path(find_wrk()) if loadgen_build is None else loadgen_build.result()
         say(f"built in {time.monotonic() - started:.1f}s")
         # Attached, the service is not on this machine: the generator may use every CPU.
         service_cpus, load_cpus = split_cpus(cfg.load.cpu_split and self.target is None)
@@ -277,13 +300,19 @@ class Runner:
         every = PROGRESS_EVERY_TTY if self.reporter.live else PROGRESS_EVERY_LOG
         load = LoadSetup(cfg, loadgen, scenario, load_cpus, self.reporter.progress, every)
         self._prepared = _Prepared(binaries, service_cpus, load)
-        self._run_rounds(cfg.trials or 1, self.seed)
+        if self.paired_design:
+            self.paired = {
+                side: _TrialState(index=i, side=side) for i, side in enumerate(pairedrun.SIDES)
+            }
+            pairedrun.PairedRun(self, self._prepared).run()
+        else:
+            self._run_rounds(cfg.trials or 1, self.seed)
         return self.record()
 
     def run_more(self, rounds: int) -> RunRecord:
         """`confirm`: more trials of every side with the same binaries and offered rate."""
-        if self._prepared is None or rounds <= 0:
-            return self.record()
+        if self._prepared is None or rounds <= 0 or self.paired_design:
+            return self.record()  # a paired compare settles itself (sequential.py)
         if any(t.service.died for t in self.trials):
             return self.record()
         self.reporter.say(f"confirming: {rounds} more trial(s) per side")

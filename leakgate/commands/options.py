@@ -69,6 +69,7 @@ def load(args: argparse.Namespace) -> tuple[Config, Path]:
         trials=args.trials,
         env=parse_env(args.env),
         report_dir=args.out,
+        design=getattr(args, "design", None),
     )
     if args.keep_env_values:
         cfg = dataclasses.replace(cfg, keep_env_values=True)

@@ -139,6 +139,17 @@ def _plan(args: argparse.Namespace) -> _Plan:
         if cfg.service.prebuilt:
             raise UsageError("compare builds both sides: it cannot use service.binary/command")
         resolve_ref(package, args.base)  # a REF that does not exist is a usage error: exit 4
+        if cfg.compare.design == "paired":
+            if args.trials:
+                raise UsageError(
+                    "--trials sets fresh processes a side: it goes with --design trials "
+                    "(a paired compare runs pairs of blocks until it is decided)"
+                )
+            if cfg.load.tool == "external":
+                raise UsageError(
+                    "load.tool external runs one measure window: a paired compare needs "
+                    "leakgate's generator or wrk (or --design trials)"
+                )
     return _Plan(
         command=command,
         cfg=cfg,

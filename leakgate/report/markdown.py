@@ -105,10 +105,11 @@ def _checks(checks: Sequence[Check]) -> str:
 
 
 def _comparisons(verdict: Verdict) -> str:
+    header = " | ".join(table.comparison_header(verdict)[:-1])
     rows = [
         "### Baseline vs candidate",
         "",
-        "| metric | baseline | candidate | change | spread | p | n | |",
+        f"| {header} | |",
         "|---|--:|--:|--:|--:|--:|--:|:-:|",
     ]
     for row in verdict.comparisons:

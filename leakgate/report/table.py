@@ -41,6 +41,8 @@ def site_location(site: LeakSite) -> str:
 
 
 COMPARISON_HEADER = ("metric", "baseline", "candidate", "change", "spread", "p", "n", "")
+# A paired compare: the change's interval instead of each side's spread, and the pairs.
+PAIRED_HEADER = ("metric", "baseline", "candidate", "change", "95% interval", "p", "pairs", "")
 MEASURED_HEADER = ("metric", "median", "spread", "trials")
 
 _TALLY_WORDS = (
@@ -53,22 +55,40 @@ _TALLY_WORDS = (
 
 
 def comparison_cells(row: ComparisonRow) -> tuple[str, ...]:
-    """One row of the side-by-side table, in the order of COMPARISON_HEADER."""
+    """One row of the side-by-side table, in the order of COMPARISON_HEADER (PAIRED_HEADER
+    for a row of a paired compare)."""
+    if row.pairs is not None:
+        middle = (format_interval(row.interval_low, row.interval_high), str(row.pairs))
+    else:
+        spread = " / ".join(format_spread(v) for v in (row.baseline_spread, row.candidate_spread))
+        middle = (spread, f"{row.n_baseline}/{row.n_candidate}")
     return (
         row.label + ("" if row.gated else " (info)"),
         format_metric(row.baseline_median, row.unit),
         format_metric(row.candidate_median, row.unit),
         "n/a" if row.change is None else f"{row.change:+.1%}",
-        " / ".join(format_spread(v) for v in (row.baseline_spread, row.candidate_spread)),
+        middle[0],
         "" if row.p_value is None else f"{row.p_value:.3f}",
-        f"{row.n_baseline}/{row.n_candidate}",
+        middle[1],
         row.symbol,
     )
 
 
+def comparison_header(verdict: Verdict) -> tuple[str, ...]:
+    paired = any(row.pairs is not None for row in verdict.comparisons)
+    return PAIRED_HEADER if paired else COMPARISON_HEADER
+
+
 def comparison_rows(verdict: Verdict) -> list[tuple[str, ...]]:
     """The side-by-side table as strings: the header, then one row per compared metric."""
-    return [COMPARISON_HEADER, *(comparison_cells(row) for row in verdict.comparisons)]
+    return [comparison_header(verdict), *(comparison_cells(row) for row in verdict.comparisons)]
+
+
+def format_interval(low: float | None, high: float | None) -> str:
+    """A change's interval: "-1.2% … +3.4%"; "–" where it is not known (too few pairs)."""
+    if low is None or high is None:
+        return "–"
+    return f"{low:+.1%} … {high:+.1%}"
 
 
 def format_spread(spread: float | None) -> str:
@@ -131,6 +151,10 @@ def run_context(record: RunRecord) -> str:
     """ "5 trials at 4,667 req/s": what the verdict rests on."""
     trials = len(record.trials)
     rate = offered_rate(record.trials)
+    if record.design == "paired":
+        pairs = len({b.pair for b in record.blocks if b.side == "candidate"})
+        context = f"{pairs} pair{'s' if pairs != 1 else ''} of blocks, one process a side"
+        return context + (f" at {rate:,.0f} req/s" if rate else "")
     context = f"{trials} trial{'s' if trials != 1 else ''}"
     sides = {t.side for t in record.trials}
     if len(sides) > 1 and trials % len(sides) == 0:
