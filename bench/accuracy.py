@@ -212,6 +212,27 @@ def print_costs(runs: list[dict[str, Any]], name: str) -> None:
         print(f"  first {kind} function named is {function}: {right}/{len(runs)} runs")
 
 
+def print_coverage(runs: list[dict[str, Any]]) -> None:
+    """A/A runs of the paired design: how often each gated metric's 95% interval held 0 (each
+    run is a fresh pair of processes, so luck of the process that one run cannot see shows as
+    coverage under 95%), and the spread of the estimates over runs against one run's interval."""
+    by_metric: dict[str, list[tuple[float, float, float]]] = {}
+    for run in runs:
+        for row in run.get("gated", []):
+            low, high, change = row.get("interval_low"), row.get("interval_high"), row["change"]
+            if low is not None and high is not None and change is not None:
+                by_metric.setdefault(row["metric"], []).append((low, change, high))
+    for metric, rows in by_metric.items():
+        covered = sum(low <= 0 <= high for low, _, high in rows)
+        changes = [c for _, c, _ in rows]
+        half = statistics.median((high - low) / 2 for low, _, high in rows)
+        between = statistics.stdev(changes) if len(changes) > 1 else float("nan")
+        print(
+            f"  {metric}: interval held 0 in {covered}/{len(rows)} A/A runs; estimates over runs"
+            f" sd {between:.2%} vs a run's half-interval {half:.2%} (≈ 2 sd)"
+        )
+
+
 def figures_met(
     name: str,
     should_fail: bool,
@@ -302,6 +323,8 @@ def summarize(log: Path) -> int:
             worst = max(r["wall_s"] for r in runs)
             print_row(name, SCENARIOS[name][1], len(runs), fails, wall, failing, worst)
             print_costs(runs, name)
+            if name == "aa" and runs[0].get("design") == "paired":
+                print_coverage(runs)
             errors = len(scenarios.get(name, [])) - len(runs)
             if errors:
                 print(f"  runs that ended in an error (not counted): {errors}")

@@ -39,6 +39,7 @@ pairs would settle it.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -358,9 +359,18 @@ def look(
             or _judge(m, threshold, adjusted.get(name), alpha, index + 1, plan, pairs)
         )
     undecided = [c for c in out if c.gated and c.verdict in ("inconclusive", "too_few")]
-    done = any(c.gated and c.verdict == "fail" for c in out) or (
-        index >= 0 and not undecided and any(c.gated for c in out)
-    )
+    failed = [c.metric for c in out if c.gated and c.verdict == "fail"]
+    if failed and index >= 0:
+        # The gate has failed: the run stops, and what is still open stays open.
+        out = [
+            dataclasses.replace(
+                c, reason=f"{c.reason} (the run stopped here: {', '.join(failed)} failed)"
+            )
+            if c in undecided
+            else c
+            for c in out
+        ]
+    done = bool(failed) or (index >= 0 and not undecided and any(c.gated for c in out))
     return Decision(comparisons=tuple(out), done=done or pairs >= plan.max_pairs, pairs=pairs)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 from pathlib import Path
@@ -100,25 +101,56 @@ def test_compare_base_ref_interleaves_and_judges(
     go_bin: str, repo: Path, tmp_path: Path, marker: str
 ) -> None:
     svc = repo / "svc"
-    # Latency of 3 s trials is not gated here: four against four of a tail percentile on a shared
-    # runner fails an A/A now and then (seen: p95 2.4 -> 4.6 ms, p = 0.029), and the A/A false-fail
-    # rate is bench/accuracy.py's to measure, not a test's to assert. What is asserted: the
-    # interleaving, one offered rate, the base revision, and a leak caught against HEAD.
-    extra = FAST + "thresholds:\n  p95_latency: {max_increase: null}\n"
+    # Latency of short blocks is not gated here: the A/A false-fail rate is bench/accuracy.py's
+    # to measure, not a test's to assert. What is asserted: both designs' order, one offered
+    # rate, the base revision, and a leak caught against HEAD.
+    extra = (
+        FAST
+        + "compare: {block: 1s, min_pairs: 8, max_pairs: 10}\n"
+        + "thresholds:\n  p95_latency: {max_increase: null}\n"
+    )
     write_config(svc / "leakgate.yml", warmup="1s", duration="3s", extra=extra)
     git(repo, "commit", "-qam", "short config")
-    # A/A: the same commit on both sides passes.
+    # A/A, paired (the default): one process a side, ABBA blocks, the same commit passes.
     run = run_gate(
         ["compare", "--base", "HEAD", str(svc), "--env", marker], tmp_path / "aa", command="compare"
     )
     assert run.returncode == 0, run.output
     record = json.loads((run.out / "run.json").read_text())
+    assert record["design"] == "paired"
+    assert [t["side"] for t in record["trials"]] == ["baseline", "candidate"]
+    blocks = record["blocks"]
+    assert len(blocks) in (16, 20), len(blocks)  # decided at the first look, or the second
+    first = blocks[0]["side"]
+    for b in blocks:  # ABBA: pair k runs `first` first when k is even
+        pair, position = divmod(b["index"], 2)
+        assert b["pair"] == pair
+        assert (b["side"] == first) == ((pair % 2 == 0) == (position == 0)), blocks
+    # one side under load at a time, in order
+    for a, b in itertools.pairwise(blocks):
+        assert a["started"] + a["seconds"] <= b["started"] + 1e-6
+    assert all(
+        t["load"]["requests"]
+        == sum(b["load"]["requests"] for b in blocks if b["side"] == t["side"])
+        for t in record["trials"]
+    )
+    assert record["base_revision"] == git(repo, "rev-parse", "HEAD")
+    assert len({t["offered_rate"] for t in record["trials"]}) == 1
+    assert "pairs" in run.stdout and "95% interval" in run.stdout
+    # The trials design stays: fresh processes a side, interleaved in random rounds.
+    run = run_gate(
+        ["compare", "--base", "HEAD", str(svc), "--env", marker, "--design", "trials"],
+        tmp_path / "aa-trials",
+        command="compare",
+    )
+    assert run.returncode == 0, run.output
+    record = json.loads((run.out / "run.json").read_text())
+    assert record["design"] == "trials" and record["blocks"] == []
     sides = [t["side"] for t in record["trials"]]
     assert sorted(sides) == ["baseline"] * 5 + ["candidate"] * 5
     assert all(sorted(sides[i : i + 2]) == ["baseline", "candidate"] for i in range(0, 10, 2))
-    assert record["base_revision"] == git(repo, "rev-parse", "HEAD")
-    assert len({t["offered_rate"] for t in record["trials"]}) == 1
-    # A change that leaks in the working tree is caught against HEAD.
+    # A change that leaks in the working tree is caught against HEAD: the candidate's process
+    # served every block, and its leak check judges all of them.
     main_go = svc / "main.go"
     main_go.write_text(
         main_go.read_text().replace('parseLeak(getenv("LEAK"))', 'parseLeak("globalmap")', 1)
@@ -127,6 +159,6 @@ def test_compare_base_ref_interleaves_and_judges(
         ["compare", "--base", "HEAD", str(svc), "--env", marker], tmp_path / "ab", command="compare"
     )
     assert run.returncode == 1, run.output
-    assert run.junit_cases()["retained_per_request_vs_baseline"] == "failure", run.output
+    assert run.junit_cases()["retained_per_request"] == "failure", run.output
     worktrees = git(repo, "worktree", "list")
     assert len(worktrees.splitlines()) == 1, worktrees  # the temporary worktree is gone
