@@ -109,9 +109,9 @@ def run_gate(
     return GateRun(proc.returncode, proc.stdout, proc.stderr, out or cwd / ".leakgate")
 
 
-def start_gate(args: list[str], out: Path) -> subprocess.Popen[str]:
+def start_gate(args: list[str], out: Path, command: str = "check") -> subprocess.Popen[str]:
     return subprocess.Popen(
-        gate_command(*args, "--out", str(out)),
+        gate_command(*args, "--out", str(out), command=command),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

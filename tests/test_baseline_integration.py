@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
 
 from .conftest import SAMPLE
-from .gate import git, run_gate, write_config
+from .gate import (
+    GateRun,
+    git,
+    processes_with_env,
+    run_gate,
+    start_gate,
+    wait_for,
+    write_config,
+)
 
 pytestmark = [pytest.mark.go, pytest.mark.slow]
 
@@ -162,3 +172,64 @@ def test_compare_base_ref_interleaves_and_judges(
     assert run.junit_cases()["retained_per_request"] == "failure", run.output
     worktrees = git(repo, "worktree", "list")
     assert len(worktrees.splitlines()) == 1, worktrees  # the temporary worktree is gone
+
+
+def _paired_repo(repo: Path) -> Path:
+    svc = repo / "svc"
+    extra = "compare: {block: 1s, min_pairs: 8, max_pairs: 16}\n"
+    write_config(svc / "leakgate.yml", warmup="1s", duration="3s", extra=extra)
+    git(repo, "commit", "-qam", "short config")
+    return svc
+
+
+def _blocks_started(out: Path, n: int) -> bool:
+    return len(list(out.glob("trial-*/load-block-*.json"))) >= n
+
+
+@pytest.mark.parametrize("how", ["sigint", "candidate-killed"])
+def test_a_paired_compare_cut_short_reports_what_it_measured_and_leaves_nothing(
+    go_bin: str, repo: Path, tmp_path: Path, marker: str, how: str
+) -> None:
+    """SIGINT in the blocks: exit 2, both sides' trials and the blocks so far in run.json. The
+    candidate killed in the blocks: service_alive fails (exit 1). Either way no process and no
+    worktree is left."""
+    svc = _paired_repo(repo)
+    out = tmp_path / "out"
+    proc = start_gate(["compare", "--base", "HEAD", str(svc), "--env", marker], out, "compare")
+    try:
+        wait_for(lambda: _blocks_started(out, 3), 180, "three blocks")
+        if how == "sigint":
+            proc.send_signal(signal.SIGINT)
+        else:
+            record_pids = [pid for pid in processes_with_env(marker) if _is_candidate(pid, svc)]
+            assert record_pids, "the candidate is not running"
+            for pid in record_pids:
+                os.kill(pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    run = GateRun(proc.returncode, stdout, stderr, out)
+    record = json.loads((out / "run.json").read_text())
+    assert record["design"] == "paired" and record["blocks"], run.output
+    sides = {t["side"]: t for t in record["trials"]}
+    assert set(sides) == {"baseline", "candidate"}, run.output
+    if how == "sigint":
+        assert run.returncode == 2, run.output
+        assert record["interrupted"] is True
+    else:
+        assert run.returncode == 1, run.output
+        assert sides["candidate"]["service"]["died"] is True
+        assert run.junit_cases()["service_alive"] == "failure", run.output
+    assert (out / "summary.md").exists() and (out / "report.html").exists()
+    assert processes_with_env(marker) == []
+    assert len(git(repo, "worktree", "list").splitlines()) == 1
+
+
+def _is_candidate(pid: int, svc: Path) -> bool:
+    """Whether the process runs in the candidate's directory (the base runs in its worktree)."""
+    try:
+        return Path(f"/proc/{pid}/cwd").resolve() == svc.resolve()
+    except OSError:
+        return False

@@ -76,10 +76,7 @@ def test_compare_names_the_functions_a_cpu_and_an_allocation_regression_changed(
     shutil.copytree(SAMPLE, repo / "svc")
     svc = repo / "svc"
     # latency of short trials is not gated here (see test_baseline_integration)
-    extra = (
-        "trials: 5\ncompare: {block: 1s}\n"
-        "thresholds:\n  p95_latency: {max_increase: null}\n"
-    )
+    extra = "trials: 5\ncompare: {block: 1s}\nthresholds:\n  p95_latency: {max_increase: null}\n"
     write_config(svc / "leakgate.yml", warmup="1s", duration="3s", extra=extra)
     git(repo, "init", "-q")
     git(repo, "add", ".")
