@@ -65,7 +65,8 @@ class PairedRun:
         self.prepared = prepared
         self.plan = plan_of(runner)
         self.first = random.Random(runner.seed).choice(SIDES)
-        self.blocks: list[Block] = []
+        self.blocks: list[Block] = runner.blocks  # the runner's own list: a record taken at
+        # any moment (an interrupt while the samplers stop) holds every block measured
         self.samplers: dict[str, Sampler] = {}
         self.phase = "start-up"
         self.side = SIDES[0]
@@ -104,6 +105,7 @@ class PairedRun:
                     runner._checkpoint_after_warm_up(runs[side])
                 self.phase = "load"
                 self._blocks(runs)
+                self._stop_samplers(cut=False)  # before the drain: no probe in its heap
                 self.phase = "drain"
                 for side in SIDES:
                     self.side = side
@@ -112,8 +114,8 @@ class PairedRun:
                 service, _ = services[self.side]
                 runner._note_died(e, self.phase, states[self.side], service, self.side)
             finally:
+                self._stop_samplers(cut=True)  # cut short: the profile is not waited for
                 self._finish()
-                runner.blocks = list(self.blocks)
         for side in SIDES:
             runner.reporter.say(f"{side}: done")
 
@@ -205,11 +207,12 @@ class PairedRun:
 
     # -- each side's Trial ----------------------------------------------------------------
 
-    def _finish(self) -> None:
-        """Each side's Trial from what was measured, whatever ended the run."""
+    def _stop_samplers(self, *, cut: bool) -> None:
+        """Stop both sides' samplers (once) and keep their series, profile and notes."""
         runner = self.runner
-        for side, sampler in self.samplers.items():
-            sampler.stop(cut=self.phase == "load")
+        samplers, self.samplers = self.samplers, {}
+        for side, sampler in samplers.items():
+            sampler.stop(cut=cut)
             state = runner.paired[side]
             profile = sampler.cpu_profile_path
             state.trial = dataclasses.replace(
@@ -222,6 +225,10 @@ class PairedRun:
                 state.notes.append(f"{sampler.errors} runtime samples could not be read")
             if sampler.cpu_profile_error:
                 state.notes.append(f"no CPU profile of the blocks: {sampler.cpu_profile_error}")
+
+    def _finish(self) -> None:
+        """Each side's Trial from the blocks measured, whatever ended the run."""
+        runner = self.runner
         for side in SIDES:
             state = runner.paired[side]
             mine = [b for b in self.blocks if b.side == side]

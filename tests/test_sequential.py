@@ -154,6 +154,24 @@ def test_a_change_within_the_floor_passes_however_large_in_per_cent() -> None:
     assert "floor" in decision.comparisons[0].reason
 
 
+def test_a_zero_baseline_without_a_floor_passes_when_nothing_got_worse() -> None:
+    zeros = {"error_rate": ([0.0] * 8, [0.0] * 8)}
+    decision = sequential.decide(zeros, {"error_rate": Threshold(max_increase=0.5)}, Plan())
+    assert _verdicts(decision) == {"error_rate": "pass"} and decision.pairs == 8
+
+
+def test_a_change_inside_the_threshold_does_not_fail_over_the_looks() -> None:
+    """The test is of "worse than +10%", not of "worse": a true +8% change whose noisy
+    estimate crosses +10% at some look still must not fail more often than alpha."""
+    rng = random.Random(2)
+    fails, runs = 0, 150
+    for _ in range(runs):
+        values = _values(1.08, 0.05, 16, seed=rng.randrange(10**9))
+        decision = sequential.decide(values, GATED, Plan())
+        fails += _verdicts(decision)["cpu_per_request"] == "fail"
+    assert fails / runs <= 0.05
+
+
 def test_zeros_are_compared_as_differences() -> None:
     values = {
         "error_rate": ([0.0] * 8, [0.0] * 8),

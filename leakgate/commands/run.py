@@ -227,7 +227,8 @@ def _measure(plan: _Plan, args: argparse.Namespace) -> _Measured:
                 )
             record = runner.run()
             first = judge(record, cfg, plan.baseline)
-            if cfg.confirm and plan.command != "baseline record" and inconclusive_metrics(first):
+            confirmable = plan.command != "baseline record" and not runner.paired_design
+            if cfg.confirm and confirmable and inconclusive_metrics(first):
                 record = runner.run_more(cfg.confirm)
                 unconfirmed = first
         except Interrupted:
