@@ -290,23 +290,9 @@ def _paired_row(c: sequential.PairedComparison) -> ComparisonRow:
 
 
 def _paired_check(c: sequential.PairedComparison, fail_on_inconclusive: bool = False) -> Check:
-    unit = METRICS[c.metric].unit
-    evidence = [
-        f"{side} blocks: {', '.join(slo.format_value(v, unit, c.metric) for v in values)}"
-        for side, values in (("baseline", c.baseline), ("candidate", c.candidate))
-    ]
-    summary = c.reason if c.verdict != "inconclusive" else f"~ {c.reason}"
-    status = _COMPARISON_STATUS[c.verdict]
-    if c.verdict == "inconclusive" and fail_on_inconclusive:
-        status, summary = "fail", f"{summary} (fail_on_inconclusive)"
-    return Check(
-        name=f"{c.metric}_vs_baseline",
-        status=status,
-        summary=summary,
-        value=_finite(c.change),
-        limit=c.threshold,
-        unit="change",
-        evidence=tuple(evidence),
+    values = (("baseline blocks", c.baseline), ("candidate blocks", c.candidate))
+    return _gate_check(
+        c.metric, c.verdict, c.reason, _finite(c.change), c.threshold, values, fail_on_inconclusive
     )
 
 
@@ -368,20 +354,37 @@ _COMPARISON_STATUS: dict[str, CheckStatus] = {
 
 
 def _comparison_check(c: Comparison, fail_on_inconclusive: bool = False) -> Check:
+    values = (("baseline trials", c.baseline.values), ("candidate trials", c.candidate.values))
+    return _gate_check(
+        c.metric, c.verdict, c.reason, c.change, c.threshold, values, fail_on_inconclusive
+    )
+
+
+def _gate_check(
+    metric: str,
+    verdict: str,
+    reason: str,
+    change: float | None,
+    threshold: float | None,
+    values: Sequence[tuple[str, Sequence[float]]],
+    fail_on_inconclusive: bool,
+) -> Check:
+    """A gated comparison as a Check, each side's values in its evidence."""
+    unit = METRICS[metric].unit
     evidence = [
-        f"{side} trials: {', '.join(slo.format_value(v, c.unit, c.metric) for v in values)}"
-        for side, values in (("baseline", c.baseline.values), ("candidate", c.candidate.values))
+        f"{label}: {', '.join(slo.format_value(v, unit, metric) for v in side)}"
+        for label, side in values
     ]
-    summary = c.reason if c.verdict != "inconclusive" else f"~ {c.reason}"
-    status = _COMPARISON_STATUS[c.verdict]
-    if c.verdict == "inconclusive" and fail_on_inconclusive:
+    summary = reason if verdict != "inconclusive" else f"~ {reason}"
+    status = _COMPARISON_STATUS[verdict]
+    if verdict == "inconclusive" and fail_on_inconclusive:
         status, summary = "fail", f"{summary} (fail_on_inconclusive)"
     return Check(
-        name=f"{c.metric}_vs_baseline",
+        name=f"{metric}_vs_baseline",
         status=status,
         summary=summary,
-        value=c.change,
-        limit=c.threshold,
+        value=change,
+        limit=threshold,
         unit="change",
         evidence=tuple(evidence),
     )

@@ -122,6 +122,20 @@ def loopback_agent_address(text: str) -> str | None:
     return f"{ip}:{port}" if ip in ipaddress.IPv4Network("127.0.0.0/8") else None
 
 
+CAPACITY_MIN_SECONDS = 1.0
+CAPACITY_MAX_SECONDS = 3.0
+
+
+def capacity_probe_seconds(warmup: float) -> float:
+    """How long the closed-loop capacity probe of `rate: auto` runs: half the warm-up, 1-3 s."""
+    return min(max(CAPACITY_MIN_SECONDS, warmup / 2), CAPACITY_MAX_SECONDS)
+
+
+def check_capacity(capacity: float) -> None:
+    if capacity <= 0:
+        raise LoadError("capacity probe served no request; is the load path right?")
+
+
 def cpu_profile_plan(cfg: Config, trial_dir: Path) -> CpuProfilePlan | None:
     """A CPU profile of the measure window, ending a little before the load does (pprof's
     `seconds` is whole seconds; the agent serves up to 60)."""

@@ -21,7 +21,14 @@ from typing import TYPE_CHECKING
 
 from leakgate import sequential
 from leakgate.errors import LoadError, ServiceStartError
-from leakgate.measure import CostMeter, ServiceDied, rel, series
+from leakgate.measure import (
+    CostMeter,
+    ServiceDied,
+    capacity_probe_seconds,
+    check_capacity,
+    rel,
+    series,
+)
 from leakgate.model import (
     Block,
     Counters,
@@ -38,8 +45,6 @@ if TYPE_CHECKING:
 
 SIDES = ("baseline", "candidate")
 CPU_PROFILE_MAX_SECONDS = 60
-CAPACITY_MIN_SECONDS = 1.0
-CAPACITY_MAX_SECONDS = 3.0
 
 
 def plan_of(runner: Runner) -> sequential.Plan:
@@ -129,14 +134,13 @@ class PairedRun:
         warmup = load.warmup
         self.phase = "warm-up"
         if load.rate == "auto" and runner.offered_rate is None:
-            probe = min(max(CAPACITY_MIN_SECONDS, warmup / 2), CAPACITY_MAX_SECONDS)
+            probe = capacity_probe_seconds(warmup)
             capacity = {}
             for side in SIDES:
                 self.side = side
                 capacity[side] = runs[side].load(probe, 0.0, "capacity").achieved_rate
             lower = min(capacity.values())
-            if lower <= 0:
-                raise LoadError("capacity probe served no request; is the load path right?")
+            check_capacity(lower)
             runner.offered_rate = max(1.0, lower * load.rate_share)
             warmup = max(0.0, warmup - probe)
             runner.reporter.say(

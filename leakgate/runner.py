@@ -27,6 +27,8 @@ from leakgate.measure import (
     LoadInterrupted,
     LoadSetup,
     ServiceDied,
+    capacity_probe_seconds,
+    check_capacity,
     checkpoint,
     cpu_profile_plan,
     drive,
@@ -58,8 +60,6 @@ from leakgate.remote import RemoteService, Target, restarted
 from leakgate.service import Service, ServiceUnderTest
 from leakgate.stale import clean_stale
 
-PROBE_MIN_SECONDS = 1.0
-PROBE_MAX_SECONDS = 3.0
 PROGRESS_EVERY_TTY = 1.0
 PROGRESS_EVERY_LOG = 5.0
 
@@ -427,10 +427,9 @@ class Runner:
         load = self.config.load
         warmup = load.warmup
         if load.rate == "auto" and self.offered_rate is None:
-            probe = min(max(PROBE_MIN_SECONDS, warmup / 2), PROBE_MAX_SECONDS)
+            probe = capacity_probe_seconds(warmup)
             capacity = t.load(probe, 0.0, "capacity").achieved_rate
-            if capacity <= 0:
-                raise LoadError("capacity probe served no request; is the load path right?")
+            check_capacity(capacity)
             self.offered_rate = max(1.0, capacity * load.rate_share)
             warmup = max(0.0, warmup - probe)
             self.reporter.say(
