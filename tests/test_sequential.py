@@ -20,7 +20,7 @@ from leakgate.judge import judge
 from leakgate.metrics import DEFAULT_THRESHOLDS, Threshold
 from leakgate.model import Block, Counters, RunRecord, WindowCost
 from leakgate.pairedrun import block_order, merge_loads, sum_costs
-from leakgate.report import Judged, console, markdown
+from leakgate.report import Judged, console, html, junit, markdown
 from leakgate.sequential import Plan
 
 from .conftest import SAMPLE
@@ -333,6 +333,10 @@ def test_judge_of_a_paired_record_decides_as_the_run_did_and_reports_the_interva
     text = console.render(Judged(verdict, record))
     assert "95% interval" in text and "8 pairs of blocks, one process a side" in text
     assert "| 95% interval |" in markdown.render(Judged(verdict, record))
+    assert "8 pairs of blocks, one process a side" in html.render(Judged(verdict, record))
+    junit_xml = junit.render(Judged(verdict, record))
+    assert '<property name="design" value="paired"/>' in junit_xml
+    assert '<property name="pairs" value="8"/>' in junit_xml
     clean = judge(_paired_record(1.0), cfg)
     assert clean.status == "pass"
 

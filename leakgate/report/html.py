@@ -117,7 +117,9 @@ def _header(verdict: Verdict, record: RunRecord, sides: Mapping[str, Sequence[Tr
     counts = ", ".join(f"{len(trials)} {side}" for side, trials in sides.items())
     context = [f"{counts or 'no'} trial{'s' if sum(map(len, sides.values())) != 1 else ''}"]
     rate = offered_rate(record.trials)
-    if rate:
+    if record.design == "paired":
+        context = [table.run_context(record)]
+    elif rate:
         context.append(f"at {rate:,.0f} req/s")
     if record.package:
         context.append(f"of {record.package}")

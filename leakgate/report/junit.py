@@ -24,7 +24,10 @@ def _properties(record: RunRecord) -> dict[str, str]:
         "git_revision": env.git_revision + (" (dirty)" if env.git_dirty else ""),
         "package": record.package,
         "trials": str(len(record.trials)),
+        "design": record.design,
     }
+    if record.design == "paired":
+        props["pairs"] = str(len({b.pair for b in record.blocks if b.side == "candidate"}))
     if env.service_cpus:
         props["service_cpus"] = ",".join(map(str, env.service_cpus))
         props["loadgen_cpus"] = ",".join(map(str, env.loadgen_cpus))

@@ -122,7 +122,9 @@ def _comparison_families(rows: Sequence[ComparisonRow]) -> list[Family]:
         ),
         (
             "comparison_p_value",
-            "One-sided Mann-Whitney U p-value (Holm-adjusted over the gated metrics).",
+            "One-sided p-value, Holm-adjusted over the gated metrics: Mann-Whitney U over "
+            "trials, or (paired compare) signed-rank over pairs of blocks, of worse than the "
+            "threshold and judged against its look's share of alpha.",
             (({"metric": r.metric}, r.p_value) for r in rows if r.p_value is not None),
         ),
         (
