@@ -30,8 +30,9 @@ the largest part because an exact test of n pairs cannot reach below 2^-n: with 
 metrics, 8 pairs and 0.4 × 0.05 the strongest metric needs p < 0.005 > 1/256, so a clear
 regression can fail at the first look.
 
-A gated metric fails when, at a look, its Holm-adjusted p is under that look's alpha AND its
-estimate is beyond the threshold AND beyond the floor. It passes (and stays passed) when the
+A gated metric fails when, at a look, it is significantly worse than its threshold itself (the
+signed-rank test of d − log1p(max_increase), Holm-adjusted, under that look's alpha: see _gate_p
+for why not against no change) AND its estimate is beyond the floor. It passes (and stays passed) when the
 interval's upper end is within the threshold or within the floor: it cannot be that large.
 Otherwise it is undecided, and after the last look `~`, with how noisy the run was and how many
 pairs would settle it.
