@@ -32,8 +32,9 @@ regression can fail at the first look.
 
 A gated metric fails when, at a look, it is significantly worse than its threshold itself (the
 signed-rank test of d − log1p(max_increase), Holm-adjusted, under that look's alpha: see _gate_p
-for why not against no change) AND its estimate is beyond the floor. It passes (and stays passed) when the
-interval's upper end is within the threshold or within the floor: it cannot be that large.
+for why not against no change) AND its estimate is beyond the floor. It passes (and stays
+passed) when the interval's upper end is within the threshold or within the floor: it cannot be
+that large.
 Otherwise it is undecided, and after the last look `~`, with how noisy the run was and how many
 pairs would settle it.
 """
