@@ -131,9 +131,11 @@ def capacity_probe_seconds(warmup: float) -> float:
     return min(max(CAPACITY_MIN_SECONDS, warmup / 2), CAPACITY_MAX_SECONDS)
 
 
-def check_capacity(capacity: float) -> None:
+def rate_from_capacity(capacity: float, share: float) -> float:
+    """`rate: auto`'s offered rate: `share` of the capacity the closed-loop probe measured."""
     if capacity <= 0:
         raise LoadError("capacity probe served no request; is the load path right?")
+    return max(1.0, capacity * share)
 
 
 def cpu_profile_plan(cfg: Config, trial_dir: Path) -> CpuProfilePlan | None:

@@ -25,7 +25,7 @@ from leakgate.measure import (
     CostMeter,
     ServiceDied,
     capacity_probe_seconds,
-    check_capacity,
+    rate_from_capacity,
     rel,
     series,
 )
@@ -139,22 +139,16 @@ class PairedRun:
             for side in SIDES:
                 self.side = side
                 capacity[side] = runs[side].load(probe, 0.0, "capacity").achieved_rate
-            lower = min(capacity.values())
-            check_capacity(lower)
-            runner.offered_rate = max(1.0, lower * load.rate_share)
+            runner.offered_rate = rate_from_capacity(min(capacity.values()), load.rate_share)
             warmup = max(0.0, warmup - probe)
             runner.reporter.say(
                 f"capacity closed-loop: baseline {capacity['baseline']:,.0f}, candidate "
                 f"{capacity['candidate']:,.0f} req/s; offering both {runner.offered_rate:,.0f} "
                 f"req/s ({load.rate_share:.0%} of the lower)"
             )
-        if warmup <= 0:
-            return
-        for side in SIDES:
+        for side in SIDES if warmup > 0 else ():
             self.side = side
-            t = runs[side]
-            warmed = t.load(warmup, runner.offered_rate or 0.0, "warmup")
-            t.state.trial = dataclasses.replace(t.state.trial, warmup_load=warmed)
+            runs[side].warm(warmup, runner.offered_rate or 0.0)
 
     # -- the blocks -----------------------------------------------------------------------
 

@@ -28,10 +28,10 @@ from leakgate.measure import (
     LoadSetup,
     ServiceDied,
     capacity_probe_seconds,
-    check_capacity,
     checkpoint,
     cpu_profile_plan,
     drive,
+    rate_from_capacity,
     rel,
     runtime_source,
     series,
@@ -125,6 +125,15 @@ class _TrialRun:
     ) -> LoadResult:
         out = self.trial_dir / f"load-{name}.json"
         return drive(self.load_setup, self.service, duration, rate, out, name, self.label, sampler)
+
+    def warm(self, seconds: float, rate: float) -> None:
+        """The warm-up load, kept in the trial (what it measured, even when a signal cut it)."""
+        try:
+            warmed = self.load(seconds, rate, "warmup")
+        except LoadInterrupted as e:
+            self.state.trial = dataclasses.replace(self.state.trial, warmup_load=e.result)
+            raise
+        self.state.trial = dataclasses.replace(self.state.trial, warmup_load=warmed)
 
     def checkpoint(
         self,
@@ -429,21 +438,14 @@ class Runner:
         if load.rate == "auto" and self.offered_rate is None:
             probe = capacity_probe_seconds(warmup)
             capacity = t.load(probe, 0.0, "capacity").achieved_rate
-            check_capacity(capacity)
-            self.offered_rate = max(1.0, capacity * load.rate_share)
+            self.offered_rate = rate_from_capacity(capacity, load.rate_share)
             warmup = max(0.0, warmup - probe)
             self.reporter.say(
                 f"{t.label}: capacity {capacity:,.0f} req/s closed-loop; offering "
                 f"{self.offered_rate:,.0f} req/s ({load.rate_share:.0%})"
             )
-        if warmup <= 0:
-            return
-        try:
-            warmed = t.load(warmup, self.offered_rate or 0.0, "warmup")
-        except LoadInterrupted as e:
-            t.state.trial = dataclasses.replace(t.state.trial, warmup_load=e.result)
-            raise
-        t.state.trial = dataclasses.replace(t.state.trial, warmup_load=warmed)
+        if warmup > 0:
+            t.warm(warmup, self.offered_rate or 0.0)
 
     def _checkpoint_after_warm_up(self, t: _TrialRun) -> None:
         t.state.checkpoints["warmup"] = t.checkpoint("warmup")
