@@ -139,7 +139,7 @@ class Counters:
     """Cumulative counters of the service process, read at one instant (None: not available)."""
 
     cpu_seconds: float | None = None  # user + system CPU time since the process started
-    alloc_bytes: float | None = None  # heap bytes allocated since start (/gc/heap/allocs:bytes)
+    alloc_bytes: float | None = None  # heap bytes allocated since start (MemStats.TotalAlloc)
     alloc_objects: float | None = None  # heap objects allocated since start
     gc_cycles: float | None = None  # completed GC cycles, forced ones included
 

@@ -210,7 +210,7 @@ class AgentSource(RuntimeSource):
 
     name = "agent"
     cpu_source = "getrusage user + system (agent)"
-    alloc_source = "runtime/metrics /gc/heap/allocs:bytes, :objects + tiny/allocs (agent)"
+    alloc_source = "runtime.ReadMemStats TotalAlloc and Mallocs, per-P caches flushed (agent)"
 
     def __init__(self, addr: str, token: str) -> None:
         self.base_url = f"http://{addr}"
@@ -232,7 +232,9 @@ class AgentSource(RuntimeSource):
         )
 
     def counters(self) -> Counters:
-        data = fetch_json(f"{self.base_url}/leakgate/metrics", timeout=5.0, headers=self.headers)
+        # /leakgate/counters stops the world to flush the per-P allocation caches: exact counts,
+        # where runtime/metrics' run ahead by up to a span per size class (leakgate_agent.go)
+        data = fetch_json(f"{self.base_url}/leakgate/counters", timeout=5.0, headers=self.headers)
         return Counters(
             cpu_seconds=_number(data, "process_cpu_seconds"),
             alloc_bytes=_number(data, "alloc_bytes"),

@@ -93,10 +93,11 @@ def test_the_agent_serves_the_counters() -> None:
             "num_goroutine": 8,
         }
     ).encode()
-    with fake_service({"/leakgate/metrics": lambda: (200, "application/json", body)}) as url:
+    with fake_service({"/leakgate/counters": lambda: (200, "application/json", body)}) as url:
         source = AgentSource(url.removeprefix("http://"), "token")
         assert source.counters() == Counters(12.5, 2_000_000.0, 30_000.0, 40.0)
     assert "getrusage" in source.cpu_source and not source.cpu_coarse
+    assert "ReadMemStats" in source.alloc_source
 
 
 def test_expvar_serves_allocations_and_no_cpu() -> None:

@@ -20,6 +20,7 @@
 //
 //	GET      /leakgate/health
 //	GET      /leakgate/metrics            runtime/metrics snapshot, JSON
+//	GET      /leakgate/counters           exact cumulative CPU, allocation and GC counts, JSON
 //	POST|GET /leakgate/checkpoint         GC twice + ReadMemStats, JSON
 //	GET      /debug/pprof/                plain-text index
 //	GET      /debug/pprof/profile?seconds=N  CPU profile (1..60 s, default 10)
@@ -253,6 +254,7 @@ func leakgateAgentMux() *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/leakgate/health", leakgateAgentWrap(leakgateAgentHealth))
 	mux.HandleFunc("/leakgate/metrics", leakgateAgentWrap(leakgateAgentMetrics))
+	mux.HandleFunc("/leakgate/counters", leakgateAgentWrap(leakgateAgentCounters))
 	mux.HandleFunc("/leakgate/checkpoint", leakgateAgentWrap(leakgateAgentCheckpoint))
 	mux.HandleFunc("/debug/pprof/", leakgateAgentWrap(leakgateAgentPprof))
 	return mux
@@ -460,15 +462,53 @@ func leakgateAgentMetrics(w http.ResponseWriter, r *http.Request) {
 	if resp.HeapLiveBytes != nil {
 		resp.HeapLiveSource = heapLiveName
 	}
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err == nil {
-		user := time.Duration(ru.Utime.Nano()).Seconds()
-		system := time.Duration(ru.Stime.Nano()).Seconds()
-		resp.ProcessUserSeconds = leakgateAgentFloatPtr(user)
-		resp.ProcessSystemSeconds = leakgateAgentFloatPtr(system)
-		resp.ProcessCPUSeconds = leakgateAgentFloatPtr(user + system)
-	}
+	resp.ProcessCPUSeconds, resp.ProcessUserSeconds, resp.ProcessSystemSeconds = leakgateAgentProcessCPU()
 	leakgateAgentWriteJSON(w, resp)
+}
+
+// leakgateAgentCountersResp is what a window's per-request costs are
+// computed from: two readings, just before and just after the window's load,
+// subtract. The allocation counts come from runtime.ReadMemStats, which
+// stops the world and flushes every P's allocation cache first, so they are
+// exact. runtime/metrics' /gc/heap/allocs counts a small-object span's free
+// slots as allocated when a P takes the span and corrects the count when it
+// gives the span back: read mid-flight it is ahead by up to a span per size
+// class per P (about a megabyte), a few per cent of a two-second block's
+// allocations.
+type leakgateAgentCountersResp struct {
+	AllocBytes           uint64              `json:"alloc_bytes"`
+	AllocObjects         uint64              `json:"alloc_objects"`
+	GCCycles             uint32              `json:"gc_cycles"`
+	ProcessCPUSeconds    *leakgateAgentFloat `json:"process_cpu_seconds,omitempty"`
+	ProcessUserSeconds   *leakgateAgentFloat `json:"process_user_seconds,omitempty"`
+	ProcessSystemSeconds *leakgateAgentFloat `json:"process_system_seconds,omitempty"`
+}
+
+func leakgateAgentCounters(w http.ResponseWriter, r *http.Request) {
+	if !leakgateAgentAllowMethods(w, r, http.MethodGet, http.MethodHead) {
+		return
+	}
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	resp := leakgateAgentCountersResp{
+		AllocBytes:   ms.TotalAlloc,
+		AllocObjects: ms.Mallocs,
+		GCCycles:     ms.NumGC,
+	}
+	resp.ProcessCPUSeconds, resp.ProcessUserSeconds, resp.ProcessSystemSeconds = leakgateAgentProcessCPU()
+	leakgateAgentWriteJSON(w, resp)
+}
+
+// leakgateAgentProcessCPU is getrusage(RUSAGE_SELF): user + system, user
+// and system CPU seconds; nil where getrusage fails.
+func leakgateAgentProcessCPU() (cpu, user, system *leakgateAgentFloat) {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return nil, nil, nil
+	}
+	u := time.Duration(ru.Utime.Nano()).Seconds()
+	s := time.Duration(ru.Stime.Nano()).Seconds()
+	return leakgateAgentFloatPtr(u + s), leakgateAgentFloatPtr(u), leakgateAgentFloatPtr(s)
 }
 
 type leakgateAgentCheckpointResp struct {

@@ -10,11 +10,38 @@ import (
 	"net/http"
 	_ "net/http/pprof" // registers on http.DefaultServeMux; must not clash with the agent
 	"os"
+	"runtime/debug"
+	"strconv"
 )
+
+// sink keeps /alloc's objects from being optimised away or put on the stack.
+var sink [][]byte
 
 func main() {
 	http.HandleFunc("/hello", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "hello")
+	})
+	// /alloc?n=N&size=S allocates N heap objects of S bytes, so a test knows
+	// exactly what the request allocated beyond serving an empty one.
+	http.HandleFunc("/alloc", func(w http.ResponseWriter, r *http.Request) {
+		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
+		size, _ := strconv.Atoi(r.URL.Query().Get("size"))
+		objs := make([][]byte, 0, 1024)
+		for i := 0; i < n && i < 1024; i++ {
+			objs = append(objs, make([]byte, size))
+		}
+		sink = objs
+		fmt.Fprintln(w, len(objs))
+	})
+	// /gcpercent?v=N is debug.SetGCPercent(N): with the GC off, sync.Pool
+	// keeps what net/http pooled, so a request allocates the same each time.
+	http.HandleFunc("/gcpercent", func(w http.ResponseWriter, r *http.Request) {
+		v, err := strconv.Atoi(r.URL.Query().Get("v"))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		fmt.Fprintln(w, debug.SetGCPercent(v))
 	})
 	addr := os.Getenv("AGENTTEST_ADDR")
 	if addr == "" {
