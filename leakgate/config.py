@@ -177,14 +177,15 @@ class CompareConfig:
     """How `compare` measures the two builds (see sequential.py for the paired test).
 
     paired: one process a side, both warm, measured in alternating `block`-second blocks and
-    decided after `min_pairs` pairs, then every two, up to `max_pairs`. trials: fresh
+    decided after `min_pairs` pairs, then every `look_every`, up to `max_pairs`. trials: fresh
     processes a side (`trials` of them), one value per trial, a Mann-Whitney U test.
     """
 
     design: Design = "paired"
     block: float = 2.0
     min_pairs: int = 8
-    max_pairs: int = 16
+    max_pairs: int = 28
+    look_every: int = 10
 
 
 @dataclass(frozen=True, slots=True)

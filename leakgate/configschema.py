@@ -100,7 +100,9 @@ class Schema(NodeReader):
         return cfg
 
     def compare(self, node: yaml.Node) -> CompareConfig:
-        m = self.mapping(node, "compare", ("design", "block", "min_pairs", "max_pairs"))
+        m = self.mapping(
+            node, "compare", ("design", "block", "min_pairs", "max_pairs", "look_every")
+        )
         out = CompareConfig()
         if "design" in m:
             design = self.string(m["design"][1], "compare.design")
@@ -120,6 +122,9 @@ class Schema(NodeReader):
         if "max_pairs" in m:
             high = self.integer(m["max_pairs"][1], "compare.max_pairs", 2, 100)
             out = dataclasses.replace(out, max_pairs=high)
+        if "look_every" in m:
+            every = self.integer(m["look_every"][1], "compare.look_every", 1, 100)
+            out = dataclasses.replace(out, look_every=every)
         if out.min_pairs > out.max_pairs:
             where = m.get("max_pairs", m.get("min_pairs"))
             assert where is not None

@@ -243,7 +243,7 @@ def _paired(record: RunRecord, config: Config) -> list[sequential.PairedComparis
     """The paired compare's metrics, judged at the look where it stopped (sequential.py)."""
     rate = analysis.offered_rate(record.trials)
     values = sequential.block_values(record.blocks, rate, config.threshold("error_rate").max)
-    plan = sequential.Plan(min_pairs=config.compare.min_pairs, max_pairs=config.compare.max_pairs)
+    plan = sequential.plan_of(config.compare)
     return list(sequential.decide(values, config.thresholds, plan).comparisons)
 
 

@@ -47,11 +47,6 @@ SIDES = ("baseline", "candidate")
 CPU_PROFILE_MAX_SECONDS = 60
 
 
-def plan_of(runner: Runner) -> sequential.Plan:
-    c = runner.config.compare
-    return sequential.Plan(min_pairs=c.min_pairs, max_pairs=c.max_pairs)
-
-
 def block_order(pairs: int, first: str) -> list[tuple[int, str]]:
     """(pair, side) for every block: `first` then the other, then the other then `first`..."""
     second = SIDES[1] if first == SIDES[0] else SIDES[0]
@@ -68,7 +63,7 @@ class PairedRun:
     def __init__(self, runner: Runner, prepared: _Prepared) -> None:
         self.runner = runner
         self.prepared = prepared
-        self.plan = plan_of(runner)
+        self.plan = sequential.plan_of(runner.config.compare)
         self.first = random.Random(runner.seed).choice(SIDES)
         self.blocks: list[Block] = runner.blocks  # the runner's own list: a record taken at
         # any moment (an interrupt while the samplers stop) holds every block measured

@@ -50,6 +50,7 @@ from typing import Literal
 
 from leakgate import analysis
 from leakgate.compare import ALPHA, holm
+from leakgate.config import CompareConfig
 from leakgate.metrics import METRICS, Direction, Metric, Threshold
 from leakgate.model import Block, Trial
 from leakgate.units import format_metric
@@ -69,8 +70,8 @@ class Plan:
     """When the decision is looked at, and how alpha is spent over the looks."""
 
     min_pairs: int = 8
-    max_pairs: int = 16
-    every: int = 2
+    max_pairs: int = 28
+    every: int = 10
     alpha: float = ALPHA
     first_share: float = FIRST_SHARE
 
@@ -95,6 +96,36 @@ class Plan:
         if look == 0:
             return self.alpha * self.first_share
         return self.alpha * (1.0 - self.first_share) / (count - 1)
+
+
+# What one block measures (its load and the counters around it); the leak checks, the heap and
+# RSS series and the GC-per-minute figures need checkpoints or samples, judged per side.
+BLOCK_METRICS = frozenset(
+    {
+        "p50_latency",
+        "p95_latency",
+        "p99_latency",
+        "throughput",
+        "error_rate",
+        "cpu_per_request",
+        "alloc_bytes_per_request",
+        "allocs_per_request",
+        "gc_cycles_per_1k_requests",
+    }
+)
+
+
+def can_fail(plan: Plan, gated: int) -> bool:
+    """Whether any look of `plan` can fail one of `gated` metrics: the exact test of n pairs
+    reaches p = 2^-n at best, and Holm's first step compares it with the look's alpha / gated."""
+    return any(
+        2.0**-pairs < plan.alpha_at(i) / max(gated, 1) for i, pairs in enumerate(plan.looks())
+    )
+
+
+def plan_of(compare: CompareConfig) -> Plan:
+    """The looks of a paired compare configured as `compare`."""
+    return Plan(min_pairs=compare.min_pairs, max_pairs=compare.max_pairs, every=compare.look_every)
 
 
 @dataclass(frozen=True, slots=True)

@@ -83,7 +83,8 @@ def test_the_interval_covers_the_centre_as_often_as_it_says() -> None:
 
 def test_the_looks_are_fixed_and_their_alpha_sums_to_alpha() -> None:
     plan = Plan()
-    assert plan.looks() == (8, 10, 12, 14, 16)
+    assert plan.looks() == (8, 18, 28)
+    assert sequential.plan_of(Config().compare) == plan
     assert sum(plan.alpha_at(i) for i in range(len(plan.looks()))) == pytest.approx(0.05)
     assert plan.alpha_at(0) == pytest.approx(0.02)
     assert Plan(min_pairs=6, max_pairs=11, every=2).looks() == (6, 8, 10, 11)
@@ -122,7 +123,7 @@ def test_a_clear_regression_fails_at_the_first_look() -> None:
     assert cpu.verdict == "fail" and cpu.look == 1
     assert cpu.change == pytest.approx(0.5, abs=0.05)
     assert cpu.low is not None and cpu.high is not None and cpu.low < 0.5 < cpu.high
-    assert "beyond +10%" in cpu.reason and "look 1 of 5" in cpu.reason
+    assert "beyond +10%" in cpu.reason and "look 1 of 3" in cpu.reason
 
 
 def test_no_change_on_a_quiet_machine_passes_at_the_first_look() -> None:
@@ -133,8 +134,8 @@ def test_no_change_on_a_quiet_machine_passes_at_the_first_look() -> None:
 
 
 def test_a_noisy_run_goes_on_to_the_last_look_and_says_what_would_settle_it() -> None:
-    decision = sequential.decide(_values(1.0, 0.25, 16, seed=5), GATED, Plan())
-    assert decision.pairs == 16
+    decision = sequential.decide(_values(1.0, 0.25, 28, seed=5), GATED, Plan())
+    assert decision.pairs == 28
     cpu = next(c for c in decision.comparisons if c.metric == "cpu_per_request")
     assert cpu.verdict == "inconclusive"
     assert "too noisy to rule out +10%" in cpu.reason or "pairs would settle it" in cpu.reason
@@ -166,7 +167,7 @@ def test_a_change_inside_the_threshold_does_not_fail_over_the_looks() -> None:
     rng = random.Random(2)
     fails, runs = 0, 150
     for _ in range(runs):
-        values = _values(1.08, 0.05, 16, seed=rng.randrange(10**9))
+        values = _values(1.08, 0.05, Plan().max_pairs, seed=rng.randrange(10**9))
         decision = sequential.decide(values, GATED, Plan())
         fails += _verdicts(decision)["cpu_per_request"] == "fail"
     assert fails / runs <= 0.05
@@ -185,7 +186,7 @@ def test_zeros_are_compared_as_differences() -> None:
 @pytest.mark.slow
 def test_the_false_fail_rate_holds_over_every_look() -> None:
     """No change, four gated metrics, thresholds of 0 (so significance alone decides) and
-    heavy-tailed noise: the share of runs with any fail over all five looks stays under alpha.
+    heavy-tailed noise: the share of runs with any fail over all three looks stays under alpha.
     Spending the whole alpha at every look instead would exceed it, so this test can fail."""
     thresholds = {
         name: Threshold(max_increase=0.0)
@@ -205,8 +206,8 @@ def test_the_false_fail_rate_holds_over_every_look() -> None:
     def one_run() -> dict[str, tuple[list[float], list[float]]]:
         out = {}
         for name in thresholds:
-            base = [math.exp(noise()) for _ in range(16)]
-            cand = [math.exp(noise()) for _ in range(16)]
+            base = [math.exp(noise()) for _ in range(Plan().max_pairs)]
+            cand = [math.exp(noise()) for _ in range(Plan().max_pairs)]
             out[name] = (base, cand)
         return out
 
@@ -218,13 +219,13 @@ def test_the_false_fail_rate_holds_over_every_look() -> None:
         return fails / runs
 
     assert rate(Plan()) <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / runs)
-    # every look at the full alpha (first_share 1 at each of five looks, i.e. no spending)
+    # every look at the full alpha (no spending)
     naive, tries = 0, runs // 3
     for _ in range(tries):
         values = one_run()
         naive += any(
             c.verdict == "fail"
-            for n in (8, 10, 12, 14, 16)
+            for n in Plan().looks()
             for c in sequential.look(
                 values, thresholds, Plan(min_pairs=n, max_pairs=n), n
             ).comparisons
@@ -294,6 +295,19 @@ def test_block_values_pair_the_blocks_and_leave_an_unfinished_pair_out() -> None
     assert not math.isnan(values["cpu_per_request"][0][0])
 
 
+def test_block_metrics_are_what_a_block_measures() -> None:
+    assert set(sequential.block_values(_blocks(2), 5000.0, 0.01)) == sequential.BLOCK_METRICS
+
+
+def test_a_plan_that_can_never_fail_is_known() -> None:
+    assert sequential.can_fail(Plan(), 4)
+    assert not sequential.can_fail(Plan(min_pairs=6, max_pairs=6), 4)  # 1/64 > 0.05 / 4
+    assert sequential.can_fail(Plan(min_pairs=6, max_pairs=6), 1)  # 1/64 < 0.05
+    # looks at 5, 6, 7 and 8 pairs: 1/32 > 0.02 / 4, and 1/256 > 0.01 / 4 at the others
+    assert not sequential.can_fail(Plan(min_pairs=5, max_pairs=8, every=1), 4)
+    assert sequential.can_fail(Plan(min_pairs=5, max_pairs=10, every=1), 4)  # 1/1024 < 0.0015
+
+
 def test_merged_loads_and_summed_costs_make_each_sides_trial() -> None:
     blocks = [b for b in _blocks(4) if b.side == "candidate"]
     merged = merge_loads([b.load for b in blocks if b.load is not None])
@@ -345,15 +359,19 @@ def test_judge_of_a_paired_record_decides_as_the_run_did_and_reports_the_interva
 
 
 def test_compare_section_is_read_and_bad_values_name_the_key() -> None:
-    cfg = parse_config("compare: {design: trials, block: 3s, min_pairs: 6, max_pairs: 20}\n")
+    cfg = parse_config(
+        "compare: {design: trials, block: 3s, min_pairs: 6, max_pairs: 20, look_every: 2}\n"
+    )
     assert cfg.compare.design == "trials" and cfg.compare.block == 3.0
-    assert (cfg.compare.min_pairs, cfg.compare.max_pairs) == (6, 20)
+    assert (cfg.compare.min_pairs, cfg.compare.max_pairs, cfg.compare.look_every) == (6, 20, 2)
+    assert sequential.plan_of(cfg.compare).looks() == (6, 8, 10, 12, 14, 16, 18, 20)
     assert Config().compare.design == "paired"
     for text, key in (
         ("compare: {design: fast}\n", "compare.design"),
         ("compare: {block: 0.1s}\n", "compare.block"),
         ("compare: {min_pairs: 10, max_pairs: 8}\n", "compare.max_pairs"),
         ("compare: {min_pairs: 1}\n", "compare.min_pairs"),
+        ("compare: {look_every: 0}\n", "compare.look_every"),
         ("compare: {pairs: 1}\n", "compare"),
     ):
         with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
@@ -390,4 +408,11 @@ def test_a_paired_compare_refuses_trials_and_an_external_tool_before_anything_st
     )
     err = capsys.readouterr().err
     assert code == 4 and "load.tool external" in err, err
+    hopeless = tmp_path / "hopeless.yml"
+    hopeless.write_text("compare: {min_pairs: 5, max_pairs: 5}\n")
+    args = ["compare", "--base", "HEAD", str(repo / "svc"), "--config", str(hopeless)]
+    code = cli.main([*args, "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 4 and "hopeless.yml" in err and "compare.max_pairs" in err, err
+    assert "can never fail" in err and "p95_latency" in err, err
     assert not out.exists() or not any(out.iterdir())

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from leakgate import analysis, costsites, leaksites
+from leakgate import analysis, costsites, leaksites, sequential
 from leakgate.baseline import load_baseline, save_baseline
 from leakgate.build import check_main_package, module_root
 from leakgate.commands import options
@@ -30,6 +30,7 @@ from leakgate.config import Config, quick
 from leakgate.errors import (
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
+    ConfigError,
     EnvironmentProblem,
     Interrupted,
     LeakgateError,
@@ -150,6 +151,7 @@ def _plan(args: argparse.Namespace) -> _Plan:
                     "load.tool external runs one measure window: a paired compare needs "
                     "leakgate's generator or wrk (or --design trials)"
                 )
+            _check_paired_plan(cfg)
     return _Plan(
         command=command,
         cfg=cfg,
@@ -160,6 +162,25 @@ def _plan(args: argparse.Namespace) -> _Plan:
         junit_path=Path(args.junit) if args.junit else report_dir / "junit.xml",
         json_path=Path(args.json) if args.json else report_dir / "run.json",
     )
+
+
+def _check_paired_plan(cfg: Config) -> None:
+    """A paired compare whose looks could never fail a gated metric is refused: it would pass
+    or end `~` whatever the change."""
+    gated = [
+        name
+        for name, t in cfg.thresholds.items()
+        if t.max_increase is not None and name in sequential.BLOCK_METRICS
+    ]
+    c = cfg.compare
+    if gated and not sequential.can_fail(sequential.plan_of(c), len(gated)):
+        where = f"{cfg.source}: " if cfg.source else ""
+        raise ConfigError(
+            f"{where}compare.max_pairs: {c.max_pairs} pairs (first look after {c.min_pairs}, "
+            f"then every {c.look_every}) can never fail any of the {len(gated)} gated metrics "
+            f"({', '.join(gated)}): an exact test of n pairs reaches p = 2^-n at best, and "
+            "each look gets only part of alpha = 0.05; raise compare.min_pairs or max_pairs"
+        )
 
 
 def _claim_outputs(plan: _Plan, args: argparse.Namespace) -> None:
