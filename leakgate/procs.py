@@ -290,8 +290,35 @@ def _prctl(option: int, value: int) -> bool:
     return bool(_PRCTL(option, value, 0, 0, 0) == 0)
 
 
-def child_setup(cpus: Sequence[int] | None, cgroup: Path | None = None) -> None:
-    """Runs in the child between fork and exec: pin CPUs, die with leakgate, join its cgroup."""
+# Held while a child is forked and registered (see _stop_signals_held).
+_STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
+
+
+@contextlib.contextmanager
+def _stop_signals_held() -> Iterator[frozenset[int] | None]:
+    """SIGINT and SIGTERM held (blocked) in this thread while the body runs; the signal mask
+    from before, or None where nothing was held. leakgate's handler stops a run by raising
+    from wherever the main thread is; around a fork the interpreter runs at-fork hooks whose
+    exceptions it only prints ("Exception ignored in: _releaseLock"), so a Ctrl-C landing
+    there was lost and the run went on. Held, the signal is delivered when the mask is restored,
+    after the child is registered (and so stopped with the others)."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield None
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        yield frozenset(old)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def child_setup(
+    cpus: Sequence[int] | None, cgroup: Path | None = None, mask: Iterable[int] | None = None
+) -> None:
+    """Runs in the child between fork and exec: pin CPUs, die with leakgate, join its cgroup,
+    and take the signal mask leakgate had before it held SIGINT and SIGTERM for the fork."""
+    if mask is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     if cpus:
         os.sched_setaffinity(0, cpus)
     _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -323,25 +350,26 @@ def spawn(
     _holder.ensure_subreaper()
     full_env, marker = marked_env(env)
     cgroup = _holder.new_cgroup(marker)
-    try:
-        proc = subprocess.Popen(
-            list(argv),
-            env=full_env,
-            cwd=cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=stdout,  # type: ignore[arg-type]
-            stderr=stderr,  # type: ignore[arg-type]
-            start_new_session=True,
-            preexec_fn=lambda: child_setup(cpus, cgroup),
-        )
-    except BaseException:
-        if cgroup is not None:
-            release_dir(cgroup)
-            remove_cgroup(cgroup)
-            _holder.cgroups.pop(marker, None)
-        raise
-    _holder.groups[proc.pid] = marker
-    _holder.leaders[proc.pid] = proc
+    with _stop_signals_held() as mask:
+        try:
+            proc = subprocess.Popen(
+                list(argv),
+                env=full_env,
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=stdout,  # type: ignore[arg-type]
+                stderr=stderr,  # type: ignore[arg-type]
+                start_new_session=True,
+                preexec_fn=lambda: child_setup(cpus, cgroup, mask),
+            )
+        except BaseException:
+            if cgroup is not None:
+                release_dir(cgroup)
+                remove_cgroup(cgroup)
+                _holder.cgroups.pop(marker, None)
+            raise
+        _holder.groups[proc.pid] = marker
+        _holder.leaders[proc.pid] = proc
     return proc
 
 

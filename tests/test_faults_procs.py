@@ -533,6 +533,47 @@ def test_kill_all_leaves_the_group_id_of_a_reaped_leader_alone() -> None:
     assert found == {"calls": []}
 
 
+def test_a_stop_signal_during_a_spawn_is_not_lost_and_the_child_does_not_inherit_it() -> None:
+    """A SIGINT that lands while a child is forked (here sent from the interpreter's own
+    at-fork hook, where an exception is only printed, as a Ctrl-C landing there was) still
+    raises from spawn, once the child is registered, so the run stops and the child is stopped
+    with the others; and a child does not start with SIGINT and SIGTERM blocked."""
+    found = in_own_process(
+        """
+        import json, os, signal, subprocess
+        from leakgate import procs
+        class Stop(Exception):
+            pass
+        def stop(signum, frame):
+            raise Stop()
+        signal.signal(signal.SIGINT, stop)
+        armed = [True]
+        def interrupt():
+            if armed[0]:
+                armed[0] = False
+                os.kill(os.getpid(), signal.SIGINT)
+        os.register_at_fork(after_in_parent=interrupt)
+        stopped = False
+        try:
+            procs.spawn(["sleep", "607"], env=dict(os.environ), cwd=None,
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cpus=None)
+        except Stop:
+            stopped = True
+        held = len(procs._holder.leaders)
+        procs.kill_all()
+        p = procs.spawn(["grep", "SigBlk", "/proc/self/status"], env=dict(os.environ),
+                        cwd=None, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cpus=None)
+        blocked = p.communicate()[0].decode().split()[-1]
+        parent = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+        print(json.dumps({"stopped": stopped, "held": held, "child_blocked": blocked,
+                          "parent_blocked": sorted(parent)}))
+        """
+    )
+    assert found["stopped"] is True and found["held"] == 1, found
+    assert int(found["child_blocked"], 16) == 0 and found["parent_blocked"] == [], found
+    assert sleepers("607") == []
+
+
 def test_members_of_a_reaped_leaders_group_are_still_killed(holder_marker: str) -> None:
     name, _, value = holder_marker.partition("=")
     proc = spawn_quiet(["sh", "-c", "sleep 606 & exit 0"], env={**os.environ, name: value})
