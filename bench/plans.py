@@ -1,6 +1,6 @@
 """How often a paired compare's sequential plan fails, passes or ends `~`, by simulation.
 
-    python bench/plans.py [--noise 0.06,0.08] [--runs 300] [--plans 8-16/2,8-28/4,8-32/4]
+    python bench/plans.py [--noise 0.06,0.08] [--runs 300] [--plans 8-16/2,8-28/4,8-28/10]
 
 Each simulated run has the four metrics a paired compare gates by default (p95 latency and the
 three cost metrics, at their default thresholds), with Gaussian noise on each block's log value
@@ -82,7 +82,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--noise", default="0.06,0.08", help="p95 per-pair spreads to try")
     parser.add_argument("--runs", type=int, default=300)
-    parser.add_argument("--plans", default="8-16/2,8-28/4,8-32/4")
+    parser.add_argument("--plans", default="8-16/2,8-28/4,8-28/10")
     parser.add_argument("--seed", type=int, default=1)
     opts = parser.parse_args()
     plans = [parse_plan(p) for p in opts.plans.split(",")]

@@ -206,7 +206,8 @@ class RuntimeSource:
 
 
 class AgentSource(RuntimeSource):
-    """The debug agent leakgate injected: runtime/metrics without stopping the world."""
+    """The debug agent leakgate injected: samples from runtime/metrics without stopping the
+    world; the window counters from ReadMemStats, which stops it briefly."""
 
     name = "agent"
     cpu_source = "getrusage user + system (agent)"
@@ -233,7 +234,7 @@ class AgentSource(RuntimeSource):
 
     def counters(self) -> Counters:
         # /leakgate/counters stops the world to flush the per-P allocation caches: exact counts,
-        # where runtime/metrics' run ahead by up to a span per size class (leakgate_agent.go)
+        # where runtime/metrics' are off by up to a span per size class (leakgate_agent.go)
         data = fetch_json(f"{self.base_url}/leakgate/counters", timeout=5.0, headers=self.headers)
         return Counters(
             cpu_seconds=_number(data, "process_cpu_seconds"),

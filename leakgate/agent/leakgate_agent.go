@@ -470,11 +470,10 @@ func leakgateAgentMetrics(w http.ResponseWriter, r *http.Request) {
 // computed from: two readings, just before and just after the window's load,
 // subtract. The allocation counts come from runtime.ReadMemStats, which
 // stops the world and flushes every P's allocation cache first, so they are
-// exact. runtime/metrics' /gc/heap/allocs counts a small-object span's free
-// slots as allocated when a P takes the span and corrects the count when it
-// gives the span back: read mid-flight it is ahead by up to a span per size
-// class per P (about a megabyte), a few per cent of a two-second block's
-// allocations.
+// exact. runtime/metrics' /gc/heap/allocs settles a small-object span's
+// count only when the span moves between a P's cache and the heap: read
+// mid-flight it is off by up to a span per size class per P (about a
+// megabyte), a few per cent of a two-second block's allocations.
 type leakgateAgentCountersResp struct {
 	AllocBytes           uint64              `json:"alloc_bytes"`
 	AllocObjects         uint64              `json:"alloc_objects"`
