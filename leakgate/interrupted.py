@@ -17,7 +17,7 @@ from pathlib import Path
 from leakgate.errors import LeakgateError
 from leakgate.measure import ServiceDied, rel
 from leakgate.model import Checkpoint
-from leakgate.procs import build_dir_prefix
+from leakgate.procs import build_dir_prefix, helper_thread
 
 DRAIN_SECONDS = 2.5
 QUIET_SECONDS = 1.0
@@ -65,9 +65,7 @@ class _DrainThread:
         self._lock = threading.Lock()
         self._finished = False  # under _lock
         self._late = False  # the wait gave up on it (under _lock)
-        self._thread = threading.Thread(
-            target=self._run, args=(take,), name="leakgate-drain", daemon=True
-        )
+        self._thread = helper_thread(self._run, args=(take,), name="leakgate-drain")
         self._thread.start()
 
     def _run(self, take: Take) -> None:

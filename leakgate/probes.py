@@ -21,6 +21,7 @@ from leakgate import pprof, prometheus, redirects
 from leakgate.atomic import write_atomic
 from leakgate.errors import EnvironmentProblem
 from leakgate.model import Counters
+from leakgate.procs import helper_thread
 
 MAX_JSON_BYTES = 4 * 1024 * 1024
 MAX_PROFILE_BYTES = 64 * 1024 * 1024
@@ -501,7 +502,7 @@ class Sampler:
         self.cpu_profile_error = ""
         self._profiler: threading.Thread | None = None
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="leakgate-sampler", daemon=True)
+        self._thread = helper_thread(self._run, name="leakgate-sampler")
         self._t0 = 0.0
 
     def start(self) -> None:
@@ -509,8 +510,8 @@ class Sampler:
         self._thread.start()
         plan = self.cpu_plan
         if plan is not None:
-            self._profiler = threading.Thread(
-                target=self._cpu_profile, args=(plan,), name="leakgate-cpu-profile", daemon=True
+            self._profiler = helper_thread(
+                self._cpu_profile, args=(plan,), name="leakgate-cpu-profile"
             )
             self._profiler.start()
 
@@ -551,14 +552,14 @@ class Sampler:
         if plan is None or self._tracer is not None or t < plan.after:
             return
         if not plan.due(self.goroutines, t):
-            self._tracer = threading.Thread(target=lambda: None)  # no growth: never trace
+            self._tracer = helper_thread(lambda: None, name="leakgate-no-trace")  # never started
             return
 
         def capture() -> None:
             with contextlib.suppress(ProbeError, OSError):
                 self.trace_path = self.source.save_trace(plan.dest, plan.seconds)
 
-        self._tracer = threading.Thread(target=capture, name="leakgate-trace", daemon=True)
+        self._tracer = helper_thread(capture, name="leakgate-trace")
         self._tracer.start()
 
     def sample_once(self, t: float) -> None:

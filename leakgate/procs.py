@@ -35,8 +35,9 @@ import os
 import re
 import signal
 import subprocess
+import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -312,13 +313,33 @@ def _stop_signals_held() -> Iterator[frozenset[int] | None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
+def block_stop_signals() -> None:
+    """Block SIGINT and SIGTERM in the calling thread, for good. Every thread leakgate starts
+    calls it first (helper_thread, and the build pool's initializer): a process-directed signal
+    goes to any thread that does not block it, and the main thread runs the handler at its next
+    chance, which may be inside an at-fork hook, where the exception is lost. With the helpers
+    blocking them, the signal waits for the main thread's mask (see _stop_signals_held)."""
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+
+
+def helper_thread(
+    target: Callable[..., object], *, name: str, args: tuple[object, ...] = ()
+) -> threading.Thread:
+    """A daemon thread running `target(*args)` with SIGINT and SIGTERM blocked."""
+
+    def run() -> None:
+        block_stop_signals()
+        target(*args)
+
+    return threading.Thread(target=run, name=name, daemon=True)
+
+
 def child_setup(
     cpus: Sequence[int] | None, cgroup: Path | None = None, mask: Iterable[int] | None = None
 ) -> None:
     """Runs in the child between fork and exec: pin CPUs, die with leakgate, join its cgroup,
     and take the signal mask leakgate had before it held SIGINT and SIGTERM for the fork."""
-    if mask is not None:
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     if cpus:
         os.sched_setaffinity(0, cpus)
     _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -329,6 +350,9 @@ def child_setup(
                 os.write(fd, str(os.getpid()).encode())
             finally:
                 os.close(fd)
+    # Last: a signal let in earlier would run leakgate's handler inside this function.
+    if mask is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def marked_env(env: Mapping[str, str]) -> tuple[dict[str, str], str]:

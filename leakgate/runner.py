@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from leakgate import __version__, analysis, interrupted, pairedrun
+from leakgate import __version__, analysis, interrupted, pairedrun, procs
 from leakgate.build import binary_go_version, build_loadgen, build_service, find_go
 from leakgate.config import Config, environ_without_leakgate
 from leakgate.environment import describe_environment, recorded_config
@@ -277,7 +277,9 @@ class Runner:
         for side, package_dir in to_build.items():
             say(f"building {side} {package_dir} ({go.version}{agent})")
         # One Go build cache: the sides and the generator build side by side.
-        with concurrent.futures.ThreadPoolExecutor(max_workers=len(to_build) + 1) as pool:
+        with concurrent.futures.ThreadPoolExecutor(
+            max_workers=len(to_build) + 1, initializer=procs.block_stop_signals
+        ) as pool:
             builds = {
                 side: pool.submit(
                     build_service,

@@ -8,6 +8,7 @@ DIR, and a failed module download's real error line.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import ctypes
 import fcntl
@@ -537,16 +538,22 @@ def test_a_stop_signal_during_a_spawn_is_not_lost_and_the_child_does_not_inherit
     """A SIGINT that lands while a child is forked (here sent from the interpreter's own
     at-fork hook, where an exception is only printed, as a Ctrl-C landing there was) still
     raises from spawn, once the child is registered, so the run stops and the child is stopped
-    with the others; and a child does not start with SIGINT and SIGTERM blocked."""
+    with the others; and a child does not start with SIGINT and SIGTERM blocked. A helper
+    thread is alive, as the sampler is in a run: the kernel hands a process-directed signal to
+    any thread that does not block it, and the main thread would then run the handler inside
+    the at-fork hook."""
     found = in_own_process(
         """
-        import json, os, signal, subprocess
+        import json, os, signal, subprocess, threading
         from leakgate import procs
         class Stop(Exception):
             pass
         def stop(signum, frame):
             raise Stop()
         signal.signal(signal.SIGINT, stop)
+        done = threading.Event()
+        helper = procs.helper_thread(done.wait, args=(30,), name="sampler-like")
+        helper.start()
         armed = [True]
         def interrupt():
             if armed[0]:
@@ -565,6 +572,8 @@ def test_a_stop_signal_during_a_spawn_is_not_lost_and_the_child_does_not_inherit
                         cwd=None, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cpus=None)
         blocked = p.communicate()[0].decode().split()[-1]
         parent = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+        done.set()
+        helper.join()
         print(json.dumps({"stopped": stopped, "held": held, "child_blocked": blocked,
                           "parent_blocked": sorted(parent)}))
         """
@@ -850,3 +859,25 @@ def test_a_failed_module_download_shows_the_real_error(go_bin: str, tmp_path: Pa
         r"file://\S+/v1.0.0.zip: no such file",
         run.stderr,
     ), run.output
+
+
+def test_every_thread_leakgate_starts_blocks_the_stop_signals() -> None:
+    """The guard above holds only if no thread of leakgate's can take SIGINT or SIGTERM: each
+    is made by procs.helper_thread, and a thread pool gets procs.block_stop_signals."""
+    package = Path(procs.__file__).parent
+    offenders = []
+    for path in sorted(package.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not isinstance(node, ast.Call):
+                continue
+            name = ast.unparse(node.func)
+            keywords = {k.arg: ast.unparse(k.value) for k in node.keywords}
+            if name.endswith("ThreadPoolExecutor"):
+                ok = keywords.get("initializer") == "procs.block_stop_signals"
+            elif name in ("threading.Thread", "Thread"):
+                ok = path.name == "procs.py"  # helper_thread's own
+            else:
+                continue
+            if not ok:
+                offenders.append(f"{path.relative_to(package)}:{node.lineno} {name}")
+    assert offenders == []

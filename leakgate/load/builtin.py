@@ -15,7 +15,7 @@ from leakgate.config import RequestSpec
 from leakgate.errors import LoadError
 from leakgate.load import LoadPlan
 from leakgate.model import HISTOGRAM_GROWTH, Histogram, LoadResult, SecondStat
-from leakgate.procs import signal_and_wait, spawn, stop_group
+from leakgate.procs import helper_thread, signal_and_wait, spawn, stop_group
 
 MAX_RESULT_BYTES = 64 * 1024 * 1024
 STOP_GRACE = 1.0  # after a stop, how long the generator's requests in flight may take
@@ -89,8 +89,8 @@ class LoadProcess:
         except OSError as e:
             raise LoadError(f"cannot start the load generator: {e}") from None
         assert self.proc.stderr is not None
-        self._reader = threading.Thread(
-            target=self._read_stderr, args=(self.proc.stderr,), daemon=True, name="leakgate-loadgen"
+        self._reader = helper_thread(
+            self._read_stderr, args=(self.proc.stderr,), name="leakgate-loadgen"
         )
         self._reader.start()
 
