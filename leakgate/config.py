@@ -188,6 +188,21 @@ class CompareConfig:
     look_every: int = 10
 
 
+# Settings added after runs were first recorded, with the value every run before them had:
+# a stored record without the key is judged as it ran, not by today's default.
+_BEFORE_THE_KEY: Mapping[tuple[str, str], object] = {("compare", "look_every"): 2}
+
+
+def recorded_plain(plain: Mapping[str, object]) -> dict[str, object]:
+    """A run record's config (plain data) with keys it predates filled as the run had them."""
+    out = dict(plain)
+    for (section, key), value in _BEFORE_THE_KEY.items():
+        part = out.get(section)
+        if isinstance(part, Mapping) and key not in part:
+            out[section] = {**part, key: value}
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     source: str | None = None  # the file it came from, None for pure defaults

@@ -11,9 +11,13 @@ from leakgate.config import (
     find_config,
     load_config,
     parse_config,
+    recorded_plain,
 )
+from leakgate.environment import recorded_config
 from leakgate.errors import ConfigError
 from leakgate.metrics import DEFAULT_THRESHOLDS
+from leakgate.model import from_plain, to_plain
+from leakgate.sequential import plan_of
 
 from .conftest import SAMPLE
 
@@ -433,3 +437,16 @@ def test_a_long_number_where_text_goes_is_that_text() -> None:
     cfg = parse_config(f"service:\n  env: {{A: {digits}}}\n  args: [{digits}, -{digits}]\n")
     assert cfg.service.env == {"A": digits}
     assert cfg.service.args == (digits, "-" + digits)
+
+
+def test_a_record_made_before_look_every_is_judged_with_the_looks_it_ran_with() -> None:
+    """Records written before compare.look_every looked every 2 pairs: `leakgate report`
+    must not re-judge them at today's looks (8, 18, 28), which could flip the verdict."""
+    today = to_plain(recorded_config(Config()))
+    old = {**today, "compare": {k: v for k, v in today["compare"].items() if k != "look_every"}}
+    old["compare"]["max_pairs"] = 16
+    plan = plan_of(from_plain(Config, recorded_plain(old)).compare)
+    assert (plan.min_pairs, plan.every, plan.max_pairs) == (8, 2, 16)
+    # a record that has the key keeps it; one without a compare section is left alone
+    assert from_plain(Config, recorded_plain(today)).compare == Config().compare
+    assert "compare" not in recorded_plain({"trials": 5})

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from leakgate import costsites, leaksites, outputs
 from leakgate.baseline import load_baseline, load_run
-from leakgate.config import Config
+from leakgate.config import Config, recorded_plain
 from leakgate.environment import redacted_config
 from leakgate.errors import EXIT_INTERNAL, UsageError
 from leakgate.judge import exit_code, judge
@@ -25,7 +25,7 @@ def rerender(args: argparse.Namespace) -> int:
         record = dataclasses.replace(record, config=redacted_config(record.config))
     baseline = load_baseline(Path(args.baseline)) if args.baseline else None
     try:
-        cfg = from_plain(Config, dict(record.config))
+        cfg = from_plain(Config, recorded_plain(record.config))
     except (TypeError, ValueError) as e:
         raise UsageError(f"{run_path}: the run's config cannot be read back: {e}") from None
     out = Path(args.out) if args.out else run_path.parent
