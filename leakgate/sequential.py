@@ -455,9 +455,9 @@ def _gate_p(m: _Measured, max_increase: float) -> float:
     `max_increase`" (log-ratios shifted by log1p(share × max_increase); differences, which
     have no relative scale, unshifted). Tested against no change at all, a change inside the
     threshold fails whenever a noisy look puts its estimate beyond it: simulated with 5% noise
-    per pair and a +10% gate, a true +8% failed 25% of runs over the five looks and +10% 69%
-    (against half the threshold: 21% and 63%). Against the threshold itself, +8% failed none
-    and +10% 5% (alpha), while +15% failed 80% and +20% every run."""
+    per pair on CPU per request and a +10% gate, looks at 8, 18 and 28 pairs (bench/plans.py,
+    400 runs), a true +8% failed 16% of runs and +10% 67%. Against the threshold itself, +8%
+    failed none and +10% 2% (under alpha), while +15% failed 96% and +20% every run."""
     if not m.relative or max_increase <= 0:
         return m.p if m.p is not None else 1.0
     shift = math.log1p(TEST_SHARE * max_increase)
