@@ -291,8 +291,12 @@ class Runner:
                 for side, package_dir in to_build.items()
             }
             loadgen_build = None if cfg.load.tool == "wrk" else pool.submit(build_loadgen, go)
-            binaries.update((side, future.result()) for side, future in builds.items())
-            loadgen = Path(find_wrk()) if loadgen_build is None else loadgen_build.result()
+            try:
+                binaries.update((side, future.result()) for side, future in builds.items())
+                loadgen = Path(find_wrk()) if loadgen_build is None else loadgen_build.result()
+            except BaseException:
+                _stop_builds(pool, [*builds.values(), *([loadgen_build] if loadgen_build else [])])
+                raise
         say(f"built in {time.monotonic() - started:.1f}s")
         # Attached, the service is not on this machine: the generator may use every CPU.
         service_cpus, load_cpus = split_cpus(cfg.load.cpu_split and self.target is None)
@@ -606,3 +610,21 @@ def _after_interrupt(
         state.trial, rss_peak=_peak_rss(state.trial.rss_peak, service.pid)
     )
     state.notes.extend(notes)
+
+
+# How long a stopped run waits for its build threads to see their compilers killed.
+STOP_BUILDS_SECONDS = 10.0
+
+
+def _stop_builds(
+    pool: concurrent.futures.ThreadPoolExecutor, futures: list[concurrent.futures.Future[Path]]
+) -> None:
+    """A run stopped while building (Ctrl-C, SIGTERM, one side's build failing) does not wait
+    for the other builds: builds not started are cancelled, and the compilers of those running
+    are killed until every build thread has ended (a build may start its next go command after
+    one kill), at most STOP_BUILDS_SECONDS."""
+    pool.shutdown(wait=False, cancel_futures=True)
+    deadline = time.monotonic() + STOP_BUILDS_SECONDS
+    while not all(f.done() for f in futures) and time.monotonic() < deadline:
+        procs.kill_all()
+        concurrent.futures.wait(futures, timeout=0.2)

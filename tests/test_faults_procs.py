@@ -881,3 +881,42 @@ def test_every_thread_leakgate_starts_blocks_the_stop_signals() -> None:
             if not ok:
                 offenders.append(f"{path.relative_to(package)}:{node.lineno} {name}")
     assert offenders == []
+
+
+def sleepers_of(argument: str) -> list[int]:
+    """Live `sleep <argument>` processes."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (entry / "cmdline").read_bytes().split(b"\0")[:2] == [
+                    b"sleep",
+                    argument.encode(),
+                ]:
+                    found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.go
+def test_ctrl_c_during_the_builds_stops_them_instead_of_waiting(
+    go_bin: str, tmp_path: Path
+) -> None:
+    """The service's build hangs (a -toolexec that sleeps, as a compile of a large service or a
+    stuck module download would); the generator builds beside it. SIGINT stops the run at once
+    (exit 2): the builds are killed, not waited for, and nothing of theirs is left."""
+    hang = tmp_path / "hang.sh"
+    hang.write_text("#!/bin/sh\nexec sleep 609\n")
+    hang.chmod(0o755)
+    package = go_module(tmp_path / "svc", "package main\n\nfunc main() {}\n")
+    (package / "leakgate.yml").write_text(f"service:\n  build_flags: [-toolexec={hang}]\n")
+    gate = spawn_gate([str(package)], tmp_path / "out")
+    try:
+        wait_for(lambda: sleepers_of("609") != [], 120, "the build to hang")
+        gate.send_signal(signal.SIGINT)
+        _, stderr = gate.communicate(timeout=60)  # without the fix: the 600 s build timeout
+    finally:
+        if gate.poll() is None:
+            gate.kill()
+            gate.communicate()
+    assert gate.returncode == 2, stderr
+    wait_for(lambda: sleepers_of("609") == [], 10, "the hung build to be killed")
