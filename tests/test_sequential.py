@@ -432,10 +432,12 @@ def test_a_paired_compare_refuses_trials_and_an_external_tool_before_anything_st
     err = capsys.readouterr().err
     assert code == 4 and "load.tool external" in err, err
     hopeless = tmp_path / "hopeless.yml"
-    hopeless.write_text("compare: {min_pairs: 5, max_pairs: 5}\n")
+    hopeless.write_text("trials: 7\nconfirm: 2\ncompare: {min_pairs: 5, max_pairs: 5}\n")
     args = ["compare", "--base", "HEAD", str(repo / "svc"), "--config", str(hopeless)]
     code = cli.main([*args, "--out", str(out)])
     err = capsys.readouterr().err
     assert code == 4 and "hopeless.yml" in err and "compare.max_pairs" in err, err
     assert "can never fail" in err and "p95_latency" in err, err
+    # keys a paired compare does not use are named, not silently ignored
+    assert "trials: 7 and confirm: 2 not used by a paired compare" in err, err
     assert not out.exists() or not any(out.iterdir())

@@ -134,6 +134,7 @@ def _plan(args: argparse.Namespace) -> _Plan:
     if command == "check" and args.baseline:
         baseline = load_baseline(Path(args.baseline))  # refused before anything starts
     against_baseline = baseline is not None or command in ("compare", "baseline record")
+    configured_trials = cfg.trials
     cfg = dataclasses.replace(cfg, trials=cfg.trial_count(against_baseline))
     report_dir = Path(cfg.report_dir)
     if command == "compare":
@@ -151,6 +152,7 @@ def _plan(args: argparse.Namespace) -> _Plan:
                     "load.tool external runs one measure window: a paired compare needs "
                     "leakgate's generator or wrk (or --design trials)"
                 )
+            _note_unused_trial_keys(cfg, configured_trials)
             _check_paired_plan(cfg)
     return _Plan(
         command=command,
@@ -162,6 +164,22 @@ def _plan(args: argparse.Namespace) -> _Plan:
         junit_path=Path(args.junit) if args.junit else report_dir / "junit.xml",
         json_path=Path(args.json) if args.json else report_dir / "run.json",
     )
+
+
+def _note_unused_trial_keys(cfg: Config, trials: int | None) -> None:
+    """`trials:` and `confirm:` in the config shape check --baseline, baseline record and a
+    compare of design trials; a paired compare does not use them, and says so rather than
+    leaving the user to believe they took effect."""
+    unused = [f"trials: {trials}"] if trials is not None else []
+    unused += [f"confirm: {cfg.confirm}"] if cfg.confirm else []
+    if unused:
+        where = f"{cfg.source}: " if cfg.source else ""
+        print(
+            f"leakgate: note: {where}{' and '.join(unused)} not used by a paired compare, which "
+            f"runs pairs of blocks until decided (compare.min_pairs {cfg.compare.min_pairs}, "
+            f"max_pairs {cfg.compare.max_pairs}); compare.design: trials uses them",
+            file=sys.stderr,
+        )
 
 
 def _check_paired_plan(cfg: Config) -> None:
