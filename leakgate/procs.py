@@ -293,12 +293,20 @@ def _prctl(option: int, value: int) -> bool:
 
 # Held while a child is forked and registered (see _stop_signals_held).
 _STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
+# Blocked when leakgate started (read at import, in the main thread): a child started from a
+# helper thread, which blocks the stop signals for good, must not inherit them blocked.
+_STARTED_BLOCKED = (
+    frozenset(signal.pthread_sigmask(signal.SIG_BLOCK, ()))
+    if hasattr(signal, "pthread_sigmask")
+    else frozenset()
+)
 
 
 @contextlib.contextmanager
 def _stop_signals_held() -> Iterator[frozenset[int] | None]:
-    """SIGINT and SIGTERM held (blocked) in this thread while the body runs; the signal mask
-    from before, or None where nothing was held. leakgate's handler stops a run by raising
+    """SIGINT and SIGTERM held (blocked) in this thread while the body runs; the signal mask a
+    child should start with (this thread's from before, with the stop signals as they were when
+    leakgate started), or None where nothing was held. leakgate's handler stops a run by raising
     from wherever the main thread is; around a fork the interpreter runs at-fork hooks whose
     exceptions it only prints ("Exception ignored in: _releaseLock"), so a Ctrl-C landing
     there was lost and the run went on. Held, the signal is delivered when the mask is restored,
@@ -308,7 +316,7 @@ def _stop_signals_held() -> Iterator[frozenset[int] | None]:
         return
     old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
     try:
-        yield frozenset(old)
+        yield frozenset(old) - (_STOP_SIGNALS - _STARTED_BLOCKED)
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 

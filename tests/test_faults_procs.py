@@ -574,12 +574,24 @@ def test_a_stop_signal_during_a_spawn_is_not_lost_and_the_child_does_not_inherit
         parent = signal.pthread_sigmask(signal.SIG_BLOCK, [])
         done.set()
         helper.join()
+        # a child started from a helper thread (a build's go command) does not inherit the
+        # helper's blocked stop signals either
+        from_helper = []
+        def start_from_helper():
+            q = procs.spawn(["grep", "SigBlk", "/proc/self/status"], env=dict(os.environ),
+                            cwd=None, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            cpus=None)
+            from_helper.append(q.communicate()[0].decode().split()[-1])
+        other = procs.helper_thread(start_from_helper, name="builder-like")
+        other.start()
+        other.join()
         print(json.dumps({"stopped": stopped, "held": held, "child_blocked": blocked,
-                          "parent_blocked": sorted(parent)}))
+                          "parent_blocked": sorted(parent), "helper_child": from_helper}))
         """
     )
     assert found["stopped"] is True and found["held"] == 1, found
     assert int(found["child_blocked"], 16) == 0 and found["parent_blocked"] == [], found
+    assert [int(mask, 16) for mask in found["helper_child"]] == [0], found
     assert sleepers("607") == []
 
 
