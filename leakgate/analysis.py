@@ -110,14 +110,16 @@ def retained_bytes_per_request(trial: Trial) -> float | None:
     after = trial.checkpoints.get("drain")
     if before is None or after is None or before.heap_alloc is None or after.heap_alloc is None:
         return None
-    if trial.load is None or trial.load.requests <= 0:
+    requests = requests_served(trial)
+    if trial.load is None or requests <= 0:
         return None
-    return (after.heap_alloc - before.heap_alloc) / trial.load.requests
+    return (after.heap_alloc - before.heap_alloc) / requests
 
 
 def requests_served(trial: Trial) -> int:
-    """Requests completed in the measure window (0 without a load result)."""
-    return trial.load.requests if trial.load else 0
+    """Requests completed between the warm-up and drain checkpoints: the measure window's and
+    a paired run's settle load (0 without a load result)."""
+    return trial.load.requests + trial.settle_requests if trial.load else 0
 
 
 def retained_noise_per_request(noise_floor: float, requests: int) -> float:

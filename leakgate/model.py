@@ -189,6 +189,9 @@ class Trial:
     trace: str | None = None  # runtime/trace taken while goroutines grew (report-dir relative)
     cost: WindowCost | None = None  # counters bracketing the measure window
     cpu_profile: str | None = None  # CPU profile of the measure window (report-dir relative)
+    # Requests of a paired run's unmeasured settle load, served between the warm-up checkpoint
+    # and the first block: in the checkpoints' and the profiles' window, not in `load`.
+    settle_requests: int = 0
 
 
 @dataclass(frozen=True, slots=True)

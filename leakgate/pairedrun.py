@@ -48,21 +48,32 @@ CPU_PROFILE_MAX_SECONDS = 60
 # What one block takes beyond its load (the generator's start and drain, two counter reads),
 # measured 0.10-0.12 s on the sample.
 BLOCK_OVERHEAD_SECONDS = 0.11
+# Unmeasured load on each side after its samplers start and before the first block. Without
+# it the sample's first block allocated 2.4-7% more bytes per request than the others, most
+# of a side's block-to-block spread: the checkpoint's forced GCs empty the service's
+# sync.Pools (net/http's buffers, encoders), which its next requests refill, and starting a
+# CPU profile allocates the runtime's 1 MiB sample buffer in the service's heap.
+SETTLE_SECONDS = 0.5
+# From the samplers' start to the first block: both sides' settle loads.
+LEAD_SECONDS = 2 * (SETTLE_SECONDS + BLOCK_OVERHEAD_SECONDS)
 
 
-def profile_seconds(order: Sequence[tuple[int, str]], side: str, pairs: int, block: float) -> int:
-    """How long `side`'s CPU profile runs, from just before the first block: to the middle of
-    the side's last two-block rest within the first `pairs` pairs of `order`, so the work of
-    ending a profile (building and compressing it: about 2 MB and 5,000 objects allocated, and
-    milliseconds of CPU) falls while the side is not measured instead of in one of its blocks.
-    The middle of a rest is a block's length away from either neighbour, which covers the drift
-    of estimating each block's slot as its load plus BLOCK_OVERHEAD_SECONDS."""
+def profile_seconds(
+    order: Sequence[tuple[int, str]], side: str, pairs: int, block: float, lead: float = 0.0
+) -> int:
+    """How long `side`'s CPU profile runs, from `lead` seconds before the first block: to the
+    middle of the side's last two-block rest within the first `pairs` pairs of `order`, so the
+    work of ending a profile (building and compressing it: about 2 MB and 5,000 objects
+    allocated, and milliseconds of CPU) falls while the side is not measured instead of in one
+    of its blocks. The middle of a rest is a block's length away from either neighbour, which
+    covers the drift of estimating each block's slot as its load plus BLOCK_OVERHEAD_SECONDS."""
     slot = block + BLOCK_OVERHEAD_SECONDS
     best = 0
     for boundary in range(1, min(2 * pairs, len(order) - 1) + 1):
         rests = order[boundary - 1][1] != side and order[boundary][1] != side
-        if rests and round(boundary * slot) <= CPU_PROFILE_MAX_SECONDS:
-            best = round(boundary * slot)
+        seconds = round(lead + boundary * slot)
+        if rests and seconds <= CPU_PROFILE_MAX_SECONDS:
+            best = seconds
     return best
 
 
@@ -172,7 +183,7 @@ class PairedRun:
         order = block_order(self.plan.max_pairs, self.first)
         for side in SIDES:
             t = runs[side]
-            seconds = profile_seconds(order, side, self.plan.min_pairs, block)
+            seconds = profile_seconds(order, side, self.plan.min_pairs, block, LEAD_SECONDS)
             plan = (
                 CpuProfilePlan(dest=t.trial_dir / "cpu-measure.pb.gz", seconds=seconds)
                 if seconds >= 1
@@ -183,6 +194,11 @@ class PairedRun:
             )
         for sampler in self.samplers.values():
             sampler.start()
+        for side in (order[1][1], order[0][1]):  # the first block's side settles last
+            self.side = side
+            settled = runs[side].load(SETTLE_SECONDS, runner.offered_rate or 0.0, "settle")
+            state = runner.paired[side]
+            state.trial = dataclasses.replace(state.trial, settle_requests=settled.requests)
         looks = set(self.plan.looks())
         t0 = time.monotonic()
         error_limit = cfg.threshold("error_rate").max

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
@@ -51,6 +52,16 @@ def test_slow_leak_under_noise_is_found() -> None:
 
 def test_retained_bytes_per_request() -> None:
     t = trial(heap_before=10_000_000, heap_after=16_400_000, requests=100_000)
+    assert analysis.retained_bytes_per_request(t) == pytest.approx(64.0)
+
+
+def test_retained_bytes_per_request_counts_the_settle_load() -> None:
+    """A paired run's settle requests are served between the checkpoints: they count."""
+    t = dataclasses.replace(
+        trial(heap_before=10_000_000, heap_after=16_400_000, requests=80_000),
+        settle_requests=20_000,
+    )
+    assert analysis.requests_served(t) == 100_000
     assert analysis.retained_bytes_per_request(t) == pytest.approx(64.0)
 
 

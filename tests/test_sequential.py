@@ -22,6 +22,7 @@ from leakgate.model import Block, Counters, RunRecord, WindowCost
 from leakgate.pairedrun import (
     BLOCK_OVERHEAD_SECONDS,
     CPU_PROFILE_MAX_SECONDS,
+    LEAD_SECONDS,
     block_order,
     merge_loads,
     profile_seconds,
@@ -257,17 +258,22 @@ def test_blocks_run_abba_from_a_random_first_side() -> None:
 
 @pytest.mark.parametrize("first", ["baseline", "candidate"])
 @pytest.mark.parametrize("block", [1.0, 2.0, 3.0])
-def test_each_sides_cpu_profile_ends_while_that_side_rests(first: str, block: float) -> None:
+@pytest.mark.parametrize("lead", [0.0, LEAD_SECONDS, 2.5])
+def test_each_sides_cpu_profile_ends_while_that_side_rests(
+    first: str, block: float, lead: float
+) -> None:
     """Ending a profile allocates megabytes and costs CPU: it must not land in a block of its
     own side (a block measured 9% more bytes per request when it did), even when every slot
-    runs 0.3 s late or early over the profile, and it covers most of the first look."""
+    runs 0.3 s late or early over the profile, and it covers most of the first look. The
+    profile starts `lead` seconds before the first block (the settle loads)."""
     order = block_order(28, first)
     slot = block + BLOCK_OVERHEAD_SECONDS
     for side in ("baseline", "candidate"):
-        seconds = profile_seconds(order, side, 8, block)
-        assert seconds >= 0.75 * 16 * slot, (side, seconds)
+        seconds = profile_seconds(order, side, 8, block, lead)
+        assert seconds >= lead + 0.75 * 16 * slot, (side, seconds)
         for drift in (-0.3, 0.0, 0.3):
-            assert order[int((seconds + drift) // slot)][1] != side, (side, seconds, drift)
+            at = seconds - lead + drift
+            assert order[int(at // slot)][1] != side, (side, seconds, drift)
     assert profile_seconds(order, "baseline", 8, 30.0) <= CPU_PROFILE_MAX_SECONDS
 
 
