@@ -41,6 +41,7 @@ CASES = (
     ("CPU +15%", {"cpu_per_request": 1.15}),
     ("CPU +10% (at the gate)", {"cpu_per_request": 1.10}),
     ("CPU +8% (inside it)", {"cpu_per_request": 1.08}),
+    ("CPU +5% (half of it)", {"cpu_per_request": 1.05}),
 )
 GATED = {name: DEFAULT_THRESHOLDS[name] for name in BASE}
 
