@@ -244,7 +244,16 @@ def _paired(record: RunRecord, config: Config) -> list[sequential.PairedComparis
     rate = analysis.offered_rate(record.trials)
     values = sequential.block_values(record.blocks, rate, config.threshold("error_rate").max)
     plan = sequential.plan_of(config.compare)
-    return list(sequential.decide(values, config.thresholds, plan).comparisons)
+    comparisons = sequential.decide(values, config.thresholds, plan).comparisons
+    if not record.stopped_early:
+        return list(comparisons)
+    stop = f" (the run stopped here: {record.stopped_early})"
+    return [
+        dataclasses.replace(c, reason=c.reason + stop)
+        if c.gated and c.verdict in ("inconclusive", "too_few")
+        else c
+        for c in comparisons
+    ]
 
 
 def _paired_note(
@@ -259,6 +268,8 @@ def _paired_note(
     if look:
         text += f"; decided at look {look} (first after {config.compare.min_pairs} pairs, "
         text += f"at most {config.compare.max_pairs}); intervals are 95%"
+    if record.stopped_early:
+        text += f"; the blocks stopped early: {record.stopped_early}, so the leak checks decide"
     return text
 
 

@@ -149,6 +149,58 @@ def goroutines(trial: Trial, *, limit: float) -> TrialResult:
     return TrialResult(status, float(value), tuple(evidence))
 
 
+# A paired compare's look stops the blocks for a leak (and drains, where the leak checks
+# decide) only when the growth so far is this many times its limit even at the lower end of
+# its slope's interval: a leak that plain needs no more pairs, and waiting for the cost metrics
+# near their thresholds to settle only delays the verdict (the sample's LEAK=globalmap and
+# LEAK=context ran to the last look, 134 s, for a leak of ~300 B/request).
+EVIDENT_FACTOR = 4.0
+
+
+def evident_growth(
+    heap: Sequence[tuple[float, float]],
+    goroutines: Sequence[tuple[float, float]],
+    requests: int,
+    *,
+    retained_limit: float | None,
+    goroutine_limit: float | None,
+) -> str | None:
+    """Why a service's 1 Hz series so far show a leak too plain to need more measuring, or None.
+
+    Plain means the leak checks' own trend test (Mann–Kendall and Theil–Sen over the later
+    half of the series) finds the series rising, and even the lower end of the slope's
+    interval, over the series' span, is beyond EVIDENT_FACTOR times the limit: for the live
+    heap, the retained bytes per request limit over the `requests` served in that span; for
+    goroutines, the goroutine growth limit. A cache that fills and then stays flat has no
+    rising later half; one still filling that fast is judged by the drain like a leak."""
+    if retained_limit is not None and retained_limit > 0 and requests > 0:
+        tr = analysis.trend(heap)
+        growth = _least_growth(heap, tr)
+        if growth is not None and growth / requests > EVIDENT_FACTOR * retained_limit:
+            return (
+                f"the live heap kept growing, by at least {format_size(growth / requests)} "
+                f"per request over {requests:,} requests (trend p={tr.p_value:.2g}), "
+                f"over {EVIDENT_FACTOR:g}× the {format_size(retained_limit)}/request limit"
+            )
+    if goroutine_limit is not None and goroutine_limit >= 0:
+        tr = analysis.trend(goroutines)
+        growth = _least_growth(goroutines, tr)
+        if growth is not None and growth > EVIDENT_FACTOR * max(goroutine_limit, 1.0):
+            return (
+                f"the goroutine count kept growing, by at least {growth:,.0f} "
+                f"(trend p={tr.p_value:.2g}), over {EVIDENT_FACTOR:g}× the growth limit of "
+                f"{goroutine_limit:g}"
+            )
+    return None
+
+
+def _least_growth(points: Sequence[tuple[float, float]], tr: analysis.Trend) -> float | None:
+    """The lower end of a rising series' slope over its span, or None when it is not rising."""
+    if not tr.rising or tr.slope_low is None or len(points) < 2:
+        return None
+    return tr.slope_low * (points[-1][0] - points[0][0])
+
+
 def profile_evidence(trial: Trial, attr: str) -> list[str]:
     before = getattr(trial.checkpoints["warmup"], attr)
     after = getattr(trial.checkpoints["drain"], attr)

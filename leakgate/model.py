@@ -244,6 +244,9 @@ class RunRecord:
     # measured in alternating `blocks`, one value per pair of blocks.
     design: str = "trials"
     blocks: tuple[Block, ...] = ()
+    # paired: why the blocks stopped before the sequential decision did ("" when they did
+    # not): a leak the candidate's series made plain (leaks.evident_growth)
+    stopped_early: str = ""
     interrupted: bool = False
     error: str | None = None
 

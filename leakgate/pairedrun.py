@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from leakgate import sequential
+from leakgate import leaks, sequential
 from leakgate.errors import LoadError, ServiceStartError
 from leakgate.measure import (
     CostMeter,
@@ -211,6 +211,30 @@ class PairedRun:
                 runner.reporter.say(_look_line(decision))
                 if decision.done:
                     return
+                why = self._evident_leak(runs["candidate"])
+                if why:
+                    runner.stopped_early = f"after {pair + 1} pairs, the candidate's {why}"
+                    runner.reporter.say(f"{runner.stopped_early} -> stop; the drain decides")
+                    return
+
+    def _evident_leak(self, candidate: _TrialRun) -> str | None:
+        """Why the candidate's series so far show a leak too plain to need more pairs, or None
+        (leaks.evident_growth): the blocks may stop, and the drain's leak checks decide."""
+        cfg = self.runner.config
+        sampler = self.samplers.get("candidate")
+        if sampler is None:
+            return None
+        mine = [b for b in self.blocks if b.side == "candidate" and b.load is not None]
+        served = candidate.state.trial.settle_requests + sum(
+            b.load.requests for b in mine if b.load is not None
+        )
+        return leaks.evident_growth(
+            list(sampler.heap),
+            list(sampler.goroutines),
+            served,
+            retained_limit=cfg.threshold("retained_per_request").max,
+            goroutine_limit=cfg.threshold("goroutine_growth").max,
+        )
 
     def _block(self, t: _TrialRun, index: int, pair: int, t0: float) -> Block:
         """One block: the side alone under load, its counters read just before and after."""

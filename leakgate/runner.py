@@ -215,6 +215,7 @@ class Runner:
         self.paired_design = len(self.sides) > 1 and config.compare.design == "paired"
         self.paired: dict[str, _TrialState] = {}
         self.blocks: list[Block] = []
+        self.stopped_early = ""  # why a paired compare's blocks stopped before the decision
 
     # -- the record, complete or partial ---------------------------------------------------
 
@@ -237,6 +238,7 @@ class Runner:
             trial_order_seed=self.seed if len(self.sides) > 1 else None,
             design="paired" if self.paired_design else "trials",
             blocks=tuple(self.blocks),
+            stopped_early=self.stopped_early,
             interrupted=interrupted,
             error=error,
         )

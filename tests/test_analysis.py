@@ -114,3 +114,57 @@ def test_offered_rate_ignores_a_rate_that_is_not_a_positive_number() -> None:
     trials = [dataclasses.replace(trial(index=i), offered_rate=r) for i, r in enumerate(rates)]
     assert analysis.offered_rate(trials) == 250.0
     assert analysis.offered_rate(trials[:5]) is None
+
+
+# -- a leak too plain to need more pairs (leaks.evident_growth) -------------------------------
+
+
+def _evident(heap: list[tuple[float, float]], goroutines: list[tuple[float, float]], requests: int):
+    from leakgate import leaks
+
+    return leaks.evident_growth(
+        heap, goroutines, requests, retained_limit=16.0, goroutine_limit=16.0
+    )
+
+
+def test_a_heap_growing_300_bytes_a_request_is_evident() -> None:
+    # 40 s at 725 req/s (a side under load half the time), 300 B/request: 217 KB/s
+    heap = list(heap_series(10e6, 217_500, seconds=40).points)
+    flat = [(float(t), 30.0) for t in range(40)]
+    why = _evident(heap, flat, 29_000)
+    assert why is not None and "live heap kept growing" in why and "per request" in why
+
+
+def test_growth_within_four_times_the_limit_or_levelled_is_not_evident() -> None:
+    flat = [(float(t), 30.0) for t in range(40)]
+    # 40 B/request: a leak the drain will judge, but not plain enough to stop for
+    slow = list(heap_series(10e6, 725 * 40, seconds=40, noise=5_000).points)
+    assert analysis.trend(slow).rising is True
+    assert _evident(slow, flat, 29_000) is None
+    # a cache that filled in the first 10 s and stayed flat: its later half does not rise
+    cache = list(heap_series(10e6, 2_000_000, seconds=40, fill_until=10).points)
+    assert _evident(cache, flat, 29_000) is None
+    for seed in range(10):  # a clean, noisy heap
+        assert (
+            _evident(list(heap_series(10e6, 0.0, seconds=40, seed=seed).points), flat, 29_000)
+            is None
+        )
+    # no requests, or no limit: nothing to judge
+    fast = list(heap_series(10e6, 217_500, seconds=40).points)
+    assert _evident(fast, flat, 0) is None
+    from leakgate import leaks
+
+    assert (
+        leaks.evident_growth(fast, flat, 29_000, retained_limit=None, goroutine_limit=None) is None
+    )
+
+
+def test_goroutines_that_keep_piling_up_are_evident() -> None:
+    heap = [(float(t), 10e6) for t in range(40)]
+    rng = random.Random(3)
+    # in-flight requests (0-30) over 3 leaked goroutines a second
+    piling = [(float(t), 20 + 3.0 * t + rng.randrange(30)) for t in range(40)]
+    why = _evident(heap, piling, 29_000)
+    assert why is not None and "goroutine count kept growing" in why
+    steady = [(float(t), 20.0 + rng.randrange(30)) for t in range(40)]
+    assert _evident(heap, steady, 29_000) is None

@@ -183,6 +183,11 @@ def test_compare_base_ref_interleaves_and_judges(
     )
     assert run.returncode == 1, run.output
     assert run.junit_cases()["retained_per_request"] == "failure", run.output
+    # A leak this plain (~350 B/request) stops the blocks at the first look, whatever the cost
+    # metrics near their thresholds still leave open: the drain decides.
+    record = json.loads((run.out / "run.json").read_text())
+    assert len(record["blocks"]) == 16, (len(record["blocks"]), record["stopped_early"])
+    assert record["stopped_early"] == "" or "live heap kept growing" in record["stopped_early"]
     worktrees = git(repo, "worktree", "list")
     assert len(worktrees.splitlines()) == 1, worktrees  # the temporary worktree is gone
 

@@ -463,3 +463,22 @@ def test_a_paired_compare_refuses_trials_and_an_external_tool_before_anything_st
     # keys a paired compare does not use are named, not silently ignored
     assert "trials: 7 and confirm: 2 not used by a paired compare" in err, err
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_a_record_stopped_early_for_a_leak_says_so_on_what_it_left_open() -> None:
+    """The blocks stopped because the candidate's heap made a leak plain: the gated metrics
+    still open say the run stopped, and why; decided ones do not."""
+    cfg = Config(thresholds=dict(DEFAULT_THRESHOLDS))
+    why = "after 4 pairs, the candidate's live heap kept growing"
+    record = dataclasses.replace(_paired_record(1.0, pairs=4), stopped_early=why)
+    verdict = judge(record, cfg)
+    open_ = [c for c in verdict.comparisons if c.gated]
+    assert open_ and all(c.verdict == "too_few" for c in open_)
+    assert all(f"(the run stopped here: {why})" in c.reason for c in open_)
+    assert any("the blocks stopped early: " + why in n for n in verdict.notes)
+    assert RunRecord.from_json(record.to_json()).stopped_early == why
+    decided = judge(dataclasses.replace(_paired_record(1.0), stopped_early=why), cfg)
+    gated = [c for c in decided.comparisons if c.gated]
+    assert gated and all(c.verdict == "pass" and "stopped here" not in c.reason for c in gated)
+    plain = judge(_paired_record(1.0, pairs=4), cfg)
+    assert all("stopped here" not in c.reason for c in plain.comparisons)
