@@ -178,7 +178,7 @@ def evident_growth(
         growth = _least_growth(heap, tr)
         if growth is not None and growth / requests > EVIDENT_FACTOR * retained_limit:
             return (
-                f"the live heap kept growing, by at least {format_size(growth / requests)} "
+                f"live heap kept growing, by at least {format_size(growth / requests)} "
                 f"per request over {requests:,} requests (trend p={tr.p_value:.2g}), "
                 f"over {EVIDENT_FACTOR:g}× the {format_size(retained_limit)}/request limit"
             )
@@ -187,7 +187,7 @@ def evident_growth(
         growth = _least_growth(goroutines, tr)
         if growth is not None and growth > EVIDENT_FACTOR * max(goroutine_limit, 1.0):
             return (
-                f"the goroutine count kept growing, by at least {growth:,.0f} "
+                f"goroutine count kept growing, by at least {growth:,.0f} "
                 f"(trend p={tr.p_value:.2g}), over {EVIDENT_FACTOR:g}× the growth limit of "
                 f"{goroutine_limit:g}"
             )
