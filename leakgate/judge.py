@@ -245,15 +245,9 @@ def _paired(record: RunRecord, config: Config) -> list[sequential.PairedComparis
     values = sequential.block_values(record.blocks, rate, config.threshold("error_rate").max)
     plan = sequential.plan_of(config.compare)
     comparisons = sequential.decide(values, config.thresholds, plan).comparisons
-    if not record.stopped_early:
-        return list(comparisons)
-    stop = f" (the run stopped here: {record.stopped_early})"
-    return [
-        dataclasses.replace(c, reason=c.reason + stop)
-        if c.gated and c.verdict in ("inconclusive", "too_few")
-        else c
-        for c in comparisons
-    ]
+    if record.stopped_early:
+        return sequential.stopped_here(comparisons, record.stopped_early)
+    return list(comparisons)
 
 
 def _paired_note(

@@ -224,9 +224,8 @@ class PairedRun:
         sampler = self.samplers.get("candidate")
         if sampler is None:
             return None
-        mine = [b for b in self.blocks if b.side == "candidate" and b.load is not None]
         served = candidate.state.trial.settle_requests + sum(
-            b.load.requests for b in mine if b.load is not None
+            b.load.requests for b in self.blocks if b.side == "candidate" and b.load is not None
         )
         return leaks.evident_growth(
             list(sampler.heap),

@@ -407,20 +407,27 @@ def look(
             passed.get(name)
             or _judge(m, threshold, adjusted.get(name), alpha, index + 1, plan, pairs)
         )
-    undecided = [c for c in out if c.gated and c.verdict in ("inconclusive", "too_few")]
+    undecided = [c for c in out if _open(c)]
     failed = [c.metric for c in out if c.gated and c.verdict == "fail"]
     if failed and index >= 0:
         # The gate has failed: the run stops, and what is still open stays open.
-        out = [
-            dataclasses.replace(
-                c, reason=f"{c.reason} (the run stopped here: {', '.join(failed)} failed)"
-            )
-            if c in undecided
-            else c
-            for c in out
-        ]
+        out = stopped_here(out, f"{', '.join(failed)} failed")
     done = bool(failed) or (index >= 0 and not undecided and any(c.gated for c in out))
     return Decision(comparisons=tuple(out), done=done or pairs >= plan.max_pairs, pairs=pairs)
+
+
+def _open(c: PairedComparison) -> bool:
+    return c.gated and c.verdict in ("inconclusive", "too_few")
+
+
+def stopped_here(comparisons: Sequence[PairedComparison], why: str) -> list[PairedComparison]:
+    """The comparisons, each gated one still open saying that the run stopped, and why."""
+    return [
+        dataclasses.replace(c, reason=f"{c.reason} (the run stopped here: {why})")
+        if _open(c)
+        else c
+        for c in comparisons
+    ]
 
 
 def decide(

@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from leakgate import analysis
+from leakgate import analysis, leaks
 from leakgate.model import Checkpoint, Trial
 
 from .factories import heap_series, trial
@@ -120,8 +120,6 @@ def test_offered_rate_ignores_a_rate_that_is_not_a_positive_number() -> None:
 
 
 def _evident(heap: list[tuple[float, float]], goroutines: list[tuple[float, float]], requests: int):
-    from leakgate import leaks
-
     return leaks.evident_growth(
         heap, goroutines, requests, retained_limit=16.0, goroutine_limit=16.0
     )
@@ -152,8 +150,6 @@ def test_growth_within_four_times_the_limit_or_levelled_is_not_evident() -> None
     # no requests, or no limit: nothing to judge
     fast = list(heap_series(10e6, 217_500, seconds=40).points)
     assert _evident(fast, flat, 0) is None
-    from leakgate import leaks
-
     assert (
         leaks.evident_growth(fast, flat, 29_000, retained_limit=None, goroutine_limit=None) is None
     )
