@@ -86,6 +86,10 @@ class ProbeConfig:
     # the service's Prometheus /metrics (client_golang names) at metrics_path.
     source: str = "auto"
     metrics_path: str = "/metrics"
+    # The agent's heap dump at each checkpoint (who holds a leak); none when the live heap is
+    # over heap_dump_max: a dump stops the world while it is written.
+    heap_dump: bool = True
+    heap_dump_max: int = 256 * 1024 * 1024
 
 
 PROBE_SOURCES = ("auto", "agent", "pprof", "prometheus")

@@ -335,8 +335,19 @@ class Schema(NodeReader):
         return RequestSpec(**values)
 
     def probes(self, node: yaml.Node) -> ProbeConfig:
-        m = self.mapping(node, "probes", ("interval", "quiet_timeout", "source", "metrics_path"))
+        m = self.mapping(
+            node,
+            "probes",
+            ("interval", "quiet_timeout", "source", "metrics_path", "heap_dump", "heap_dump_max"),
+        )
         values: dict[str, Any] = {}
+        if "heap_dump" in m:
+            values["heap_dump"] = self.boolean(m["heap_dump"][1], "probes.heap_dump")
+        if "heap_dump_max" in m:
+            limit = self.unit(m["heap_dump_max"][1], "probes.heap_dump_max", parse_size, 2.0**40)
+            if limit < 1024 * 1024:
+                raise self.error(m["heap_dump_max"][1], "probes.heap_dump_max", "must be >= 1MiB")
+            values["heap_dump_max"] = int(limit)
         if "source" in m:
             source = self.string(m["source"][1], "probes.source")
             if source not in PROBE_SOURCES:

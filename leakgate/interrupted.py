@@ -113,4 +113,6 @@ def _moved_in(cp: Checkpoint, scratch: Path, trial_dir: Path, report_dir: Path) 
         goroutine_profile=move(cp.goroutine_profile),
         goroutine_text=move(cp.goroutine_text),
         goroutineleak_profile=move(cp.goroutineleak_profile),
+        heap_dump=move(cp.heap_dump),
+        symbols=move(cp.symbols),
     )

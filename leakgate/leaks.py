@@ -216,7 +216,8 @@ def with_sites(check: Check, sites: LeakSites) -> Check:
     if check.status != "fail" or kind is None:
         return check
     top = (sites.heap if kind == "heap" else sites.goroutines)[:TOP_SITES]
-    return dataclasses.replace(check, leak_sites=top) if top else check
+    held = tuple(h for h in sites.holders if kind == "heap" or h.kind == "goroutines")
+    return dataclasses.replace(check, leak_sites=top, holders=held[:TOP_SITES])
 
 
 def enough_requests(trials: Sequence[Trial], retained: Threshold) -> list[Trial]:

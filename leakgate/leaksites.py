@@ -12,14 +12,16 @@ trials in which it grew, so one noisy trial does not outrank a leak every trial 
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from leakgate import pprof
-from leakgate.model import Checkpoint, LeakSite, LeakSites, RunRecord, Trial
+from leakgate import heapdump, pprof, retention
+from leakgate.metrics import sites_explaining
+from leakgate.model import Checkpoint, Holder, LeakSite, LeakSites, RunRecord, Trial, Verdict
 from leakgate.units import format_size
 
 TOP = 10
@@ -93,6 +95,24 @@ def find_or_note(record: RunRecord, profile_dir: Path) -> LeakSites:
         return LeakSites(notes=(f"leak sites could not be computed: {type(e).__name__}: {e}",))
 
 
+def drop_dumps(record: RunRecord, report_dir: Path, verdict: Verdict) -> RunRecord:
+    """The record without its heap dumps, deleted from the report directory, unless a leak check
+    failed: a dump is as large as the live heap, and a report directory is a CI artifact. Where
+    a leak failed the gate they stay, for `go tool`-less digging and for a re-render."""
+    if any(c.status == "fail" and sites_explaining(c.name) for c in verdict.checks):
+        return record
+    trials = []
+    for trial in record.trials:
+        checkpoints = {}
+        for label, cp in trial.checkpoints.items():
+            for path in (cp.heap_dump, cp.symbols):
+                if path:
+                    (report_dir / path).unlink(missing_ok=True)
+            checkpoints[label] = dataclasses.replace(cp, heap_dump=None, symbols=None)
+        trials.append(dataclasses.replace(trial, checkpoints=checkpoints))
+    return dataclasses.replace(record, trials=tuple(trials))
+
+
 def find(record: RunRecord, report_dir: Path, side: str = "candidate") -> LeakSites:
     """Leak sites of `side`'s trials, from the profiles saved under `report_dir`.
 
@@ -105,11 +125,13 @@ def find(record: RunRecord, report_dir: Path, side: str = "candidate") -> LeakSi
 
     notes: list[str] = []
     heap, goroutines = _Tally(), _Tally()
+    held: list[list[Holder]] = []
     for trial in record.trials:
         if trial.side != side:
             continue
         _trial_sites(trial, report_dir, "heap", heap, notes, own)
         _trial_sites(trial, report_dir, "goroutine", goroutines, notes, own)
+        held.append(_trial_holders(trial, report_dir, notes, own))
     return LeakSites(
         heap=_top(heap, "heap", own),
         goroutines=_top(goroutines, "goroutine", own),
@@ -117,7 +139,27 @@ def find(record: RunRecord, report_dir: Path, side: str = "candidate") -> LeakSi
         goroutine_command=goroutines.best_trial[1],
         trace=next((t.trace for t in record.trials if t.side == side and t.trace), None),
         notes=tuple(notes),
+        holders=retention.merge(held),
     )
+
+
+def _trial_holders(trial: Trial, report_dir: Path, notes: list[str], own: Own) -> list[Holder]:
+    """Who keeps what grew alive, from the trial's heap dumps at warm-up and drain."""
+    before, after = trial.checkpoints.get("warmup"), trial.checkpoints.get("drain")
+    if not (before and after and before.heap_dump and after.heap_dump):
+        return []
+    symbols = retention.load_symbols(report_dir / after.symbols if after.symbols else None)
+    if not symbols.names:
+        notes.append(
+            f"trial {trial.index + 1}: no symbol table in the binary (built with -s?): "
+            "package variables are named by address"
+        )
+    try:
+        dumps = [heapdump.load(report_dir / c.heap_dump) for c in (before, after) if c.heap_dump]
+        return retention.holders(dumps[0], dumps[1], symbols, own)
+    except heapdump.HeapDumpError as e:
+        notes.append(f"trial {trial.index + 1}: heap dump not used: {e}")
+        return []
 
 
 Own = Callable[[str], bool]

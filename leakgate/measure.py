@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import ipaddress
 import math
+import os
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -38,6 +39,7 @@ from leakgate.probes import (
     quiet_goroutines,
     read_rss,
 )
+from leakgate.retention import save_symbols
 from leakgate.service import Exit, ServiceUnderTest
 from leakgate.units import format_duration, format_size
 from leakgate.yamlnodes import printable
@@ -299,9 +301,11 @@ def checkpoint(
     report_dir: Path,
     quiet_timeout: float,
     notes: list[str],
+    heap_dump_max: int | None = None,
 ) -> Checkpoint:
     """Goroutines settled, the heap read (after a GC where the source can force one), and the
-    heap and goroutine profiles saved under trial_dir.
+    heap and goroutine profiles saved under trial_dir; with the agent and a `heap_dump_max`, a
+    heap dump last (its forced GCs and its pause then disturb none of the figures).
 
     A profile that cannot be taken is noted in `notes` and left out; the checkpoint stands.
     """
@@ -322,15 +326,20 @@ def checkpoint(
             # without the URL: its port changes with every trial, the reason does not
             reason = str(e).replace(source.base_url, "")
             notes.append(f"{label}: {name} profile not taken: {reason}")
-    leak_profile = None
-    if isinstance(source, AgentSource):
-        with contextlib.suppress(ProbeError):
-            path = source.save_profile("goroutineleak", trial_dir / f"goroutineleak-{label}.pb.gz")
-            leak_profile = rel(path, report_dir)
     sample = None
     with contextlib.suppress(ProbeError):
         sample = source.sample()
     rss, _ = read_rss(service.pid or 0)
+    dump = None
+    if isinstance(source, AgentSource) and heap_dump_max:
+        dump = _heap_dump(label, source, service, trial_dir, heap_dump_max, notes)
+    # Only at drain (the analysis reads no other), and after the dump: the runtime keeps the
+    # goroutines it finds leaked in a status WriteHeapDump aborts the process on (Go 1.26).
+    leak_profile = None
+    if isinstance(source, AgentSource) and label != "warmup":
+        with contextlib.suppress(ProbeError):
+            path = source.save_profile("goroutineleak", trial_dir / f"goroutineleak-{label}.pb.gz")
+            leak_profile = rel(path, report_dir)
     return Checkpoint(
         label=label,
         heap_alloc=heap.heap_alloc,
@@ -344,8 +353,40 @@ def checkpoint(
         goroutine_profile=profiles["goroutine_profile"],
         goroutine_text=profiles["goroutine_text"],
         goroutineleak_profile=leak_profile,
+        heap_dump=rel(dump[0], report_dir) if dump else None,
+        heap_dump_pause=dump[1] if dump else None,
+        symbols=rel(dump[2], report_dir) if dump and dump[2] else None,
         source=source.name,
     )
+
+
+def _heap_dump(
+    label: str,
+    source: AgentSource,
+    service: ServiceUnderTest,
+    trial_dir: Path,
+    heap_dump_max: int,
+    notes: list[str],
+) -> tuple[Path, float, Path | None] | None:
+    """The agent's heap dump moved to trial_dir/heap-LABEL.heapdump, and the binary's data
+    symbols beside it (once per trial directory), to name the package variables it holds."""
+    binary = getattr(service, "binary", None)
+    try:
+        taken = source.heap_dump(f"heap-{label}", heap_dump_max)
+    except ProbeError as e:
+        notes.append(f"{label}: no heap dump: {str(e).replace(source.base_url, '')}")
+        return None
+    dest = trial_dir / f"heap-{label}.heapdump"
+    try:
+        if taken.path.resolve() != dest.resolve():
+            os.replace(taken.path, dest)
+    except OSError as e:
+        notes.append(f"{label}: the heap dump could not be kept: {e}")
+        return None
+    symbols = trial_dir / "symbols.txt"
+    if not symbols.exists() and isinstance(binary, Path):
+        symbols = save_symbols(binary, symbols) or symbols
+    return dest, taken.pause, symbols if symbols.exists() else None
 
 
 def series(sampler: Sampler) -> dict[str, Series]:

@@ -131,6 +131,9 @@ class Checkpoint:
     goroutine_profile: str | None = None
     goroutine_text: str | None = None
     goroutineleak_profile: str | None = None
+    heap_dump: str | None = None  # runtime/debug.WriteHeapDump, after the same forced GCs
+    heap_dump_pause: float | None = None  # seconds the dump stopped the world
+    symbols: str | None = None  # the binary's data symbols, to name the dump's variables
     source: str = "agent"
 
 
@@ -279,6 +282,7 @@ class Check:
     unit: str = ""
     evidence: tuple[str, ...] = ()
     leak_sites: tuple[LeakSite, ...] = ()  # failing leak checks: the top sites, worst first
+    holders: tuple[Holder, ...] = ()  # failing leak checks: who keeps the growth alive
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,6 +336,26 @@ class LeakSite:
 
 
 @dataclass(frozen=True, slots=True)
+class Holder:
+    """What keeps grown live heap alive, from the heap dumps at warm-up and drain: a package
+    variable, the stacks of the goroutines running one function, or a finalizer. Figures are the
+    growth of what it retains (nearest holder first), summed over the trials where it grew."""
+
+    kind: str  # "variable" | "goroutines" | "finalizer" | "runtime"
+    name: str  # main.auditLog, or the function whose frames hold it
+    growth: int  # bytes
+    objects: int
+    retained: int = 0  # bytes it retained at drain
+    share: float = 0.0  # of the growth of all holders, 0..1
+    goroutines: int = 0  # kind goroutines: how many run the function at drain
+    object_size: int = 0  # the object size that added the most bytes
+    object_count: int = 0  # how many objects of that size were added
+    allocated_at: str = ""  # the sampled objects' allocation site, its first own function
+    trials: int = 0
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class LeakSites:
     """The leak sites of one run's candidate trials, with the profiles they came from."""
 
@@ -341,6 +365,7 @@ class LeakSites:
     goroutine_command: str = ""
     trace: str | None = None  # runtime/trace file captured while goroutines grew
     notes: tuple[str, ...] = ()  # profiles that could not be read, and why
+    holders: tuple[Holder, ...] = ()  # who keeps the grown heap alive (heap dumps), most first
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,7 @@ from leakgate.procs import helper_thread
 
 MAX_JSON_BYTES = 4 * 1024 * 1024
 MAX_PROFILE_BYTES = 64 * 1024 * 1024
+HEAP_DUMP_TIMEOUT = 120.0  # seconds: two forced GCs and a dump of up to probes.heap_dump_max
 MAX_METRICS_BYTES = 16 * 1024 * 1024
 TRACE_FETCH_SLACK = 10.0  # seconds a trace request may take beyond the trace itself
 # The agent answers only requests that carry the token leakgate gave the service at start-up
@@ -256,6 +257,28 @@ class AgentSource(RuntimeSource):
             heap_objects=_int(_number(data, "heap_objects")),
             goroutines=_int(_number(data, "goroutines")),
         )
+
+    def heap_dump(self, name: str, max_heap: int) -> HeapDumpTaken:
+        """A heap dump after the agent's forced GCs, written into the directory the service was
+        started with (LEAKGATE_AGENT_DUMP_DIR); ProbeError when the agent refused or failed."""
+        data = fetch_json(
+            f"{self.base_url}/leakgate/heapdump?name={name}&max={max_heap}",
+            method="POST",
+            timeout=HEAP_DUMP_TIMEOUT,
+            headers=self.headers,
+        )
+        if isinstance(data.get("refused"), str):
+            raise ProbeError(f"heap dump refused: {data['refused']}")
+        file, pause = data.get("file"), _number(data, "pause_seconds")
+        if not isinstance(file, str) or pause is None:
+            raise ProbeError("heap dump: the agent's answer names no file")
+        return HeapDumpTaken(Path(file), float(pause))
+
+
+@dataclass(frozen=True, slots=True)
+class HeapDumpTaken:
+    path: Path
+    pause: float  # seconds the world was stopped
 
 
 _GOROUTINE_TOTAL = re.compile(rb"goroutine profile: total (\d+)")

@@ -118,6 +118,7 @@ class _TrialRun:
     load_setup: LoadSetup
     report_dir: Path
     quiet_timeout: float
+    heap_dump_max: int | None = None  # None: no heap dumps at the checkpoints
     epoch: float | None = None  # the source's epoch after warm-up (see ServiceUnderTest.epoch)
 
     def load(
@@ -150,6 +151,7 @@ class _TrialRun:
             self.report_dir,
             self.quiet_timeout if quiet_timeout is None else quiet_timeout,
             self.state.notes if notes is None else notes,
+            self.heap_dump_max,
         )
 
 
@@ -436,6 +438,7 @@ class Runner:
             load_setup=load_setup,
             report_dir=self.report_dir,
             quiet_timeout=cfg.probes.quiet_timeout,
+            heap_dump_max=cfg.probes.heap_dump_max if cfg.probes.heap_dump else None,
         )
 
     def _warm_up(self, t: _TrialRun) -> None:

@@ -143,6 +143,7 @@ class Service:
             self.env["LEAKGATE_AGENT_ADDR"] = "127.0.0.1:0"
             self.env["LEAKGATE_AGENT_ADDR_FILE"] = str(self.agent_file)
             self.env["LEAKGATE_AGENT_MEMPROFILERATE"] = str(MEM_PROFILE_RATE)
+            self.env["LEAKGATE_AGENT_DUMP_DIR"] = str(log_path.parent)
         self.cwd = cwd
         self.log_path = log_path
         self.cpus = cpus

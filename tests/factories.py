@@ -10,6 +10,7 @@ import json
 import random
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from leakgate import pprof
@@ -20,6 +21,7 @@ from leakgate.model import (
     Counters,
     Environment,
     Histogram,
+    Holder,
     LeakSite,
     LeakSites,
     LoadResult,
@@ -423,6 +425,34 @@ SITES = LeakSites(
         ),
     ),
     heap_command="go tool pprof -diff_base trial-2/heap-warmup.pb.gz trial-2/heap-drain.pb.gz",
+    holders=(
+        Holder(
+            kind="variable",
+            name="main.auditEntries",
+            growth=141_000_000,
+            objects=480_100,
+            retained=150_000_000,
+            share=0.97,
+            object_size=288,
+            object_count=480_000,
+            allocated_at="main.(*auditLog).record",
+            trials=5,
+            description="+134.5 MiB in 480,100 more objects kept alive by package variable "
+            "main.auditEntries; most of it 480,000 objects of 288 B, allocated in "
+            "main.(*auditLog).record",
+        ),
+        Holder(
+            kind="goroutines",
+            name="main.(*server).watch",
+            growth=4_000_000,
+            objects=1_000,
+            goroutines=1_000,
+            share=0.03,
+            trials=2,
+            description="+3.8 MiB in 1,000 more objects kept alive by the stacks of 1,000 "
+            "goroutines in main.(*server).watch",
+        ),
+    ),
 )
 
 
@@ -502,3 +532,79 @@ def fixed_cost_verdict() -> Verdict:
     )
     costs = CostSites(profiles=(cpu, alloc), notes=("trial 3: the CPU profile was unreadable",))
     return Verdict("fail", costs=costs)
+
+
+# --- Go heap dumps (runtime/debug.WriteHeapDump, "go1.7 heap dump") ------------------------------
+
+
+@dataclass
+class DumpObject:
+    address: int
+    size: int
+    pointers: dict[int, int] = field(default_factory=dict)  # offset -> address pointed to
+
+
+@dataclass
+class DumpGoroutine:
+    goid: int
+    frames: list[tuple[str, dict[int, int]]]  # innermost first: (function, offset -> pointer)
+    reason: str = "chan send"
+
+
+def _dstr(text: str | bytes) -> bytes:
+    raw = text.encode() if isinstance(text, str) else text
+    return varint(len(raw)) + raw
+
+
+def _contents(size: int, pointers: dict[int, int]) -> bytes:
+    body = bytearray(size)
+    for offset, target in pointers.items():
+        body[offset : offset + 8] = target.to_bytes(8, "little")
+    return _dstr(bytes(body))
+
+
+def _fields(pointers: dict[int, int]) -> bytes:
+    return b"".join(varint(1) + varint(offset) for offset in sorted(pointers)) + varint(0)
+
+
+def _memory(size: int, pointers: dict[int, int]) -> bytes:
+    return _contents(size, pointers) + _fields(pointers)
+
+
+def heap_dump_bytes(
+    objects: Sequence[DumpObject] = (),
+    *,
+    data: tuple[int, int, dict[int, int]] = (0x500000, 64, {}),  # address, size, pointers
+    bss: tuple[int, int, dict[int, int]] = (0x600000, 64, {}),
+    goroutines: Sequence[DumpGoroutine] = (),
+    samples: Sequence[tuple[int, Sequence[tuple[str, str, int]]]] = (),  # address, stack
+    heap_alloc: int = 0,
+) -> bytes:
+    """A heap dump as the Go runtime writes one, record by record (runtime/heapdump.go)."""
+    out = bytearray(b"go1.7 heap dump\n")
+    out += varint(6) + varint(0) + varint(8) + varint(0xC000000000) + varint(0xC004000000)
+    out += _dstr("amd64") + _dstr("go1.26.0") + varint(2)
+    for o in objects:
+        out += varint(1) + varint(o.address) + _memory(o.size, o.pointers)
+    for g in goroutines:
+        out += varint(4) + varint(0xC000100000 + g.goid) + varint(0) + varint(g.goid)
+        out += varint(0) + varint(4) + varint(0) + varint(0) + varint(0) + _dstr(g.reason)
+        out += varint(0) * 4
+        for depth, (function, pointers) in enumerate(g.frames):
+            size = max([*pointers, 0]) + 8 if pointers else 16
+            out += varint(5) + varint(0x7000 + depth) + varint(depth) + varint(0)
+            out += _contents(size, pointers)
+            out += varint(0x401000) + varint(0x401010) + varint(0x401010) + _dstr(function)
+            out += _fields(pointers)
+    for tag, (address, size, pointers) in ((12, data), (13, bss)):
+        out += varint(tag) + varint(address) + _memory(size, pointers)
+    out += varint(10) + b"".join(varint(heap_alloc if i == 6 else 0) for i in range(281))
+    for i, (address, stack) in enumerate(samples):
+        bucket = 0x900000 + i
+        out += varint(16) + varint(bucket) + varint(0) + varint(len(stack))
+        for function, file, line in stack:
+            out += _dstr(function) + _dstr(file) + varint(line)
+        out += varint(1) + varint(0)
+        out += varint(17) + varint(address) + varint(bucket)
+    out += varint(0)
+    return bytes(out)

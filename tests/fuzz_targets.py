@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from leakgate import pprof, prometheus
+from leakgate import heapdump, pprof, prometheus, retention
 from leakgate.config import parse_config
 from leakgate.errors import ConfigError, LoadError
 from leakgate.load.builtin import parse_result
@@ -27,6 +27,9 @@ from .factories import (
     LOADGEN_RESULT,
     TINY_ENTRY,
     TINY_SAMPLE,
+    DumpGoroutine,
+    DumpObject,
+    heap_dump_bytes,
     profile_bytes,
     wire_field,
     wrk_result,
@@ -117,7 +120,28 @@ _VEGETA = (
 )
 _WRK = (MARKER + " " + json.dumps(wrk_result(requests=1000)) + "\n").encode()
 
+
+def _holders(data: bytes) -> object:
+    """A dump read and analysed against itself: the analysis must survive what the reader
+    accepts (pointers anywhere, frames of goroutines it never saw)."""
+    dump = heapdump.parse(data)
+    return retention.attribute(dump, retention.load_symbols(None), lambda f: f.startswith("main."))
+
+
+_OBJECTS = [
+    DumpObject(0xC000000000, 32, {0: 0xC000000100, 8: 0xC000000108}),
+    DumpObject(0xC000000100, 64, {16: 0xC000000000}),
+]
+_DUMP = heap_dump_bytes(
+    _OBJECTS,
+    bss=(0x600000, 32, {8: 0xC000000000}),
+    goroutines=[DumpGoroutine(5, [("runtime.gopark", {}), ("main.work", {0: 0xC000000110})])],
+    samples=[(0xC000000100, [("main.work", "w.go", 3)])],
+)
+
 TARGETS: tuple[Target, ...] = (
+    Target("heapdump", heapdump.parse, (heapdump.HeapDumpError,), (_DUMP,)),
+    Target("heapdump-holders", _holders, (heapdump.HeapDumpError,), (_DUMP,)),
     Target(
         "pprof",
         pprof.parse,

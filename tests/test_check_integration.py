@@ -44,6 +44,17 @@ LEAK_SITES = {
     "context": ("main.leakContext", "retained_per_request", "main.leakContext"),
 }
 
+# Who keeps each leak alive, as the heap dumps name it first (retention.py): the package
+# variable, or the goroutines whose stacks hold the buffers. LEAK=context is left out: its
+# nearest root is main.run's frame (which holds the app whose context collects the children),
+# true but not yet the "a context never cancelled" a developer needs.
+LEAK_HOLDERS = {
+    "globalmap": ("variable", "main.auditLog"),
+    "goroutine": ("goroutines", "main.leakBlockedGoroutine"),
+    "keyedcache": ("variable", "main.responseCache"),
+    "unclosed": ("goroutines", "net/http.(*persistConn).readLoop"),
+}
+
 
 def _check(tmp_path: Path, marker: str, *env: str, config_extra: str = "") -> GateRun:
     config = write_config(tmp_path / "leakgate.yml", extra=config_extra)
@@ -68,6 +79,10 @@ def test_clean_and_bounded_cache_pass(go_bin: str, tmp_path: Path, marker: str, 
     assert len(trial["series"]["heap_live"]["points"]) >= 20
     assert (run.out / trial["checkpoints"]["drain"]["heap_profile"]).read_bytes()[:2] == b"\x1f\x8b"
     assert record["environment"]["go_version"].startswith("go")
+    # the heap dumps were taken, then dropped: no leak failed, and a dump is heap-sized
+    drain = trial["checkpoints"]["drain"]
+    assert drain["heap_dump_pause"] > 0 and drain["heap_dump"] is None
+    assert not list(run.out.rglob("*.heapdump")) and not list(run.out.rglob("symbols.txt"))
 
 
 @pytest.mark.parametrize("mode", sorted(LEAK_CHECKS))
@@ -87,6 +102,18 @@ def test_each_leak_fails_the_gate(go_bin: str, tmp_path: Path, marker: str, mode
     assert function in first_site, where
     assert "go tool pprof -diff_base trial-1/" in where
     assert "top leak site: " in run.stdout
+    if mode in LEAK_HOLDERS:
+        kind, name = LEAK_HOLDERS[mode]
+        verdict = json.loads((run.out / "verdict.json").read_text())
+        first = verdict["leak_sites"]["holders"][0]
+        assert (first["kind"], first["name"][: len(name)]) == (kind, name), first
+        assert first["growth"] > 256 * 1024 and first["trials"] == 1
+        assert cases["service_alive"] == "passed"  # the dumps did not stop it
+        assert "Kept alive by" in where and f"| 1 | {name}" in where.replace("\\", "")
+        assert "held by: +" in run.stdout and "kept alive by" in message
+        drain = json.loads((run.out / "run.json").read_text())["trials"][0]["checkpoints"]["drain"]
+        dump = (run.out / drain["heap_dump"]).read_bytes()
+        assert dump.startswith(b"go1.7 heap dump\n") and drain["heap_dump_pause"] > 0
 
 
 def test_build_failure_exits_5_with_compiler_message(

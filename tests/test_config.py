@@ -6,6 +6,7 @@ import pytest
 
 from leakgate.config import (
     Config,
+    ProbeConfig,
     RequestSpec,
     apply_overrides,
     find_config,
@@ -139,10 +140,19 @@ def test_unknown_metric_is_rejected() -> None:
         ),
         ("[1, 2]\n", "lg.yml:1:1: (top level): expected a mapping, got a list"),
         ("probes:\n  interval: 1ms\n", "probes.interval: must be at least 50ms"),
+        ("probes:\n  heap_dump: sometimes\n", "lg.yml:2:14: probes.heap_dump: expected true or"),
+        ("probes:\n  heap_dump_max: 64KiB\n", "probes.heap_dump_max: must be >= 1MiB"),
+        ("probes:\n  heap_dump_max: lots\n", "'lots' is not a size"),
     ],
 )
 def test_wrong_types_and_ranges(text: str, expected: str) -> None:
     assert expected in _error(text)
+
+
+def test_heap_dumps_are_on_by_default_and_bounded() -> None:
+    assert (ProbeConfig().heap_dump, ProbeConfig().heap_dump_max) == (True, 256 * 1024 * 1024)
+    cfg = parse_config("probes:\n  heap_dump: false\n  heap_dump_max: 2GiB\n", "lg.yml")
+    assert (cfg.probes.heap_dump, cfg.probes.heap_dump_max) == (False, 2 * 1024**3)
 
 
 def test_duplicate_keys() -> None:

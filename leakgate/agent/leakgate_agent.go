@@ -22,6 +22,7 @@
 //	GET      /leakgate/metrics            runtime/metrics snapshot, JSON
 //	GET      /leakgate/counters           exact cumulative CPU, allocation and GC counts, JSON
 //	POST|GET /leakgate/checkpoint         GC twice + ReadMemStats, JSON
+//	POST     /leakgate/heapdump?name=N&max=B  GC twice + runtime/debug.WriteHeapDump, JSON
 //	GET      /debug/pprof/                plain-text index
 //	GET      /debug/pprof/profile?seconds=N  CPU profile (1..60 s, default 10)
 //	GET      /debug/pprof/trace?seconds=N    execution trace (0.1..30 s, default 1)
@@ -41,6 +42,12 @@
 // coarse to place a leak of a few hundred kilobytes). It is set in init, before
 // main allocates, as the runtime documentation asks.
 //
+// LEAKGATE_AGENT_DUMP_DIR, when set, is the directory /leakgate/heapdump
+// writes to (N.heapdump, N of 1-40 characters [a-z0-9-]); without it heap
+// dumps are off. A dump stops the world while it is written, so the agent
+// refuses one when the live heap after the forced GCs exceeds max bytes
+// (default 256 MiB), and says so.
+//
 // Errors are reported on stderr prefixed with "leakgate agent: ". The agent
 // never writes to stdout, never panics out of init and never exits the
 // process.
@@ -58,7 +65,9 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"runtime/metrics"
 	"runtime/pprof"
 	"runtime/trace"
@@ -74,6 +83,7 @@ import (
 const (
 	leakgateAgentEnvAddr     = "LEAKGATE_AGENT_ADDR"
 	leakgateAgentEnvAddrFile = "LEAKGATE_AGENT_ADDR_FILE"
+	leakgateAgentEnvDumpDir  = "LEAKGATE_AGENT_DUMP_DIR"
 	leakgateAgentEnvMemRate  = "LEAKGATE_AGENT_MEMPROFILERATE"
 	leakgateAgentEnvToken    = "LEAKGATE_AGENT_TOKEN"
 	leakgateAgentTokenHeader = "X-Leakgate-Token"
@@ -256,6 +266,7 @@ func leakgateAgentMux() *http.ServeMux {
 	mux.HandleFunc("/leakgate/metrics", leakgateAgentWrap(leakgateAgentMetrics))
 	mux.HandleFunc("/leakgate/counters", leakgateAgentWrap(leakgateAgentCounters))
 	mux.HandleFunc("/leakgate/checkpoint", leakgateAgentWrap(leakgateAgentCheckpoint))
+	mux.HandleFunc("/leakgate/heapdump", leakgateAgentWrap(leakgateAgentHeapDump))
 	mux.HandleFunc("/debug/pprof/", leakgateAgentWrap(leakgateAgentPprof))
 	return mux
 }
@@ -539,6 +550,107 @@ func leakgateAgentCheckpoint(w http.ResponseWriter, r *http.Request) {
 		Sys:         ms.Sys,
 		NumGC:       ms.NumGC,
 		Goroutines:  runtime.NumGoroutine(),
+	})
+}
+
+type leakgateAgentHeapDumpResp struct {
+	File         string  `json:"file,omitempty"`
+	Bytes        int64   `json:"bytes,omitempty"`
+	PauseSeconds float64 `json:"pause_seconds,omitempty"`
+	HeapAlloc    uint64  `json:"heap_alloc"`
+	Refused      string  `json:"refused,omitempty"`
+}
+
+const leakgateAgentDumpMaxDefault = 256 << 20
+
+var leakgateAgentDumpBusy int32
+
+func leakgateAgentDumpName(name string) bool {
+	if name == "" || len(name) > 40 {
+		return false
+	}
+	for _, c := range name {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// leakgateAgentHeapDump writes a heap dump after the same two forced GCs as
+// the checkpoint, so what it holds is what the checkpoint counted as live.
+func leakgateAgentHeapDump(w http.ResponseWriter, r *http.Request) {
+	if !leakgateAgentAllowMethods(w, r, http.MethodPost) {
+		return
+	}
+	dir := os.Getenv(leakgateAgentEnvDumpDir)
+	if dir == "" {
+		http.Error(w, "heap dumps are off: "+leakgateAgentEnvDumpDir+" is unset", http.StatusNotFound)
+		return
+	}
+	name := r.URL.Query().Get("name")
+	if !leakgateAgentDumpName(name) {
+		http.Error(w, "name: want 1-40 characters of [a-z0-9-]", http.StatusBadRequest)
+		return
+	}
+	limit := uint64(leakgateAgentDumpMaxDefault)
+	if v := r.URL.Query().Get("max"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil || n == 0 {
+			http.Error(w, "max: want a positive number of bytes", http.StatusBadRequest)
+			return
+		}
+		limit = n
+	}
+	// Go 1.26's goroutineleak profile leaves the goroutines it found in a
+	// status runtime/heapdump.go does not know: WriteHeapDump would abort
+	// the process ("dumpgs in STW - bad status"). Refuse instead.
+	if p := pprof.Lookup("goroutineleak"); p != nil && p.Count() > 0 {
+		leakgateAgentWriteJSON(w, leakgateAgentHeapDumpResp{
+			Refused: fmt.Sprintf("%d goroutines are marked leaked by the goroutineleak profile, and a heap dump would abort the process on them", p.Count()),
+		})
+		return
+	}
+	if !atomic.CompareAndSwapInt32(&leakgateAgentDumpBusy, 0, 1) {
+		http.Error(w, "a heap dump is already being written", http.StatusConflict)
+		return
+	}
+	defer atomic.StoreInt32(&leakgateAgentDumpBusy, 0)
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	if ms.HeapAlloc > limit {
+		leakgateAgentWriteJSON(w, leakgateAgentHeapDumpResp{
+			HeapAlloc: ms.HeapAlloc,
+			Refused:   fmt.Sprintf("the live heap (%d bytes) is over the %d-byte bound", ms.HeapAlloc, limit),
+		})
+		return
+	}
+	path := filepath.Join(dir, name+".heapdump")
+	f, err := os.CreateTemp(dir, name+".heapdump.*.tmp")
+	if err != nil {
+		http.Error(w, "creating the dump file: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	start := time.Now()
+	debug.WriteHeapDump(f.Fd())
+	pause := time.Since(start)
+	info, statErr := f.Stat()
+	closeErr := f.Close()
+	if statErr == nil && closeErr == nil {
+		closeErr = os.Rename(f.Name(), path)
+	}
+	if statErr != nil || closeErr != nil {
+		os.Remove(f.Name())
+		http.Error(w, fmt.Sprintf("writing the dump file: %v %v", statErr, closeErr), http.StatusInternalServerError)
+		return
+	}
+	leakgateAgentWriteJSON(w, leakgateAgentHeapDumpResp{
+		File:         path,
+		Bytes:        info.Size(),
+		PauseSeconds: pause.Seconds(),
+		HeapAlloc:    ms.HeapAlloc,
 	})
 }
 

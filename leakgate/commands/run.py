@@ -110,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
             return error.exit_code
         error = LeakgateError(f"{error.kind} found after trials ran: {error.message}")
     verdict, error = _verdict(plan, measured, error)
-    return _finish(plan, args, measured.record, verdict, error)
+    record = leaksites.drop_dumps(measured.record, plan.report_dir, verdict)
+    return _finish(plan, args, record, verdict, error)
 
 
 def _plan(args: argparse.Namespace) -> _Plan:

@@ -17,6 +17,8 @@ def render(judged: Judged) -> str:
     for check in verdict.checks:
         lines.append(f"  {LABELS[check.status]:7} {check.name:{width}}  {check.summary}")
         indent = f"  {'':7} {'':{width}}  "
+        if check.holders:
+            lines.append(f"{indent}held by: {_safe(check.holders[0].description)}")
         if check.leak_sites:
             lines.append(f"{indent}top leak site: {_safe(check.leak_sites[0].description)}")
         if check.status in ("fail", "error"):

@@ -196,6 +196,20 @@ def _leak_sites(verdict: Verdict) -> str:
     sites = verdict.leak_sites
     title, leak_found = table.sites_heading(verdict)
     parts = [f"<h2>{'Leak sites' if leak_found else esc(title)}</h2>"]
+    if sites.holders:
+        rows = [
+            _row(
+                esc(table.holder_name(h)),
+                Num(format_metric(h.growth, "bytes", signed=True)),
+                Num(f"{h.objects:+,}"),
+                esc(table.holder_bulk(h)),
+                f"<code>{esc(h.allocated_at)}</code>" if h.allocated_at else "",
+                Num(str(h.trials)),
+            )
+            for h in sites.holders
+        ]
+        header = ("holder", "growth", "objects", "most of it", "allocated in", "trials")
+        parts.append(_table("<h3>Kept alive by</h3>", header, rows))
     if sites.heap:
         rows = [
             _row(

@@ -49,7 +49,8 @@ def _median_and_spread(values: list[float], unit: str) -> str:
 
 
 def _case(check: Check, suite: str) -> TestCase:
-    details = "\n".join([*check.evidence, *_site_details(check.leak_sites)])
+    held = [f"held by: {h.description}" for h in check.holders]
+    details = "\n".join([*check.evidence, *held, *_site_details(check.leak_sites)])
     case = TestCase(
         name=check.name,
         classname=f"{CLASSNAME}.{suite}",
@@ -58,6 +59,8 @@ def _case(check: Check, suite: str) -> TestCase:
     if check.status == "fail":
         # The message is what a CI test tab shows first: the figures, then where it leaks.
         message = f"{check.name}: {check.summary}"
+        if check.holders:
+            message += f" | held by: {check.holders[0].description}"
         if check.leak_sites:
             message += " | top leak sites: " + "; ".join(
                 f"{i}) {s.description}" for i, s in enumerate(check.leak_sites, 1)

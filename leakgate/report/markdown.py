@@ -98,6 +98,8 @@ def _checks(checks: Sequence[Check]) -> str:
     rows = ["| | check | result |", "|---|---|---|"]
     for c in sorted(checks, key=lambda c: c.status not in ("fail", "error")):
         result = cell(c.summary)
+        if c.holders:
+            result += f"<br>held by: {cell(c.holders[0].description)}"
         if c.leak_sites:
             result += f"<br>top leak site: {_site_cell(c.leak_sites[0])}"
         rows.append(f"| {STATUS[c.status]} | {code(c.name)} | {result} |")
@@ -167,9 +169,23 @@ def _site_cell(site: LeakSite) -> str:
 def _leak_sites(verdict: Verdict) -> str:
     sites = verdict.leak_sites
     failing = {c.name for c in verdict.checks if c.status == "fail" and c.leak_sites}
-    if not (sites.heap or sites.goroutines or sites.notes) and not failing:
+    if not (sites.heap or sites.goroutines or sites.notes or sites.holders) and not failing:
         return ""
     out = [f"### {table.sites_heading(verdict)[0]}"]
+    if sites.holders:
+        out += [
+            "",
+            "Kept alive by (heap dumps at warm-up and drain: the nearest root of what grew):",
+            "",
+            "| # | holder | growth | objects | most of it | allocated in | trials |",
+            "|--:|---|--:|--:|---|---|--:|",
+        ]
+        out += [
+            f"| {i} | {cell(table.holder_name(h))} | +{format_size(h.growth)} | {h.objects:+,} | "
+            f"{cell(table.holder_bulk(h))} | {code(h.allocated_at) if h.allocated_at else ''} | "
+            f"{h.trials} |"
+            for i, h in enumerate(sites.holders, 1)
+        ]
     if sites.heap:
         out += [
             "",

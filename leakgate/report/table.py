@@ -8,8 +8,8 @@ import re
 from leakgate import costtext
 from leakgate.analysis import offered_rate
 from leakgate.metrics import LEAK_METRICS, sites_explaining
-from leakgate.model import ComparisonRow, LeakSite, RunRecord, Verdict
-from leakgate.units import format_metric
+from leakgate.model import ComparisonRow, Holder, LeakSite, RunRecord, Verdict
+from leakgate.units import format_metric, format_size
 
 # Check statuses in words, for text and HTML alike (Markdown shows symbols).
 CHECK_LABELS = {
@@ -145,6 +145,23 @@ def sites_heading(verdict: Verdict) -> tuple[str, bool]:
     if leak_checks and all(status == "pass" for status in leak_checks):
         title += " (no leak found)"
     return title, False
+
+
+def holder_name(h: Holder) -> str:
+    """ "main.auditLog (package variable)", "main.worker (stacks of 120 goroutines)"."""
+    if h.kind == "variable":
+        return f"{h.name} (package variable)"
+    if h.kind == "goroutines":
+        return f"{h.name} (stacks of {h.goroutines:,} goroutine{'s' * (h.goroutines != 1)})"
+    return f"{h.name} ({h.kind})"
+
+
+def holder_bulk(h: Holder) -> str:
+    """What most of a holder's growth is made of: "1,204 objects of 32 KiB"."""
+    if not (h.object_count and h.object_size):
+        return ""
+    plural = "s" * (h.object_count != 1)
+    return f"{h.object_count:,} object{plural} of {format_size(h.object_size)}"
 
 
 def run_context(record: RunRecord) -> str:

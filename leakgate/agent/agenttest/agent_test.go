@@ -133,6 +133,7 @@ func startServiceWithToken(t *testing.T, agentEnv, token string, wantAgent bool)
 		"AGENTTEST_ADDR=127.0.0.1:0",
 		"AGENTTEST_ADDR_FILE="+svcAddrFile,
 		"LEAKGATE_AGENT_ADDR_FILE="+agentAddrFile,
+		"LEAKGATE_AGENT_DUMP_DIR="+dir,
 	)
 	if agentEnv != "" {
 		env = append(env, "LEAKGATE_AGENT_ADDR="+agentEnv)
@@ -290,6 +291,40 @@ func TestAgentEndpoints(t *testing.T) {
 		src, _ := m["heap_live_source"].(string)
 		if src != "/gc/heap/live:bytes" && src != "/memory/classes/heap/objects:bytes" {
 			t.Errorf("heap_live_source %q", src)
+		}
+	})
+
+	t.Run("heap dump", func(t *testing.T) {
+		m := fetchJSON(t, "POST", base+"/leakgate/heapdump?name=heap-drain")
+		file, _ := m["file"].(string)
+		if file != filepath.Join(s.dir, "heap-drain.heapdump") {
+			t.Fatalf("file %q, want heap-drain.heapdump in %s: %v", file, s.dir, m)
+		}
+		data, err := os.ReadFile(file)
+		if err != nil || !bytes.HasPrefix(data, []byte("go1.7 heap dump\n")) || int64(len(data)) != int64(number(t, m, "bytes")) {
+			t.Fatalf("dump: %v, %d bytes, answer %v", err, len(data), m)
+		}
+		if pause := number(t, m, "pause_seconds"); pause <= 0 || pause > 10 {
+			t.Errorf("pause_seconds %v", pause)
+		}
+		leftovers, _ := filepath.Glob(filepath.Join(s.dir, "*.tmp"))
+		if len(leftovers) != 0 {
+			t.Errorf("temporary files left: %v", leftovers)
+		}
+		refused := fetchJSON(t, "POST", base+"/leakgate/heapdump?name=big&max=1024")
+		if r, _ := refused["refused"].(string); !strings.Contains(r, "over the 1024-byte bound") {
+			t.Errorf("a heap over max: %v", refused)
+		}
+		if _, err := os.Stat(filepath.Join(s.dir, "big.heapdump")); err == nil {
+			t.Errorf("a refused dump was written")
+		}
+		for _, q := range []string{"name=../x", "name=", "name=UPPER", "name=ok&max=-1"} {
+			if resp, _ := fetch(t, "POST", base+"/leakgate/heapdump?"+q); resp.StatusCode != 400 {
+				t.Errorf("%s: status %d, want 400", q, resp.StatusCode)
+			}
+		}
+		if resp, _ := fetch(t, "GET", base+"/leakgate/heapdump?name=x"); resp.StatusCode != 405 {
+			t.Errorf("GET: status %d, want 405", resp.StatusCode)
 		}
 	})
 

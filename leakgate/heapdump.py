@@ -1,0 +1,333 @@
+"""A reader of Go heap dumps (`runtime/debug.WriteHeapDump`, formats "go1.5" to "go1.7 heap dump").
+
+The format is the Go wiki's "heapdump15-through-heapdump17" as `runtime/heapdump.go` writes it:
+a header line, then records, each a uvarint tag and its fields (uvarints, length-prefixed strings
+and memory ranges, and field lists: (kind 1 = pointer, offset) pairs ended by kind 0), ended by
+an EOF record. What the retention analysis needs is kept and the rest skipped:
+
+- every object's address, size (its size class: the runtime dumps the whole slot) and the
+  pointers it holds, read from its contents at the field list's offsets;
+- the roots: pointer slots of the data and bss segments (package-level variables, named later
+  from the binary's symbols), of every goroutine's stack frames (with the function and the
+  goroutine), goroutine closure contexts, defer and panic records, finalizers, and "other" roots;
+- the allocation sample of each sampled object (its stack, from the dump's memory-profile
+  buckets), the goroutines, and the few parameters and MemStats figures a report prints.
+
+The file is untrusted input as much as a profile is: every length is checked against what is
+left, a field offset outside its object is an error, and the reader allocates in proportion to
+the bytes it has read, never to a length it was told. `MAX_BYTES` bounds what it will read.
+"""
+
+from __future__ import annotations
+
+import struct
+from array import array
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+MAX_BYTES = 1 << 30
+HEADERS = (b"go1.5 heap dump\n", b"go1.6 heap dump\n", b"go1.7 heap dump\n")
+
+(
+    _EOF,
+    _OBJECT,
+    _OTHER_ROOT,
+    _TYPE,
+    _GOROUTINE,
+    _STACK_FRAME,
+    _PARAMS,
+    _FINALIZER,
+    _ITAB,
+    _OS_THREAD,
+    _MEMSTATS,
+    _QUEUED_FINALIZER,
+    _DATA,
+    _BSS,
+    _DEFER,
+    _PANIC,
+    _MEMPROF,
+    _ALLOC_SAMPLE,
+) = range(18)
+
+_MEMSTATS_FIELDS = 24 + 256 + 1  # Alloc .. PauseTotalNs, PauseNs[256], NumGC
+_HEAP_ALLOC = 6  # the index of HeapAlloc among them
+
+RootKind = Literal["data", "bss", "stack", "finalizer", "other"]
+
+
+class HeapDumpError(ValueError):
+    """The file is not a heap dump this reader understands, or is damaged."""
+
+
+@dataclass(frozen=True, slots=True)
+class Goroutine:
+    address: int
+    goid: int
+    status: int
+    system: bool
+    wait_reason: str
+    frames: tuple[str, ...] = ()  # function names, innermost first
+
+
+@dataclass
+class HeapDump:
+    version: str  # the header, "go1.7"
+    pointer_size: int = 8
+    go_version: str = ""
+    arch: str = ""
+    heap_alloc: int | None = None  # MemStats.HeapAlloc when the dump was written
+    addresses: array[int] = field(default_factory=lambda: array("Q"))
+    sizes: array[int] = field(default_factory=lambda: array("Q"))
+    # The pointers of object i are pointers[starts[i]:starts[i + 1]].
+    starts: array[int] = field(default_factory=lambda: array("Q", [0]))
+    pointers: array[int] = field(default_factory=lambda: array("Q"))
+    # One entry per root pointer: its kind, its source (data/bss: the slot's address; stack:
+    # the goroutine's id; otherwise 0), its label (an index into `labels`: the frame's function,
+    # or what the root is; "" for data/bss) and the address it points to.
+    root_kinds: list[RootKind] = field(default_factory=list)
+    root_sources: array[int] = field(default_factory=lambda: array("Q"))
+    root_labels: array[int] = field(default_factory=lambda: array("L"))
+    root_targets: array[int] = field(default_factory=lambda: array("Q"))
+    labels: list[str] = field(default_factory=lambda: [""])
+    segments: dict[str, tuple[int, int]] = field(default_factory=dict)  # data/bss: start, size
+    goroutines: dict[int, Goroutine] = field(default_factory=dict)
+    # Sampled objects' allocation stacks: address -> (function, file, line), leaf first.
+    alloc_stacks: dict[int, tuple[tuple[str, str, int], ...]] = field(default_factory=dict)
+
+    @property
+    def objects(self) -> int:
+        return len(self.addresses)
+
+
+def load(path: Path, max_bytes: int = MAX_BYTES) -> HeapDump:
+    """Read and parse a dump file; HeapDumpError names the file when it cannot."""
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise HeapDumpError(f"{path}: {size} bytes, over the {max_bytes}-byte bound")
+        data = path.read_bytes()
+    except OSError as e:
+        raise HeapDumpError(f"{path}: {e.strerror or e}") from e
+    try:
+        return parse(data)
+    except HeapDumpError as e:
+        raise HeapDumpError(f"{path}: {e}") from e
+
+
+def parse(data: bytes) -> HeapDump:
+    return _Reader(data).read()
+
+
+class _Reader:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+        self.ptr = struct.Struct("<Q")
+        self.goroutine: Goroutine | None = None
+        self.frames: list[str] = []
+        self.label_ids: dict[str, int] = {"": 0}
+
+    def read(self) -> HeapDump:
+        header = next((h for h in HEADERS if self.data.startswith(h)), None)
+        if header is None:
+            raise HeapDumpError("not a Go heap dump (no 'go1.N heap dump' header)")
+        self.pos = len(header)
+        dump = HeapDump(version=header.split()[0].decode())
+        buckets: dict[int, tuple[tuple[str, str, int], ...]] = {}
+        samples: list[tuple[int, int]] = []
+        while True:
+            at = self.pos
+            tag = self.uvarint()
+            try:
+                if tag == _EOF:
+                    break
+                self.record(tag, dump, buckets, samples)
+            except HeapDumpError as e:
+                raise HeapDumpError(f"record at byte {at} (tag {tag}): {e}") from None
+        self.end_goroutine(dump)
+        dump.alloc_stacks = {a: buckets[b] for a, b in samples if b in buckets}
+        return dump
+
+    # -- primitives ---------------------------------------------------------------------------
+
+    def uvarint(self) -> int:
+        data, pos = self.data, self.pos
+        value = shift = 0
+        while True:
+            if pos >= len(data):
+                raise HeapDumpError("truncated (the file ends inside a record)")
+            b = data[pos]
+            pos += 1
+            value |= (b & 0x7F) << shift
+            if b < 0x80:
+                break
+            shift += 7
+            if shift > 63:
+                raise HeapDumpError(f"a varint longer than 10 bytes at byte {self.pos}")
+        self.pos = pos
+        return value
+
+    def uvarints(self, n: int) -> list[int]:
+        return [self.uvarint() for _ in range(n)]
+
+    def span(self) -> tuple[int, int]:
+        """A length-prefixed range: (start, length), checked against what is left."""
+        n = self.uvarint()
+        start = self.pos
+        if n > len(self.data) - start:
+            raise HeapDumpError(f"a length of {n} bytes runs past the end of the file")
+        self.pos = start + n
+        return start, n
+
+    def string(self) -> str:
+        start, n = self.span()
+        return self.data[start : start + n].decode("utf-8", "replace")
+
+    def fields(self, start: int, size: int, out: array[int]) -> None:
+        """The pointers at a field list's offsets into data[start:start + size], appended."""
+        unpack, data, ptr_size = self.ptr.unpack_from, self.data, self.ptr.size
+        while True:
+            kind = self.uvarint()
+            if kind == 0:
+                return
+            offset = self.uvarint()
+            if kind != 1:
+                raise HeapDumpError(f"field kind {kind} (this reader knows 1 = pointer)")
+            if offset + ptr_size > size:
+                raise HeapDumpError(f"a pointer field at offset {offset} of a {size}-byte range")
+            value = unpack(data, start + offset)[0]
+            if value:
+                out.append(value)
+
+    # -- records ------------------------------------------------------------------------------
+
+    def record(
+        self,
+        tag: int,
+        dump: HeapDump,
+        buckets: dict[int, tuple[tuple[str, str, int], ...]],
+        samples: list[tuple[int, int]],
+    ) -> None:
+        if tag == _OBJECT:
+            address = self.uvarint()
+            start, size = self.span()
+            self.fields(start, size, dump.pointers)
+            dump.addresses.append(address)
+            dump.sizes.append(size)
+            dump.starts.append(len(dump.pointers))
+        elif tag == _STACK_FRAME:
+            self.uvarints(3)  # sp, depth, child sp
+            start, size = self.span()
+            self.uvarints(3)  # entry pc, pc, continuation pc
+            function = self.string()
+            self.frames.append(function)
+            goid = self.goroutine.goid if self.goroutine else 0
+            self.roots(dump, "stack", goid, function, start, size)
+        elif tag == _GOROUTINE:
+            self.end_goroutine(dump)
+            address, _sp, goid, _gopc, status = self.uvarints(5)
+            system, _background, _since = self.uvarints(3)
+            reason = self.string()
+            context, _m, _defer, _panic = self.uvarints(4)
+            self.goroutine = Goroutine(address, goid, status, bool(system), reason)
+            if context:
+                self.root(dump, "stack", goid, "closure context", context)
+        elif tag in (_DATA, _BSS):
+            address = self.uvarint()
+            start, size = self.span()
+            kind: RootKind = "data" if tag == _DATA else "bss"
+            dump.segments[kind] = (address, size)
+            slots: array[int] = array("Q")
+            unpack, data = self.ptr.unpack_from, self.data
+            while True:
+                fkind = self.uvarint()
+                if fkind == 0:
+                    break
+                offset = self.uvarint()
+                if fkind != 1 or offset + 8 > size:
+                    raise HeapDumpError(f"a {kind} pointer field {fkind} at offset {offset}")
+                value = unpack(data, start + offset)[0]
+                if value:
+                    slots.append(address + offset)
+                    dump.root_targets.append(value)
+            dump.root_kinds.extend([kind] * len(slots))
+            dump.root_sources.extend(slots)
+            dump.root_labels.extend([0] * len(slots))
+        elif tag == _OTHER_ROOT:
+            description = self.string()
+            self.root(dump, "other", 0, description, self.uvarint())
+        elif tag in (_FINALIZER, _QUEUED_FINALIZER):
+            obj, funcval, _pc, _fint, _ot = self.uvarints(5)
+            label = "finalizer" if tag == _FINALIZER else "queued finalizer"
+            self.root(dump, "finalizer", 0, label, funcval)
+            if tag == _QUEUED_FINALIZER:  # about to run: the object itself is kept for it
+                self.root(dump, "finalizer", 0, label, obj)
+        elif tag == _DEFER:
+            _addr, goid, _sp, _pc, funcval, _fn, _link = self.uvarints(7)
+            self.root(dump, "stack", goid, "deferred call", funcval)
+        elif tag == _PANIC:
+            _addr, goid, _type, value, _zero, _link = self.uvarints(6)
+            self.root(dump, "stack", goid, "panic value", value)
+        elif tag == _PARAMS:
+            big_endian, dump.pointer_size = self.uvarints(2)
+            if big_endian or dump.pointer_size != 8:
+                raise HeapDumpError("only little-endian 64-bit dumps are read")
+            self.uvarints(2)  # the heap arenas' range
+            dump.arch, dump.go_version = self.string(), self.string()
+            self.uvarint()  # CPUs
+        elif tag == _MEMSTATS:
+            dump.heap_alloc = self.uvarints(_MEMSTATS_FIELDS)[_HEAP_ALLOC]
+        elif tag == _MEMPROF:
+            bucket, _size, frames = self.uvarints(3)
+            if frames > len(self.data) - self.pos:  # each frame takes at least 3 bytes
+                raise HeapDumpError(f"{frames} frames in a profile record past the end")
+            stack = tuple((self.string(), self.string(), self.uvarint()) for _ in range(frames))
+            self.uvarints(2)  # allocs, frees
+            buckets[bucket] = stack
+        elif tag == _ALLOC_SAMPLE:
+            address, bucket = self.uvarints(2)
+            samples.append((address, bucket))
+        elif tag == _TYPE:
+            self.uvarints(2)
+            self.string()
+            self.uvarint()
+        elif tag == _ITAB:
+            self.uvarints(2)
+        elif tag == _OS_THREAD:
+            self.uvarints(3)
+        else:
+            raise HeapDumpError("unknown record tag")
+
+    def roots(
+        self, dump: HeapDump, kind: RootKind, source: int, label: str, start: int, size: int
+    ) -> None:
+        before = len(dump.root_targets)
+        self.fields(start, size, dump.root_targets)
+        added = len(dump.root_targets) - before
+        if added:
+            dump.root_kinds.extend([kind] * added)
+            dump.root_sources.extend([source] * added)
+            dump.root_labels.extend([self.label(dump, label)] * added)
+
+    def root(self, dump: HeapDump, kind: RootKind, source: int, label: str, target: int) -> None:
+        if target:
+            dump.root_kinds.append(kind)
+            dump.root_sources.append(source)
+            dump.root_labels.append(self.label(dump, label))
+            dump.root_targets.append(target)
+
+    def label(self, dump: HeapDump, label: str) -> int:
+        index = self.label_ids.get(label)
+        if index is None:
+            index = self.label_ids[label] = len(dump.labels)
+            dump.labels.append(label)
+        return index
+
+    def end_goroutine(self, dump: HeapDump) -> None:
+        g = self.goroutine
+        if g is not None:
+            dump.goroutines[g.goid] = Goroutine(
+                g.address, g.goid, g.status, g.system, g.wait_reason, tuple(self.frames)
+            )
+        self.goroutine, self.frames = None, []

@@ -1,0 +1,328 @@
+"""Who holds it: the roots that keep the live heap alive, from a pair of heap dumps.
+
+A heap profile says where leaked memory was allocated; a heap dump also says what still points
+at it. For each dump (after the agent's forced GCs, so what it holds is live) every object is
+given to the root that reaches it first in a breadth-first walk from all roots at once: the
+nearest holder, by the fewest pointers. Roots are grouped into holders a developer can act on:
+
+- a package-level variable (a pointer slot in the data or bss segment, named from the built
+  binary's symbol table: `main.auditLog`);
+- the stack frames of one function, over however many goroutines run it (a goroutine leak keeps
+  its buffers alive from its frames);
+- finalizers, and the runtime's other roots.
+
+The warm-up dump and the drain dump are grouped the same way, and the holders whose retained
+bytes grew are the ones that kept what the load left behind. This is a first-reach attribution,
+not a dominator tree: memory reachable from two holders counts for the nearer one (for the
+leaks a gate meets, a cache or a registry in a package variable, or parked goroutines, the
+nearer holder is the one to fix).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import struct
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from leakgate.heapdump import HeapDump
+from leakgate.model import Holder
+from leakgate.units import format_size
+
+_GOWRAP = re.compile(r"\.gowrap\d+$").search  # the compiler's wrapper of a `go f(x)` statement
+MIN_GROWTH = 64 * 1024  # bytes; below, churn of the runtime's own buffers
+TOP = 5
+_SHT_SYMTAB = 2
+_STT_OBJECT = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Symbols:
+    """Data and bss symbols of a binary, sorted by address."""
+
+    addresses: Sequence[int]
+    sizes: Sequence[int]
+    names: Sequence[str]
+
+    def name(self, address: int) -> str | None:
+        i = int(np.searchsorted(np.asarray(self.addresses, dtype=np.uint64), address, "right")) - 1
+        if i < 0 or address >= self.addresses[i] + max(self.sizes[i], 1):
+            return None
+        return self.names[i]
+
+
+def elf_symbols(binary: Path) -> list[tuple[int, int, str]]:
+    """The data objects of a 64-bit little-endian ELF binary's symbol table: (address, size,
+    name). [] for a binary without one (stripped with -ldflags=-s) or not ELF."""
+    try:
+        data = binary.read_bytes()
+    except OSError:
+        return []
+    if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
+        return []
+    shoff = struct.unpack_from("<Q", data, 0x28)[0]
+    shentsize, shnum = struct.unpack_from("<HH", data, 0x3A)
+    sections = []
+    for i in range(shnum):
+        at = shoff + i * shentsize
+        if at + 64 > len(data):
+            return []
+        _name, kind, _flags, _addr, offset, size, link, _info, _align, entsize = struct.unpack_from(
+            "<IIQQQQIIQQ", data, at
+        )
+        sections.append((kind, offset, size, link, entsize))
+    out = []
+    for kind, offset, size, link, entsize in sections:
+        if kind != _SHT_SYMTAB or entsize != 24 or link >= len(sections):
+            continue
+        str_offset, str_size = sections[link][1], sections[link][2]
+        strings = data[str_offset : str_offset + str_size]
+        for name_at, info, _other, _shndx, value, sym_size in struct.iter_unpack(
+            "<IBBHQQ", data[offset : offset + size - size % 24]
+        ):
+            if info & 0xF != _STT_OBJECT or not value:
+                continue
+            end = strings.find(b"\0", name_at)
+            out.append((value, sym_size, strings[name_at:end].decode("utf-8", "replace")))
+    return sorted(out)
+
+
+def save_symbols(binary: Path, dest: Path) -> Path | None:
+    """The binary's data symbols as `address size name` lines, for the analysis to read after
+    the run (the binary may be gone by a re-render); None when it has none."""
+    rows = elf_symbols(binary)
+    if not rows:
+        return None
+    dest.write_text("".join(f"{a:x} {s} {n}\n" for a, s, n in rows))
+    return dest
+
+
+def load_symbols(path: Path | None) -> Symbols:
+    rows: list[tuple[int, int, str]] = []
+    if path is not None:
+        try:
+            for line in path.read_text().splitlines():
+                a, s, n = line.split(" ", 2)
+                rows.append((int(a, 16), int(s), n))
+        except (OSError, ValueError):
+            rows = []
+    rows.sort()
+    return Symbols([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
+
+
+@dataclass
+class _Held:
+    kind: str  # "variable" | "goroutines" | "finalizer" | "runtime"
+    name: str
+    bytes: int = 0
+    objects: int = 0
+    goroutines: set[int] | None = None
+    sizes: Counter[int] | None = None
+    sites: Counter[str] | None = None
+
+
+Own = Callable[[str], bool]
+
+
+def attribute(dump: HeapDump, symbols: Symbols, own: Own) -> dict[tuple[str, str], _Held]:
+    """Every live object given to its nearest holder; bytes, objects, object sizes and sampled
+    allocation sites summed per holder. A goroutine's frames are one holder named by the
+    goroutine's innermost frame in the service's own code (`own`), so a buffer held by
+    runtime.chansend under main.worker counts for main.worker; sampled objects are placed at
+    the first own function of their allocation stack (the function only: the dump gives each
+    PC its physical function but the file and line of the code inlined there)."""
+    n = dump.objects
+    held: dict[tuple[str, str], _Held] = {}
+    if not n:
+        return held
+    addresses = np.frombuffer(dump.addresses, dtype=np.uint64)
+    sizes = np.frombuffer(dump.sizes, dtype=np.uint64)
+    order = np.argsort(addresses, kind="stable")
+    sorted_addresses, sorted_ends = addresses[order], addresses[order] + sizes[order]
+
+    def resolve(values: np.ndarray) -> np.ndarray:
+        """The object each pointer points into (interior pointers included), or -1."""
+        if not len(values):
+            return np.empty(0, dtype=np.int64)
+        at = np.searchsorted(sorted_addresses, values, side="right") - 1
+        ok = at >= 0
+        clipped = np.where(ok, at, 0)
+        ok &= values < sorted_ends[clipped]
+        return np.where(ok, order[clipped], -1).astype(np.int64)
+
+    children = resolve(np.frombuffer(dump.pointers, dtype=np.uint64)).tolist()
+    starts = dump.starts.tolist()
+    targets = resolve(np.frombuffer(dump.root_targets, dtype=np.uint64)).tolist()
+
+    keys: list[tuple[str, str]] = []
+    key_ids: dict[tuple[str, str], int] = {}
+    root_key: list[int] = []
+    for kind, source, label, target in zip(
+        dump.root_kinds, dump.root_sources, dump.root_labels, targets, strict=True
+    ):
+        if target < 0:
+            root_key.append(-1)
+            continue
+        if kind in ("data", "bss"):
+            name = symbols.name(source) or f"{kind} segment +{source:#x}"
+            key = ("variable", name)
+        elif kind == "stack":
+            key = ("goroutines", _goroutine_name(dump, source, own) or dump.labels[label])
+        else:
+            key = ("finalizer" if kind == "finalizer" else "runtime", dump.labels[label])
+        if key not in key_ids:
+            key_ids[key] = len(keys)
+            keys.append(key)
+            held[key] = _Held(key[0], key[1], goroutines=set(), sizes=Counter(), sites=Counter())
+        root_key.append(key_ids[key])
+        if kind == "stack":
+            held[key].goroutines.add(source)  # type: ignore[union-attr]
+
+    # Package variables first, then stacks, then the rest: at equal distance, the variable.
+    rank = {"variable": 0, "goroutines": 1, "finalizer": 2, "runtime": 3}
+    owner = [-1] * n
+    queue: deque[int] = deque()
+    roots = sorted(
+        (i for i, k in enumerate(root_key) if k >= 0), key=lambda i: rank[keys[root_key[i]][0]]
+    )
+    for i in roots:
+        t = targets[i]
+        if owner[t] < 0:
+            owner[t] = root_key[i]
+            queue.append(t)
+    while queue:
+        i = queue.popleft()
+        h = owner[i]
+        for j in children[starts[i] : starts[i + 1]]:
+            if j >= 0 and owner[j] < 0:
+                owner[j] = h
+                queue.append(j)
+
+    owners = np.asarray(owner, dtype=np.int64)
+    live = owners >= 0
+    weights = sizes[live].astype(np.float64)
+    byte_sums = np.bincount(owners[live], weights=weights, minlength=len(keys))
+    counts = np.bincount(owners[live], minlength=len(keys))
+    for k, key in enumerate(keys):
+        held[key].bytes, held[key].objects = int(byte_sums[k]), int(counts[k])
+    # Object sizes per holder, for what grew ("1,204 objects of 32 KiB").
+    size_list = dump.sizes.tolist()
+    for i, h in enumerate(owner):
+        if h >= 0:
+            held[keys[h]].sizes[size_list[i]] += 1  # type: ignore[index]
+    # The allocation sites of the sampled objects, weighted by their size.
+    if dump.alloc_stacks:
+        sampled = list(dump.alloc_stacks)
+        where = resolve(np.asarray(sampled, dtype=np.uint64)).tolist()
+        for address, i in zip(sampled, where, strict=True):
+            if i >= 0 and owner[i] >= 0:
+                name = next((f[0] for f in dump.alloc_stacks[address] if own(f[0])), "")
+                if name:
+                    held[keys[owner[i]]].sites[name] += size_list[i]  # type: ignore[index]
+    return held
+
+
+def _goroutine_name(dump: HeapDump, goid: int, own: Own) -> str | None:
+    """The goroutine's innermost frame in the service's own code, else the function it was
+    started in (its outermost frame outside the runtime: net/http.(*persistConn).readLoop)."""
+    g = dump.goroutines.get(goid)
+    if g is None:
+        return None
+    mine = next((f for f in g.frames if own(f)), None)
+    started = (f for f in reversed(g.frames) if not f.startswith("runtime.") and not _GOWRAP(f))
+    return mine or next(started, None)
+
+
+def holders(before: HeapDump, after: HeapDump, symbols: Symbols, own: Own) -> list[Holder]:
+    """The holders whose retained bytes grew from `before` to `after`, most first."""
+    old = attribute(before, symbols, own)
+    new = attribute(after, symbols, own)
+    total = sum(h.bytes for h in new.values()) - sum(h.bytes for h in old.values())
+    out = []
+    for key, h in new.items():
+        was = old.get(key)
+        growth = h.bytes - (was.bytes if was else 0)
+        if growth < MIN_GROWTH:
+            continue
+        sizes = h.sizes or Counter()
+        old_sizes = was.sizes if was and was.sizes else Counter()
+        size, count = max(
+            ((s, c - old_sizes.get(s, 0)) for s, c in sizes.items()),
+            key=lambda sc: sc[0] * sc[1],
+            default=(0, 0),
+        )
+        sites = h.sites or Counter()
+        out.append(
+            Holder(
+                kind=h.kind,
+                name=h.name,
+                growth=growth,
+                objects=h.objects - (was.objects if was else 0),
+                retained=h.bytes,
+                share=growth / total if total > 0 else 0.0,
+                goroutines=len(h.goroutines or ()),
+                object_size=size if count > 0 else 0,
+                object_count=max(count, 0),
+                allocated_at=sites.most_common(1)[0][0] if sites else "",
+            )
+        )
+    out.sort(key=lambda x: x.growth, reverse=True)
+    return [_described(x) for x in out[:TOP]]
+
+
+def describe(h: Holder) -> str:
+    """One line a developer can act on: what holds how much, of what, allocated where."""
+    what = {
+        "variable": f"package variable {h.name}",
+        "goroutines": f"the stacks of {h.goroutines:,} goroutine{'s' * (h.goroutines != 1)} "
+        f"in {h.name}",
+        "finalizer": f"a {h.name}",
+        "runtime": f"the runtime ({h.name})",
+    }.get(h.kind, h.name)
+    objects = f" in {h.objects:,} more object{'s' * (h.objects != 1)}" if h.objects > 0 else ""
+    line = f"+{format_size(h.growth)}{objects} kept alive by {what}"
+    if h.object_count and h.object_size:
+        line += f"; most of it {_objects(h.object_count)} of {format_size(h.object_size)}"
+    if h.allocated_at:
+        line += f", allocated in {h.allocated_at}"
+    return line
+
+
+def _objects(n: int) -> str:
+    return f"{n:,} object{'s' * (n != 1)}"
+
+
+def _described(h: Holder) -> Holder:
+    return dataclasses.replace(h, description=describe(h))
+
+
+def merge(per_trial: Iterable[list[Holder]]) -> tuple[Holder, ...]:
+    """Holders over trials: figures summed by (kind, name), with the trials each grew in."""
+    merged: dict[tuple[str, str], Holder] = {}
+    for found in per_trial:
+        for h in found:
+            key = (h.kind, h.name)
+            was = merged.get(key)
+            if was is None:
+                merged[key] = dataclasses.replace(h, trials=1)
+                continue
+            merged[key] = dataclasses.replace(
+                was,
+                growth=was.growth + h.growth,
+                objects=was.objects + h.objects,
+                retained=max(was.retained, h.retained),
+                goroutines=max(was.goroutines, h.goroutines),
+                object_count=was.object_count + h.object_count,
+                allocated_at=was.allocated_at or h.allocated_at,
+                trials=was.trials + 1,
+            )
+    total = sum(h.growth for h in merged.values())
+    out = sorted(merged.values(), key=lambda h: (h.trials, h.growth), reverse=True)[:TOP]
+    return tuple(
+        _described(dataclasses.replace(h, share=h.growth / total if total else 0.0)) for h in out
+    )

@@ -1,0 +1,207 @@
+"""The heap dump reader and who-holds-it analysis, on small hand-made dumps written record by
+record the way runtime/heapdump.go writes them."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from leakgate import heapdump, retention
+from leakgate.heapdump import HeapDumpError
+
+from .factories import DumpGoroutine, DumpObject, heap_dump_bytes, varint
+
+HEAP = 0xC000010000
+CACHE_VAR = 0x600010  # a bss slot: main.cache
+SYMBOLS = retention.Symbols(
+    [0x600000, 0x600010, 0x600020], [16, 8, 8], ["runtime.other", "main.cache", "main.quiet"]
+)
+
+
+def own(function: str) -> bool:
+    return function.startswith("main.")
+
+
+def cache_dump(entries: int, *, entry_size: int = 1024) -> bytes:
+    """main.cache -> a table of `entries` pointers -> one `entry_size` object each, the entries
+    allocated in main.remember (sampled); a goroutine in main.worker holds a 4 KiB buffer."""
+    table = DumpObject(HEAP, 8 * max(entries, 1))
+    objects = [table]
+    samples = []
+    for i in range(entries):
+        address = HEAP + 0x100000 + i * entry_size
+        table.pointers[8 * i] = address
+        objects.append(DumpObject(address, entry_size))
+        stack = [("runtime.mallocgc", "malloc.go", 1), ("main.remember", "cache.go", 12)]
+        samples.append((address, stack))
+    buffer = DumpObject(HEAP + 0x800000, 4096)
+    objects.append(buffer)
+    worker = DumpGoroutine(7, [("runtime.gopark", {}), ("main.worker", {8: buffer.address})])
+    return heap_dump_bytes(
+        objects,
+        bss=(0x600000, 64, {0x10: table.address}),
+        goroutines=[worker],
+        samples=samples,
+        heap_alloc=12345,
+    )
+
+
+def test_a_dump_is_read_record_by_record() -> None:
+    dump = heapdump.parse(cache_dump(3))
+    assert (dump.version, dump.go_version, dump.arch, dump.heap_alloc) == (
+        "go1.7",
+        "go1.26.0",
+        "amd64",
+        12345,
+    )
+    assert dump.objects == 5
+    assert list(dump.sizes) == [24, 1024, 1024, 1024, 4096]
+    # the table's three pointers, in order
+    assert list(dump.pointers)[:3] == [HEAP + 0x100000 + i * 1024 for i in range(3)]
+    assert list(dump.starts) == [0, 3, 3, 3, 3, 3]
+    kinds = list(zip(dump.root_kinds, dump.root_sources, dump.root_targets, strict=True))
+    assert ("bss", CACHE_VAR, HEAP) in kinds
+    assert ("stack", 7, HEAP + 0x800000) in kinds
+    assert dump.goroutines[7].frames == ("runtime.gopark", "main.worker")
+    assert dump.alloc_stacks[HEAP + 0x100000][1] == ("main.remember", "cache.go", 12)
+    assert dump.segments["bss"] == (0x600000, 64)
+
+
+def test_the_variable_that_grew_is_named_first_with_what_it_holds() -> None:
+    before, after = heapdump.parse(cache_dump(10)), heapdump.parse(cache_dump(200))
+    found = retention.holders(before, after, SYMBOLS, own)
+    assert [h.name for h in found] == ["main.cache"]
+    cache = found[0]
+    assert cache.kind == "variable"
+    assert cache.growth == 190 * 1024 + 8 * 190  # the entries and the table's growth
+    assert cache.objects == 190
+    assert (cache.object_size, cache.object_count) == (1024, 190)
+    assert cache.allocated_at == "main.remember"
+    assert cache.description.startswith("+191.5 KiB in 190 more objects kept alive by package ")
+    assert "main.cache; most of it 190 objects of 1.0 KiB, allocated in main.remember" in (
+        cache.description
+    )
+
+
+def test_goroutine_stacks_are_one_holder_named_by_their_own_frame() -> None:
+    def dump(goroutines: int) -> heapdump.HeapDump:
+        objects = [DumpObject(HEAP + i * 0x10000, 0x10000) for i in range(goroutines)]
+        gs = [
+            DumpGoroutine(
+                100 + i, [("runtime.chansend", {0: o.address}), ("main.produce.func1", {})]
+            )
+            for i, o in enumerate(objects)
+        ]
+        return heapdump.parse(heap_dump_bytes(objects, goroutines=gs))
+
+    found = retention.holders(dump(1), dump(12), SYMBOLS, own)
+    assert [(h.kind, h.name, h.goroutines) for h in found] == [
+        ("goroutines", "main.produce.func1", 12)
+    ]
+    assert found[0].growth == 11 * 0x10000
+    assert "kept alive by the stacks of 12 goroutines in main.produce.func1" in found[0].description
+
+
+def test_interior_pointers_keep_the_whole_object_and_the_nearest_root_wins() -> None:
+    """A 16-byte sub-slice of a 32 KiB array keeps all 32 KiB alive; memory reachable from a
+    variable and (further) from a stack counts for the variable."""
+    arrays = [DumpObject(HEAP + 0x100000 + i * 0x8000, 0x8000) for i in range(8)]
+    table = DumpObject(HEAP, 64, {8 * i: a.address + 0x100 for i, a in enumerate(arrays)})
+    holder = DumpObject(HEAP + 0x1000, 16, {0: table.address})
+    g = DumpGoroutine(3, [("main.serve", {0: holder.address})])
+    data = heap_dump_bytes(
+        [table, holder, *arrays], bss=(0x600000, 64, {0x10: table.address}), goroutines=[g]
+    )
+    empty = heap_dump_bytes([table, holder], bss=(0x600000, 64, {0x10: table.address}))
+    found = retention.holders(heapdump.parse(empty), heapdump.parse(data), SYMBOLS, own)
+    assert [(h.name, h.growth, h.object_size) for h in found] == [
+        ("main.cache", 8 * 0x8000, 0x8000)
+    ]
+
+
+def test_nothing_grew_nothing_is_named() -> None:
+    same = heapdump.parse(cache_dump(50))
+    assert retention.holders(same, same, SYMBOLS, own) == []
+
+
+def test_holders_over_trials_add_up_and_count_the_trials() -> None:
+    before, after = heapdump.parse(cache_dump(10)), heapdump.parse(cache_dump(200))
+    one = retention.holders(before, after, SYMBOLS, own)
+    merged = retention.merge([one, one, []])
+    assert len(merged) == 1
+    assert merged[0].trials == 2 and merged[0].growth == 2 * one[0].growth
+    assert merged[0].share == 1.0
+
+
+def test_a_variable_without_a_symbol_is_named_by_its_address() -> None:
+    before, after = heapdump.parse(cache_dump(10)), heapdump.parse(cache_dump(200))
+    found = retention.holders(before, after, retention.load_symbols(None), own)
+    assert found[0].name == "bss segment +0x600010"
+
+
+def test_symbols_round_trip_through_the_report_directory(tmp_path: Path) -> None:
+    path = tmp_path / "symbols.txt"
+    path.write_text("600010 8 main.cache\n600000 16 runtime.other\n")
+    symbols = retention.load_symbols(path)
+    assert symbols.name(0x600010) == "main.cache"
+    assert symbols.name(0x600017) == "main.cache"
+    assert symbols.name(0x600018) is None
+    assert symbols.name(0x600004) == "runtime.other"
+
+
+def test_a_real_binarys_data_symbols_are_read(tmp_path: Path) -> None:
+    rows = retention.elf_symbols(Path(sys.executable).resolve())
+    # CPython's own binary: an ELF file with a symbol table, or stripped (then nothing)
+    assert all(size >= 0 and name for _, size, name in rows)
+    assert retention.elf_symbols(tmp_path / "missing") == []
+    (tmp_path / "text").write_text("not an ELF file")
+    assert retention.elf_symbols(tmp_path / "text") == []
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"go1.4 heap dump\n", "not a Go heap dump"),
+        (b"go1.7 heap dump\n", "truncated"),
+        (b"go1.7 heap dump\n" + varint(99), "unknown record tag"),
+        (b"go1.7 heap dump\n" + varint(1) + varint(HEAP) + varint(1 << 40), "runs past the end"),
+        (
+            b"go1.7 heap dump\n"
+            + varint(1)
+            + varint(HEAP)
+            + varint(8)
+            + bytes(8)
+            + varint(1)
+            + varint(4)
+            + varint(0)
+            + varint(0),
+            "a pointer field at offset 4 of a 8-byte range",
+        ),
+        (
+            b"go1.7 heap dump\n"
+            + varint(1)
+            + varint(HEAP)
+            + varint(8)
+            + bytes(8)
+            + varint(2)
+            + varint(0)
+            + varint(0),
+            "field kind 2",
+        ),
+        (b"go1.7 heap dump\n" + b"\xff" * 11, "longer than 10 bytes"),
+        (b"go1.7 heap dump\n" + varint(16) + varint(1) + varint(0) + varint(1 << 30), "frames"),
+    ],
+)
+def test_a_damaged_dump_is_refused_with_where(data: bytes, message: str) -> None:
+    with pytest.raises(HeapDumpError, match=message):
+        heapdump.parse(data)
+
+
+def test_a_dump_over_the_bound_is_not_read(tmp_path: Path) -> None:
+    path = tmp_path / "big.heapdump"
+    path.write_bytes(cache_dump(100))
+    with pytest.raises(HeapDumpError, match=r"big.heapdump: \d+ bytes, over the 1000-byte bound"):
+        heapdump.load(path, max_bytes=1000)
+    assert heapdump.load(path).objects == 102
