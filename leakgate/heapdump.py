@@ -82,6 +82,8 @@ class HeapDump:
     # The pointers of object i are pointers[starts[i]:starts[i + 1]].
     starts: array[int] = field(default_factory=lambda: array("Q", [0]))
     pointers: array[int] = field(default_factory=lambda: array("Q"))
+    # Per pointer: the length of the slice it starts (0: not read as a slice header).
+    views: array[int] = field(default_factory=lambda: array("Q"))
     # One entry per root pointer: its kind, its source (data/bss: the slot's address; stack:
     # the goroutine's id; otherwise 0), its label (an index into `labels`: the frame's function,
     # or what the root is; "" for data/bss) and the address it points to.
@@ -89,6 +91,7 @@ class HeapDump:
     root_sources: array[int] = field(default_factory=lambda: array("Q"))
     root_labels: array[int] = field(default_factory=lambda: array("L"))
     root_targets: array[int] = field(default_factory=lambda: array("Q"))
+    root_views: array[int] = field(default_factory=lambda: array("Q"))
     labels: list[str] = field(default_factory=lambda: [""])
     segments: dict[str, tuple[int, int]] = field(default_factory=dict)  # data/bss: start, size
     goroutines: dict[int, Goroutine] = field(default_factory=dict)
@@ -184,21 +187,48 @@ class _Reader:
         start, n = self.span()
         return self.data[start : start + n].decode("utf-8", "replace")
 
-    def fields(self, start: int, size: int, out: array[int]) -> None:
-        """The pointers at a field list's offsets into data[start:start + size], appended."""
-        unpack, data, ptr_size = self.ptr.unpack_from, self.data, self.ptr.size
+    def fields(
+        self,
+        start: int,
+        size: int,
+        out: array[int],
+        views: array[int],
+        slots: array[int] | None = None,
+        base: int = 0,
+    ) -> None:
+        """The pointers at a field list's offsets into data[start:start + size], appended to
+        `out`, each with its view in `views`: the length of the slice it starts, when the two
+        words after it are no pointers and read as a slice header's length and capacity
+        (0 < len <= cap), else 0. With `slots`, each pointer's own address (base + offset)."""
+        unpack, data = self.ptr.unpack_from, self.data
+        offsets = []
         while True:
             kind = self.uvarint()
             if kind == 0:
-                return
+                break
             offset = self.uvarint()
             if kind != 1:
                 raise HeapDumpError(f"field kind {kind} (this reader knows 1 = pointer)")
-            if offset + ptr_size > size:
+            if offset + 8 > size:
                 raise HeapDumpError(f"a pointer field at offset {offset} of a {size}-byte range")
+            offsets.append(offset)
+        taken = set(offsets)
+        for offset in offsets:
             value = unpack(data, start + offset)[0]
-            if value:
-                out.append(value)
+            if not value:
+                continue
+            view = 0
+            if offset + 24 <= size and offset + 8 not in taken and offset + 16 not in taken:
+                length, capacity = (
+                    unpack(data, start + offset + 8)[0],
+                    unpack(data, start + offset + 16)[0],
+                )
+                if 0 < length <= capacity < 1 << 40:
+                    view = length
+            out.append(value)
+            views.append(view)
+            if slots is not None:
+                slots.append(base + offset)
 
     # -- records ------------------------------------------------------------------------------
 
@@ -212,7 +242,7 @@ class _Reader:
         if tag == _OBJECT:
             address = self.uvarint()
             start, size = self.span()
-            self.fields(start, size, dump.pointers)
+            self.fields(start, size, dump.pointers, dump.views)
             dump.addresses.append(address)
             dump.sizes.append(size)
             dump.starts.append(len(dump.pointers))
@@ -239,18 +269,7 @@ class _Reader:
             kind: RootKind = "data" if tag == _DATA else "bss"
             dump.segments[kind] = (address, size)
             slots: array[int] = array("Q")
-            unpack, data = self.ptr.unpack_from, self.data
-            while True:
-                fkind = self.uvarint()
-                if fkind == 0:
-                    break
-                offset = self.uvarint()
-                if fkind != 1 or offset + 8 > size:
-                    raise HeapDumpError(f"a {kind} pointer field {fkind} at offset {offset}")
-                value = unpack(data, start + offset)[0]
-                if value:
-                    slots.append(address + offset)
-                    dump.root_targets.append(value)
+            self.fields(start, size, dump.root_targets, dump.root_views, slots, address)
             dump.root_kinds.extend([kind] * len(slots))
             dump.root_sources.extend(slots)
             dump.root_labels.extend([0] * len(slots))
@@ -303,7 +322,7 @@ class _Reader:
         self, dump: HeapDump, kind: RootKind, source: int, label: str, start: int, size: int
     ) -> None:
         before = len(dump.root_targets)
-        self.fields(start, size, dump.root_targets)
+        self.fields(start, size, dump.root_targets, dump.root_views)
         added = len(dump.root_targets) - before
         if added:
             dump.root_kinds.extend([kind] * added)
@@ -316,6 +335,7 @@ class _Reader:
             dump.root_sources.append(source)
             dump.root_labels.append(self.label(dump, label))
             dump.root_targets.append(target)
+            dump.root_views.append(0)
 
     def label(self, dump: HeapDump, label: str) -> int:
         index = self.label_ids.get(label)

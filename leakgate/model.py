@@ -336,6 +336,17 @@ class LeakSite:
 
 
 @dataclass(frozen=True, slots=True)
+class HolderPath:
+    """One node of the tree of what grew under a holder: the sizes of the objects from the root
+    down to it (a chain of same-size objects is one step), the net bytes added in its subtree,
+    and the objects added at the node itself."""
+
+    sizes: tuple[int, ...]
+    growth: int  # bytes, the subtree's
+    objects: int  # at this node
+
+
+@dataclass(frozen=True, slots=True)
 class Holder:
     """What keeps grown live heap alive, from the heap dumps at warm-up and drain: a package
     variable, the stacks of the goroutines running one function, or a finalizer. Figures are the
@@ -348,9 +359,14 @@ class Holder:
     retained: int = 0  # bytes it retained at drain
     share: float = 0.0  # of the growth of all holders, 0..1
     goroutines: int = 0  # kind goroutines: how many run the function at drain
+    goroutines_added: int = 0  # ... and how many more than at warm-up
     object_size: int = 0  # the object size that added the most bytes
     object_count: int = 0  # how many objects of that size were added
     allocated_at: str = ""  # the sampled objects' allocation site, its first own function
+    pinned: int = 0  # bytes of the growth in large objects kept whole for a small part of them
+    pinned_view: int = 0  # ... the length of the slice most were seen through (0: an inner pointer)
+    waiting: str = ""  # kind goroutines: what most of them are blocked in
+    paths: tuple[HolderPath, ...] = ()  # the path shapes that grew most
     trials: int = 0
     description: str = ""
 

@@ -31,11 +31,14 @@ from pathlib import Path
 import numpy as np
 
 from leakgate.heapdump import HeapDump
-from leakgate.model import Holder
+from leakgate.model import Holder, HolderPath
 from leakgate.units import format_size
 
 _GOWRAP = re.compile(r"\.gowrap\d+$").search  # the compiler's wrapper of a `go f(x)` statement
 MIN_GROWTH = 64 * 1024  # bytes; below, churn of the runtime's own buffers
+PINNED_SIZE = 4096  # an object this large kept whole for a small part of it is "pinned"
+MAX_DEPTH = 6  # path shapes: steps from the root
+PATHS = 16  # nodes of the retention tree kept per holder (with their ancestors)
 TOP = 5
 _SHT_SYMTAB = 2
 _STT_OBJECT = 1
@@ -124,6 +127,10 @@ class _Held:
     goroutines: set[int] | None = None
     sizes: Counter[int] | None = None
     sites: Counter[str] | None = None
+    reasons: Counter[str] | None = None  # goroutines: what they wait for
+    pinned: int = 0  # bytes of large objects first reached for a small part of them
+    views: Counter[int] | None = None  # pinned objects: the slice lengths they were seen through
+    paths: dict[tuple[int, ...], list[int]] | None = None  # sizes from the root: [bytes, objects]
 
 
 Own = Callable[[str], bool]
@@ -145,6 +152,17 @@ def attribute(dump: HeapDump, symbols: Symbols, own: Own) -> dict[tuple[str, str
     order = np.argsort(addresses, kind="stable")
     sorted_addresses, sorted_ends = addresses[order], addresses[order] + sizes[order]
 
+    def _pins(values: np.ndarray, at: np.ndarray, views: np.ndarray) -> list[bool]:
+        """Pointers that keep a large object whole for a small part of it: into its middle (a
+        sub-slice, a field's address), or a slice header that sees under an eighth of it."""
+        ok = at >= 0
+        where = np.maximum(at, 0)
+        target_sizes = sizes[where]
+        middle = values != addresses[where]
+        narrow = (views > 0) & (views * 8 <= target_sizes)
+        pins: list[bool] = (ok & (target_sizes >= PINNED_SIZE) & (middle | narrow)).tolist()
+        return pins
+
     def resolve(values: np.ndarray) -> np.ndarray:
         """The object each pointer points into (interior pointers included), or -1."""
         if not len(values):
@@ -155,9 +173,20 @@ def attribute(dump: HeapDump, symbols: Symbols, own: Own) -> dict[tuple[str, str
         ok &= values < sorted_ends[clipped]
         return np.where(ok, order[clipped], -1).astype(np.int64)
 
-    children = resolve(np.frombuffer(dump.pointers, dtype=np.uint64)).tolist()
+    values = np.frombuffer(dump.pointers, dtype=np.uint64)
+    resolved = resolve(values)
+    children = resolved.tolist()
+    views = np.frombuffer(dump.views, dtype=np.uint64)
+    interior = _pins(values, resolved, views)
+    view_list = views.tolist()
     starts = dump.starts.tolist()
-    targets = resolve(np.frombuffer(dump.root_targets, dtype=np.uint64)).tolist()
+    root_values = np.frombuffer(dump.root_targets, dtype=np.uint64)
+    root_resolved = resolve(root_values)
+    targets = root_resolved.tolist()
+    root_views = np.frombuffer(dump.root_views, dtype=np.uint64)
+    root_interior = _pins(root_values, root_resolved, root_views)
+    root_views_list = root_views.tolist()
+    size_list = dump.sizes.tolist()
 
     keys: list[tuple[str, str]] = []
     key_ids: dict[tuple[str, str], int] = {}
@@ -178,14 +207,50 @@ def attribute(dump: HeapDump, symbols: Symbols, own: Own) -> dict[tuple[str, str
         if key not in key_ids:
             key_ids[key] = len(keys)
             keys.append(key)
-            held[key] = _Held(key[0], key[1], goroutines=set(), sizes=Counter(), sites=Counter())
+            held[key] = _Held(
+                key[0],
+                key[1],
+                goroutines=set(),
+                sizes=Counter(),
+                sites=Counter(),
+                reasons=Counter(),
+                paths={},
+                views=Counter(),
+            )
         root_key.append(key_ids[key])
         if kind == "stack":
-            held[key].goroutines.add(source)  # type: ignore[union-attr]
+            entry = held[key]
+            if source not in entry.goroutines:  # type: ignore[operator]
+                entry.goroutines.add(source)  # type: ignore[union-attr]
+                g = dump.goroutines.get(source)
+                if g is not None:
+                    entry.reasons[g.wait_reason or "running"] += 1  # type: ignore[index]
 
     # Package variables first, then stacks, then the rest: at equal distance, the variable.
     rank = {"variable": 0, "goroutines": 1, "finalizer": 2, "runtime": 3}
     owner = [-1] * n
+    pinned = [False] * n
+    seen = [0] * n  # pinned through a slice: its length
+    # The path shape of each object: the sizes of the objects from its root down (an index
+    # into `shapes`). A chain of same-size objects (a list, a tree of nodes) is one step, and
+    # below MAX_DEPTH steps everything counts for the deepest, so the shapes stay few.
+    shape = [0] * n
+    shapes: list[tuple[int, tuple[int, ...]]] = []  # (holder, sizes)
+    shape_ids: dict[tuple[int, int, int], int] = {}
+
+    def step(parent: int, holder: int, size: int) -> int:
+        if parent >= 0:
+            sizes_so_far = shapes[parent][1]
+            if sizes_so_far[-1] == size or len(sizes_so_far) >= MAX_DEPTH:
+                return parent
+        key = (parent, holder, size)
+        found = shape_ids.get(key)
+        if found is None:
+            base = shapes[parent][1] if parent >= 0 else ()
+            found = shape_ids[key] = len(shapes)
+            shapes.append((holder, (*base, size)))
+        return found
+
     queue: deque[int] = deque()
     roots = sorted(
         (i for i, k in enumerate(root_key) if k >= 0), key=lambda i: rank[keys[root_key[i]][0]]
@@ -194,13 +259,20 @@ def attribute(dump: HeapDump, symbols: Symbols, own: Own) -> dict[tuple[str, str
         t = targets[i]
         if owner[t] < 0:
             owner[t] = root_key[i]
+            pinned[t] = root_interior[i]
+            seen[t] = root_views_list[i]
+            shape[t] = step(-1, owner[t], size_list[t])
             queue.append(t)
     while queue:
         i = queue.popleft()
         h = owner[i]
-        for j in children[starts[i] : starts[i + 1]]:
+        for e in range(starts[i], starts[i + 1]):
+            j = children[e]
             if j >= 0 and owner[j] < 0:
                 owner[j] = h
+                pinned[j] = interior[e]
+                seen[j] = view_list[e]
+                shape[j] = step(shape[i], h, size_list[j])
                 queue.append(j)
 
     owners = np.asarray(owner, dtype=np.int64)
@@ -210,11 +282,22 @@ def attribute(dump: HeapDump, symbols: Symbols, own: Own) -> dict[tuple[str, str
     counts = np.bincount(owners[live], minlength=len(keys))
     for k, key in enumerate(keys):
         held[key].bytes, held[key].objects = int(byte_sums[k]), int(counts[k])
-    # Object sizes per holder, for what grew ("1,204 objects of 32 KiB").
-    size_list = dump.sizes.tolist()
+    # Object sizes and path shapes per holder, for what grew ("1,204 objects of 32 KiB").
+    per_shape: Counter[int] = Counter()
+    shape_objects: Counter[int] = Counter()
     for i, h in enumerate(owner):
         if h >= 0:
-            held[keys[h]].sizes[size_list[i]] += 1  # type: ignore[index]
+            found = held[keys[h]]
+            found.sizes[size_list[i]] += 1  # type: ignore[index]
+            per_shape[shape[i]] += size_list[i]
+            shape_objects[shape[i]] += 1
+            if pinned[i]:
+                found.pinned += size_list[i]
+                if seen[i]:
+                    found.views[seen[i]] += 1  # type: ignore[index]
+    for s, total in per_shape.items():
+        holder, path = shapes[s]
+        held[keys[holder]].paths[path] = [total, shape_objects[s]]  # type: ignore[index]
     # The allocation sites of the sampled objects, weighted by their size.
     if dump.alloc_stacks:
         sampled = list(dump.alloc_stacks)
@@ -257,6 +340,7 @@ def holders(before: HeapDump, after: HeapDump, symbols: Symbols, own: Own) -> li
             default=(0, 0),
         )
         sites = h.sites or Counter()
+        reasons = h.reasons or Counter()
         out.append(
             Holder(
                 kind=h.kind,
@@ -266,13 +350,40 @@ def holders(before: HeapDump, after: HeapDump, symbols: Symbols, own: Own) -> li
                 retained=h.bytes,
                 share=growth / total if total > 0 else 0.0,
                 goroutines=len(h.goroutines or ()),
+                goroutines_added=len(h.goroutines or ()) - len(was.goroutines or ()) if was else 0,
                 object_size=size if count > 0 else 0,
                 object_count=max(count, 0),
                 allocated_at=sites.most_common(1)[0][0] if sites else "",
+                pinned=max(0, h.pinned - (was.pinned if was else 0)),
+                pinned_view=(h.views or Counter()).most_common(1)[0][0] if h.views else 0,
+                waiting=reasons.most_common(1)[0][0] if reasons else "",
+                paths=_grown_paths(h, was),
             )
         )
     out.sort(key=lambda x: x.growth, reverse=True)
     return [_described(x) for x in out[:TOP]]
+
+
+def _grown_paths(h: _Held, was: _Held | None) -> tuple[HolderPath, ...]:
+    """The tree of what grew under a holder: each node a path shape from the root down, with
+    the net bytes added in its subtree (so the children of a node add up to it, shrunk parts
+    included) and the objects added at the node itself. The nodes that added the most, with
+    their ancestors, up to PATHS of them."""
+    new, old = h.paths or {}, (was.paths if was and was.paths else {})
+    subtree: Counter[tuple[int, ...]] = Counter()
+    here: Counter[tuple[int, ...]] = Counter()
+    for path in set(new) | set(old):
+        grown = new.get(path, [0, 0])[0] - old.get(path, [0, 0])[0]
+        here[path] += new.get(path, [0, 0])[1] - old.get(path, [0, 0])[1]
+        for depth in range(1, len(path) + 1):
+            subtree[path[:depth]] += grown
+    least = max(1, (h.bytes - (was.bytes if was else 0)) // 100)
+    chosen: set[tuple[int, ...]] = set()
+    for path, grown in subtree.most_common():
+        if grown < least or len(chosen) >= PATHS:
+            break
+        chosen.update(path[:depth] for depth in range(1, len(path) + 1))
+    return tuple(HolderPath(p, subtree[p], here[p]) for p in sorted(chosen))
 
 
 def describe(h: Holder) -> str:
@@ -290,7 +401,38 @@ def describe(h: Holder) -> str:
         line += f"; most of it {_objects(h.object_count)} of {format_size(h.object_size)}"
     if h.allocated_at:
         line += f", allocated in {h.allocated_at}"
-    return line
+    return line + meaning(h)
+
+
+def meaning(h: Holder) -> str:
+    """What the shape says, in plain words (a sentence that starts with ". ", or "")."""
+    if h.pinned * 2 >= h.growth:
+        through = (
+            f"a {format_size(h.pinned_view)} slice of each"
+            if h.pinned_view
+            else "a pointer into each"
+        )
+        return (
+            f". {format_size(h.pinned)} of it is large arrays kept whole through {through}"
+            ": a small sub-slice keeps its whole backing array alive; copy the bytes you "
+            "keep (bytes.Clone)"
+        )
+    if h.name.startswith("runtime."):
+        return ""
+    if h.kind == "goroutines" and h.goroutines_added >= 2:
+        return (
+            f". {h.goroutines_added:,} more of them than at warm-up, blocked in "
+            f"{h.waiting or 'something'}: goroutines that never return keep what their stacks "
+            "point to"
+        )
+    if h.kind == "goroutines":
+        return (
+            ". A long-lived goroutine reaches it through its local variables: follow what they "
+            "point to that only grows (a context never cancelled, a cache)"
+        )
+    if h.kind == "variable":
+        return ". Nothing removes what is added: bound it, evict, or delete entries when done"
+    return ""
 
 
 def _objects(n: int) -> str:
@@ -314,9 +456,11 @@ def merge(per_trial: Iterable[list[Holder]]) -> tuple[Holder, ...]:
             merged[key] = dataclasses.replace(
                 was,
                 growth=was.growth + h.growth,
+                pinned=was.pinned + h.pinned,
                 objects=was.objects + h.objects,
                 retained=max(was.retained, h.retained),
                 goroutines=max(was.goroutines, h.goroutines),
+                goroutines_added=max(was.goroutines_added, h.goroutines_added),
                 object_count=was.object_count + h.object_count,
                 allocated_at=was.allocated_at or h.allocated_at,
                 trials=was.trials + 1,

@@ -54,12 +54,13 @@ const (
 	modeKeyedCache   = "keyedcache"
 	modeUnclosed     = "unclosed"
 	modeContext      = "context"
+	modeSubslice     = "subslice"
 	modeBoundedCache = "boundedcache" // control mode: capped, NOT a leak
 )
 
 var leakModes = []string{
 	modeGlobalMap, modeGoroutine, modeKeyedCache,
-	modeUnclosed, modeContext, modeBoundedCache,
+	modeUnclosed, modeContext, modeSubslice, modeBoundedCache,
 }
 
 // parseLeak validates the LEAK environment variable.
@@ -161,6 +162,8 @@ func (a *app) applyLeak(r *http.Request, status int, key string, body []byte) {
 		leakKeyedCache(key, body)
 	case modeContext:
 		leakContext(a.ctx, r, key)
+	case modeSubslice:
+		leakSubslice(status, body)
 	case modeBoundedCache:
 		boundedCache(key, body)
 	}
@@ -403,6 +406,35 @@ func boundedCache(key string, body []byte) {
 	fifoCache.ring[fifoCache.next] = k
 	fifoCache.next = (fifoCache.next + 1) % boundedCacheCap
 	fifoCache.m[k] = newCachedResponse(body)
+}
+
+// ---------------------------------------------------------------------------
+// LEAK=subslice
+
+// orderIndex remembers the ID of every order created, for idempotent retries.
+var orderIndex = struct {
+	sync.Mutex
+	ids [][]byte
+}{}
+
+// leakSubslice renders the order into a 4 KiB scratch buffer and keeps its
+// first 16 bytes as the order's index entry. The entry is a sub-slice: it
+// keeps the whole 4 KiB buffer alive (copying the 16 bytes would not). Only
+// created orders are indexed.
+//
+//go:noinline
+func leakSubslice(status int, body []byte) {
+	if status != http.StatusCreated {
+		return
+	}
+	buf := make([]byte, 0, 4096)
+	buf = append(buf, body...)
+	if len(buf) < 16 {
+		buf = buf[:16]
+	}
+	orderIndex.Lock()
+	orderIndex.ids = append(orderIndex.ids, buf[:16])
+	orderIndex.Unlock()
 }
 
 // ---------------------------------------------------------------------------

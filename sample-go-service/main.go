@@ -2,7 +2,7 @@
 // leakgate. Environment switches (see leaks.go):
 //
 //	LEAK=<mode>      "" (clean), globalmap, goroutine, keyedcache, unclosed,
-//	                 context, or boundedcache (a capped cache, not a leak)
+//	                 context, subslice, or boundedcache (a capped cache, not a leak)
 //	LEAK_BYTES=<n>   bytes kept per request by LEAK=globalmap (default 256)
 //	SLOW=<percent>   each product/order request's own work (pricing CPU and
 //	                 the stock lookup) takes this much longer (default 0)

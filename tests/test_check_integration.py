@@ -31,6 +31,7 @@ LEAK_CHECKS = {
     "keyedcache": {"retained_per_request"},
     "unclosed": {"goroutine_growth"},
     "context": {"retained_per_request"},
+    "subslice": {"retained_per_request"},
 }
 
 # The function each leak is in, as the reports must name it first, and the check whose JUnit
@@ -42,6 +43,7 @@ LEAK_SITES = {
     "keyedcache": ("main.leakKeyedCache", "retained_per_request", "main.leakKeyedCache"),
     "unclosed": ("main.leakUnclosedBody", "goroutine_growth", "persistConn"),
     "context": ("main.leakContext", "retained_per_request", "main.leakContext"),
+    "subslice": ("main.leakSubslice", "retained_per_request", "main.leakSubslice"),
 }
 
 # Who keeps each leak alive, as the heap dumps name it first (retention.py): the package
@@ -53,6 +55,13 @@ LEAK_HOLDERS = {
     "goroutine": ("goroutines", "main.leakBlockedGoroutine"),
     "keyedcache": ("variable", "main.responseCache"),
     "unclosed": ("goroutines", "net/http.(*persistConn).readLoop"),
+    "subslice": ("variable", "main.orderIndex"),
+}
+# What each holder's shape says, in its description.
+LEAK_MEANINGS = {
+    "globalmap": "Nothing removes what is added",
+    "goroutine": "blocked in chan send: goroutines that never return",
+    "subslice": "kept whole through a 16 B slice of each: a small sub-slice",
 }
 
 
@@ -109,6 +118,7 @@ def test_each_leak_fails_the_gate(go_bin: str, tmp_path: Path, marker: str, mode
         assert (first["kind"], first["name"][: len(name)]) == (kind, name), first
         assert first["growth"] > 256 * 1024 and first["trials"] == 1
         assert cases["service_alive"] == "passed"  # the dumps did not stop it
+        assert LEAK_MEANINGS.get(mode, "") in first["description"], first["description"]
         assert "Kept alive by" in where and f"| 1 | {name}" in where.replace("\\", "")
         assert "held by: +" in run.stdout and "kept alive by" in message
         drain = json.loads((run.out / "run.json").read_text())["trials"][0]["checkpoints"]["drain"]

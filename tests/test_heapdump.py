@@ -24,10 +24,10 @@ def own(function: str) -> bool:
     return function.startswith("main.")
 
 
-def cache_dump(entries: int, *, entry_size: int = 1024) -> bytes:
+def cache_dump(entries: int, *, entry_size: int = 1024, capacity: int = 0) -> bytes:
     """main.cache -> a table of `entries` pointers -> one `entry_size` object each, the entries
     allocated in main.remember (sampled); a goroutine in main.worker holds a 4 KiB buffer."""
-    table = DumpObject(HEAP, 8 * max(entries, 1))
+    table = DumpObject(HEAP, 8 * max(entries, capacity, 1))
     objects = [table]
     samples = []
     for i in range(entries):
@@ -97,9 +97,10 @@ def test_goroutine_stacks_are_one_holder_named_by_their_own_frame() -> None:
         return heapdump.parse(heap_dump_bytes(objects, goroutines=gs))
 
     found = retention.holders(dump(1), dump(12), SYMBOLS, own)
-    assert [(h.kind, h.name, h.goroutines) for h in found] == [
-        ("goroutines", "main.produce.func1", 12)
+    assert [(h.kind, h.name, h.goroutines, h.goroutines_added, h.waiting) for h in found] == [
+        ("goroutines", "main.produce.func1", 12, 11, "chan send")
     ]
+    assert "11 more of them than at warm-up, blocked in chan send" in found[0].description
     assert found[0].growth == 11 * 0x10000
     assert "kept alive by the stacks of 12 goroutines in main.produce.func1" in found[0].description
 
@@ -116,9 +117,68 @@ def test_interior_pointers_keep_the_whole_object_and_the_nearest_root_wins() -> 
     )
     empty = heap_dump_bytes([table, holder], bss=(0x600000, 64, {0x10: table.address}))
     found = retention.holders(heapdump.parse(empty), heapdump.parse(data), SYMBOLS, own)
-    assert [(h.name, h.growth, h.object_size) for h in found] == [
-        ("main.cache", 8 * 0x8000, 0x8000)
+    grown = [(h.name, h.growth, h.object_size, h.pinned) for h in found]
+    assert grown == [("main.cache", 8 * 0x8000, 0x8000, 8 * 0x8000)]
+    assert "kept whole through a pointer into each: a small sub-slice" in found[0].description
+
+
+def test_a_short_slice_of_a_large_array_pins_it() -> None:
+    """[]byte headers (pointer, len 16, cap 4096) at the start of 4 KiB arrays: the classic
+    `keep = buf[:16]`, whose length is read from the two words after the pointer."""
+    arrays = [DumpObject(HEAP + 0x100000 + i * 0x1000, 0x1000) for i in range(40)]
+
+    def dump(n: int, length: int) -> heapdump.HeapDump:
+        table = DumpObject(HEAP, 24 * max(n, 1))
+        raw = bytearray(
+            heap_dump_bytes([table, *arrays[:n]], bss=(0x600000, 64, {0x10: table.address}))
+        )
+        return heapdump.parse(_with_slices(raw, table, [a.address for a in arrays[:n]], length))
+
+    found = retention.holders(dump(2, 16), dump(40, 16), SYMBOLS, own)
+    assert found[0].name == "main.cache" and found[0].pinned == 38 * 0x1000
+    assert found[0].pinned_view == 16
+    assert "kept whole through a 16 B slice of each: a small sub-slice" in found[0].description
+    # the same arrays seen whole (len 4096) pin nothing
+    plain = retention.holders(dump(2, 4096), dump(40, 4096), SYMBOLS, own)
+    assert plain[0].growth == found[0].growth
+    assert plain[0].pinned == 0 and "sub-slice" not in plain[0].description
+
+
+def _with_slices(raw: bytearray, table: DumpObject, targets: list[int], length: int) -> bytes:
+    """`table` (written by heap_dump_bytes with zero contents) rewritten as slice headers
+    (pointer, len, cap 4096) to `targets`, with its field list marking the pointers."""
+    start = raw.index(b"\x01" + varint(table.address))  # the object record
+    at = start + 1 + len(varint(table.address)) + len(varint(table.size))
+    for i, target in enumerate(targets):
+        header = target.to_bytes(8, "little") + length.to_bytes(8, "little")
+        raw[at + 24 * i : at + 24 * i + 24] = header + (4096).to_bytes(8, "little")
+    fields_at = at + table.size
+    end = raw.index(b"\x00", fields_at)  # the table had no pointer fields: just Eol
+    fields = b"".join(varint(1) + varint(24 * i) for i in range(len(targets)))
+    return bytes(raw[:fields_at] + fields + raw[end:])
+
+
+def test_the_retention_tree_adds_up() -> None:
+    """Every node's bytes are its subtree's and its objects the ones added at it: the table
+    (the same 2 KiB both times) holds all of the growth, the entries under it all but none."""
+    before = heapdump.parse(cache_dump(10, capacity=256))
+    after = heapdump.parse(cache_dump(200, capacity=256))
+    (cache,) = retention.holders(before, after, SYMBOLS, own)
+    assert [(p.sizes, p.growth, p.objects) for p in cache.paths] == [
+        ((2048,), 190 * 1024, 0),
+        ((2048, 1024), 190 * 1024, 190),
     ]
+    assert cache.growth == 190 * 1024
+
+
+def test_a_path_that_changed_shape_counts_where_it_went() -> None:
+    """A table that was reallocated larger: the new shape carries all it holds, the old one
+    shrank; the report's tree shows the difference as "other paths"."""
+    before, after = heapdump.parse(cache_dump(10)), heapdump.parse(cache_dump(200))
+    (cache,) = retention.holders(before, after, SYMBOLS, own)
+    top = {p.sizes: p.growth for p in cache.paths if len(p.sizes) == 1}
+    assert top == {(1600,): 1600 + 200 * 1024}
+    assert cache.growth == top[(1600,)] - (80 + 10 * 1024)
 
 
 def test_nothing_grew_nothing_is_named() -> None:

@@ -10,6 +10,8 @@ from leakgate.model import (
     Check,
     ComparisonRow,
     Environment,
+    Holder,
+    HolderPath,
     LeakSite,
     LeakSites,
     RunRecord,
@@ -272,3 +274,51 @@ def test_a_chart_that_fails_to_draw_costs_only_that_chart(
     page = html.render(Judged(compare_verdict(), compare_record()))
     assert "Latency distribution: chart not drawn: ValueError: odd data" in page
     assert page.count("<svg") >= 4
+
+
+def _tree_holder() -> Holder:
+    """main.cache: +10 MiB through a 2 KiB table, 9 MiB of it in 1 KiB entries, a shrunk part
+    the tree leaves out (+10 - 9.5 = 0.5 MiB: "other paths")."""
+    mib = 1024 * 1024
+    return Holder(
+        kind="variable",
+        name="main.cache",
+        growth=10 * mib,
+        objects=9216,
+        paths=(
+            HolderPath((2048,), 10 * mib, 0),
+            HolderPath((2048, 1024), 9 * mib, 9216),
+        ),
+    )
+
+
+def test_the_retention_tree_names_each_step_and_what_is_left_out() -> None:
+    page = html._holder_tree(_tree_holder())
+    assert page.count("<li") == 4  # holder, table, entries, other paths
+    assert "main.cache (package variable)</strong> +10.0 MiB" in page
+    assert "2.0 KiB objects: +10.0 MiB" in page
+    assert "1.0 KiB objects × +9,216: +9.0 MiB" in page
+    assert "other paths: +1.0 MiB" in page
+    widths = [int(w) for w in re.findall(r"width:(\d+)px", page)]
+    assert widths == [240, 216, 24]  # bars by bytes, the holder's growth the widest
+
+
+def test_chromium_draws_the_retention_tree_with_bars_to_scale(
+    chromium: str, tmp_path: Path
+) -> None:
+    page = tmp_path / "tree.html"
+    page.write_text(
+        f"<html><head><style>{html._CSS}</style></head><body>"
+        f"{html._holder_tree(_tree_holder())}</body></html>",
+        encoding="utf-8",
+    )
+    image = screenshot(chromium, page, 800, 300)
+    bar = abs(image - [0.868, 0.393, 0.426]).max(axis=2) < 0.08  # #cf222e at opacity .7
+    runs = sorted({int(row.sum()) for row in bar if row.any()})
+    # three bars, each as wide as its bytes: 240, 216 and 24 px (at most a pixel of blending)
+    for width in (240, 216, 24):
+        assert any(abs(r - width) <= 2 for r in runs), (width, runs)
+    assert all(any(abs(r - w) <= 2 for w in (240, 216, 24)) for r in runs), runs
+    # the bars are indented by depth: the entries' bar starts right of the table's
+    starts = [int(row.argmax()) for row in bar if row.any()]
+    assert max(starts) - min(starts) >= 15

@@ -13,7 +13,7 @@ import json
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from leakgate.analysis import baseline_trials, offered_rate
 from leakgate.model import (
@@ -21,6 +21,7 @@ from leakgate.model import (
     CostProfile,
     CostSite,
     Environment,
+    Holder,
     LeakSite,
     RunRecord,
     Trial,
@@ -66,6 +67,11 @@ code { font: 12.5px ui-monospace, Menlo, Consolas, monospace; }
 .muted, .nodata { color: #57606a; } .nodata { font-style: italic; }
 figure { margin: .5em 0 1.2em; } figure svg { max-width: 100%; height: auto; }
 details summary { cursor: pointer; color: #57606a; }
+ul.tree { list-style: none; margin: .2em 0 1em; padding-left: 0; }
+ul.tree ul { list-style: none; padding-left: 1.4em; margin: 0; border-left: 1px dotted #d0d7de; }
+ul.tree li { margin: .15em 0; white-space: nowrap; }
+ul.tree .bar { display: inline-block; height: .8em; background: #cf222e; opacity: .7;
+  vertical-align: middle; margin-right: .5em; min-width: 2px; }
 """
 
 
@@ -192,6 +198,48 @@ def _charts(charts: Sequence[Chart]) -> str:
     return "\n".join(parts)
 
 
+def _step(prefix: tuple[int, ...], size: int) -> tuple[int, ...]:
+    return (*prefix, size)
+
+
+def _holder_tree(h: Holder) -> str:
+    """A holder's retention tree: root -> ... -> the objects that grew, each node with the net
+    bytes added in its subtree; what the kept nodes leave of a node's figure (paths that shrank,
+    a map's old tables, small ones) is one "other paths" line, so the children add up."""
+    tree: dict[int, Any] = {}
+    totals = {p.sizes: (p.growth, p.objects) for p in h.paths}
+    for path in h.paths:
+        node = tree
+        for size in path.sizes:
+            node = node.setdefault(size, {})
+    whole = max(1, h.growth, *(p.growth for p in h.paths))
+
+    def line(label: str, grown: int) -> str:
+        width = max(2, round(240 * max(grown, 0) / whole))
+        return f'<span class="bar" style="width:{width}px"></span>{esc(label)}'
+
+    def items(node: dict[int, Any], prefix: tuple[int, ...], grown: int, own: int) -> str:
+        out = []
+        ranked = sorted(node.items(), key=lambda kv: -totals[_step(prefix, kv[0])][0])
+        for size, below in ranked:
+            here = _step(prefix, size)
+            sub, objects = totals[here]
+            count = f" × {objects:+,}" if objects else ""
+            label = (
+                f"{format_size(size)} objects{count}: {format_metric(sub, 'bytes', signed=True)}"
+            )
+            child = items(below, here, sub, size * objects)
+            out.append(f"<li>{line(label, sub)}{f'<ul>{child}</ul>' if child else ''}</li>")
+        rest = grown - own - sum(totals[_step(prefix, size)][0] for size in node)
+        if out and abs(rest) * 100 >= whole:
+            rest_label = f"other paths: {format_metric(rest, 'bytes', signed=True)}"
+            out.append(f'<li class="muted">{line(rest_label, rest)}</li>')
+        return "".join(out)
+
+    head = f"<strong>{esc(table.holder_name(h))}</strong> +{esc(format_size(h.growth))}"
+    return f'<ul class="tree"><li>{head}<ul>{items(tree, (), h.growth, 0)}</ul></li></ul>'
+
+
 def _leak_sites(verdict: Verdict) -> str:
     sites = verdict.leak_sites
     title, leak_found = table.sites_heading(verdict)
@@ -210,6 +258,13 @@ def _leak_sites(verdict: Verdict) -> str:
         ]
         header = ("holder", "growth", "objects", "most of it", "allocated in", "trials")
         parts.append(_table("<h3>Kept alive by</h3>", header, rows))
+        trees = [_holder_tree(h) for h in sites.holders if h.paths]
+        if trees:
+            parts.append(
+                '<h3>Retention paths</h3>\n<p class="muted">From each holder down to what grew, '
+                "by object size (the dump has no types; a chain of same-size objects is one "
+                "step), bars sized by the bytes added below them.</p>\n" + "\n".join(trees)
+            )
     if sites.heap:
         rows = [
             _row(
