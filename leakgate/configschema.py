@@ -344,7 +344,8 @@ class Schema(NodeReader):
         if "heap_dump" in m:
             values["heap_dump"] = self.boolean(m["heap_dump"][1], "probes.heap_dump")
         if "heap_dump_max" in m:
-            limit = self.unit(m["heap_dump_max"][1], "probes.heap_dump_max", parse_size, 2.0**40)
+            # a dump over heapdump.MAX_BYTES would be taken and never read
+            limit = self.unit(m["heap_dump_max"][1], "probes.heap_dump_max", parse_size, 2.0**29)
             if limit < 1024 * 1024:
                 raise self.error(m["heap_dump_max"][1], "probes.heap_dump_max", "must be >= 1MiB")
             values["heap_dump_max"] = int(limit)

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Literal
 
 MAX_BYTES = 1 << 30
+NARROW = 8  # a slice that sees at most an eighth of its capacity is "narrow"
 HEADERS = (b"go1.5 heap dump\n", b"go1.6 heap dump\n", b"go1.7 heap dump\n")
 
 (
@@ -82,7 +83,7 @@ class HeapDump:
     # The pointers of object i are pointers[starts[i]:starts[i + 1]].
     starts: array[int] = field(default_factory=lambda: array("Q", [0]))
     pointers: array[int] = field(default_factory=lambda: array("Q"))
-    # Per pointer: the length of the slice it starts (0: not read as a slice header).
+    # Per pointer: `len << 32 | cap` of the narrow slice it starts (0: none, see fields()).
     views: array[int] = field(default_factory=lambda: array("Q"))
     # One entry per root pointer: its kind, its source (data/bss: the slot's address; stack:
     # the goroutine's id; otherwise 0), its label (an index into `labels`: the frame's function,
@@ -168,6 +169,8 @@ class _Reader:
             shift += 7
             if shift > 63:
                 raise HeapDumpError(f"a varint longer than 10 bytes at byte {self.pos}")
+        if value >> 64:
+            raise HeapDumpError(f"a varint over 64 bits at byte {self.pos}")
         self.pos = pos
         return value
 
@@ -197,9 +200,10 @@ class _Reader:
         base: int = 0,
     ) -> None:
         """The pointers at a field list's offsets into data[start:start + size], appended to
-        `out`, each with its view in `views`: the length of the slice it starts, when the two
-        words after it are no pointers and read as a slice header's length and capacity
-        (0 < len <= cap), else 0. With `slots`, each pointer's own address (base + offset)."""
+        `out`, each with its view in `views`: `len << 32 | cap` when the two words after it are
+        no pointers and read as the header of a slice that sees at most 1/NARROW of its
+        capacity (0 < len, len * NARROW <= cap < 2^32), else 0. With `slots`, each pointer's own
+        address (base + offset)."""
         unpack, data = self.ptr.unpack_from, self.data
         offsets = []
         while True:
@@ -219,16 +223,16 @@ class _Reader:
                 continue
             view = 0
             if offset + 24 <= size and offset + 8 not in taken and offset + 16 not in taken:
-                length, capacity = (
-                    unpack(data, start + offset + 8)[0],
-                    unpack(data, start + offset + 16)[0],
-                )
-                if 0 < length <= capacity < 1 << 40:
-                    view = length
+                length = unpack(data, start + offset + 8)[0]
+                capacity = unpack(data, start + offset + 16)[0]
+                if length > 0 and length * NARROW <= capacity < 1 << 32:
+                    view = length << 32 | capacity
+            if slots is not None:
+                if base + offset >= 1 << 64:
+                    raise HeapDumpError(f"a segment slot past the 64-bit address space: {base:#x}")
+                slots.append(base + offset)
             out.append(value)
             views.append(view)
-            if slots is not None:
-                slots.append(base + offset)
 
     # -- records ------------------------------------------------------------------------------
 
@@ -283,11 +287,11 @@ class _Reader:
             if tag == _QUEUED_FINALIZER:  # about to run: the object itself is kept for it
                 self.root(dump, "finalizer", 0, label, obj)
         elif tag == _DEFER:
-            _addr, goid, _sp, _pc, funcval, _fn, _link = self.uvarints(7)
-            self.root(dump, "stack", goid, "deferred call", funcval)
+            _addr, g, _sp, _pc, funcval, _fn, _link = self.uvarints(7)
+            self.root(dump, "stack", self.goid_at(g), "deferred call", funcval)
         elif tag == _PANIC:
-            _addr, goid, _type, value, _zero, _link = self.uvarints(6)
-            self.root(dump, "stack", goid, "panic value", value)
+            _addr, g, _type, value, _zero, _link = self.uvarints(6)
+            self.root(dump, "stack", self.goid_at(g), "panic value", value)
         elif tag == _PARAMS:
             big_endian, dump.pointer_size = self.uvarints(2)
             if big_endian or dump.pointer_size != 8:
@@ -336,6 +340,12 @@ class _Reader:
             dump.root_labels.append(self.label(dump, label))
             dump.root_targets.append(target)
             dump.root_views.append(0)
+
+    def goid_at(self, address: int) -> int:
+        """The id of the goroutine whose record (G) is at `address`: defer and panic records
+        name their goroutine by address, and follow its frames."""
+        g = self.goroutine
+        return g.goid if g is not None and g.address == address else 0
 
     def label(self, dump: HeapDump, label: str) -> int:
         index = self.label_ids.get(label)

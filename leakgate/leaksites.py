@@ -22,6 +22,7 @@ from typing import Literal
 from leakgate import heapdump, pprof, retention
 from leakgate.metrics import sites_explaining
 from leakgate.model import Checkpoint, Holder, LeakSite, LeakSites, RunRecord, Trial, Verdict
+from leakgate.report import is_trial_dir
 from leakgate.units import format_size
 
 TOP = 10
@@ -98,17 +99,30 @@ def find_or_note(record: RunRecord, profile_dir: Path) -> LeakSites:
 def drop_dumps(record: RunRecord, report_dir: Path, verdict: Verdict) -> RunRecord:
     """The record without its heap dumps, deleted from the report directory, unless a leak check
     failed: a dump is as large as the live heap, and a report directory is a CI artifact. Where
-    a leak failed the gate they stay, for `go tool`-less digging and for a re-render."""
-    if any(c.status == "fail" and sites_explaining(c.name) for c in verdict.checks):
+    a leak failed the gate they stay, for digging and for a re-render. Either way no dump the
+    record does not name is left in a trial directory (one an interrupted drain gave up on, an
+    agent's unfinished temporary file)."""
+    keep = any(c.status == "fail" and sites_explaining(c.name) for c in verdict.checks)
+    named = {
+        (report_dir / p).resolve()
+        for t in record.trials
+        for cp in t.checkpoints.values()
+        for p in (cp.heap_dump, cp.symbols)
+        if p and keep
+    }
+    for trial_dir in report_dir.glob("trial-*"):
+        if trial_dir.is_dir() and not trial_dir.is_symlink() and is_trial_dir(trial_dir.name):
+            for path in (*trial_dir.glob("*.heapdump*"), *trial_dir.glob("symbols.txt")):
+                if path.resolve() not in named:
+                    path.unlink(missing_ok=True)
+    if keep:
         return record
     trials = []
     for trial in record.trials:
-        checkpoints = {}
-        for label, cp in trial.checkpoints.items():
-            for path in (cp.heap_dump, cp.symbols):
-                if path:
-                    (report_dir / path).unlink(missing_ok=True)
-            checkpoints[label] = dataclasses.replace(cp, heap_dump=None, symbols=None)
+        checkpoints = {
+            label: dataclasses.replace(cp, heap_dump=None, symbols=None)
+            for label, cp in trial.checkpoints.items()
+        }
         trials.append(dataclasses.replace(trial, checkpoints=checkpoints))
     return dataclasses.replace(record, trials=tuple(trials))
 

@@ -377,6 +377,11 @@ def _heap_dump(
         notes.append(f"{label}: no heap dump: {str(e).replace(source.base_url, '')}")
         return None
     dest = trial_dir / f"heap-{label}.heapdump"
+    dump_dir = service.env.get("LEAKGATE_AGENT_DUMP_DIR")
+    expected = Path(dump_dir, f"heap-{label}.heapdump") if dump_dir else None
+    if expected is None or taken.path != expected:
+        notes.append(f"{label}: the agent wrote its heap dump to {taken.path}, not {expected}")
+        return None
     try:
         if taken.path.resolve() != dest.resolve():
             os.replace(taken.path, dest)

@@ -344,6 +344,7 @@ class HolderPath:
     sizes: tuple[int, ...]
     growth: int  # bytes, the subtree's
     objects: int  # at this node
+    own: int = 0  # bytes at this node (objects of mixed sizes where the tree's depth is cut)
 
 
 @dataclass(frozen=True, slots=True)

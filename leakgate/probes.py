@@ -25,7 +25,9 @@ from leakgate.procs import helper_thread
 
 MAX_JSON_BYTES = 4 * 1024 * 1024
 MAX_PROFILE_BYTES = 64 * 1024 * 1024
-HEAP_DUMP_TIMEOUT = 120.0  # seconds: two forced GCs and a dump of up to probes.heap_dump_max
+# Seconds for two forced GCs and a dump of up to probes.heap_dump_max; under the agent's 80 s
+# WriteTimeout, so a dump the agent finishes is always answered.
+HEAP_DUMP_TIMEOUT = 75.0
 MAX_METRICS_BYTES = 16 * 1024 * 1024
 TRACE_FETCH_SLACK = 10.0  # seconds a trace request may take beyond the trace itself
 # The agent answers only requests that carry the token leakgate gave the service at start-up

@@ -20,6 +20,7 @@ nearer holder is the one to fix).
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import re
 import struct
@@ -53,7 +54,7 @@ class Symbols:
     names: Sequence[str]
 
     def name(self, address: int) -> str | None:
-        i = int(np.searchsorted(np.asarray(self.addresses, dtype=np.uint64), address, "right")) - 1
+        i = bisect.bisect_right(self.addresses, address) - 1
         if i < 0 or address >= self.addresses[i] + max(self.sizes[i], 1):
             return None
         return self.names[i]
@@ -154,12 +155,12 @@ def attribute(dump: HeapDump, symbols: Symbols, own: Own) -> dict[tuple[str, str
 
     def _pins(values: np.ndarray, at: np.ndarray, views: np.ndarray) -> list[bool]:
         """Pointers that keep a large object whole for a small part of it: into its middle (a
-        sub-slice, a field's address), or a slice header that sees under an eighth of it."""
+        sub-slice, a field's address), or a narrow slice's (heapdump.NARROW)."""
         ok = at >= 0
         where = np.maximum(at, 0)
         target_sizes = sizes[where]
         middle = values != addresses[where]
-        narrow = (views > 0) & (views * 8 <= target_sizes)
+        narrow = views > 0
         pins: list[bool] = (ok & (target_sizes >= PINNED_SIZE) & (middle | narrow)).tolist()
         return pins
 
@@ -293,8 +294,9 @@ def attribute(dump: HeapDump, symbols: Symbols, own: Own) -> dict[tuple[str, str
             shape_objects[shape[i]] += 1
             if pinned[i]:
                 found.pinned += size_list[i]
-                if seen[i]:
-                    found.views[seen[i]] += 1  # type: ignore[index]
+                if seen[i]:  # the narrow slice's len << 32 | cap: the bytes it sees
+                    length, capacity = seen[i] >> 32, seen[i] & 0xFFFFFFFF
+                    found.views[length * size_list[i] // capacity] += 1  # type: ignore[index]
     for s, total in per_shape.items():
         holder, path = shapes[s]
         held[keys[holder]].paths[path] = [total, shape_objects[s]]  # type: ignore[index]
@@ -350,7 +352,9 @@ def holders(before: HeapDump, after: HeapDump, symbols: Symbols, own: Own) -> li
                 retained=h.bytes,
                 share=growth / total if total > 0 else 0.0,
                 goroutines=len(h.goroutines or ()),
-                goroutines_added=len(h.goroutines or ()) - len(was.goroutines or ()) if was else 0,
+                goroutines_added=len(
+                    (h.goroutines or set()) - ((was.goroutines or set()) if was else set())
+                ),
                 object_size=size if count > 0 else 0,
                 object_count=max(count, 0),
                 allocated_at=sites.most_common(1)[0][0] if sites else "",
@@ -372,18 +376,20 @@ def _grown_paths(h: _Held, was: _Held | None) -> tuple[HolderPath, ...]:
     new, old = h.paths or {}, (was.paths if was and was.paths else {})
     subtree: Counter[tuple[int, ...]] = Counter()
     here: Counter[tuple[int, ...]] = Counter()
+    here_bytes: Counter[tuple[int, ...]] = Counter()
     for path in set(new) | set(old):
         grown = new.get(path, [0, 0])[0] - old.get(path, [0, 0])[0]
         here[path] += new.get(path, [0, 0])[1] - old.get(path, [0, 0])[1]
+        here_bytes[path] += grown
         for depth in range(1, len(path) + 1):
             subtree[path[:depth]] += grown
     least = max(1, (h.bytes - (was.bytes if was else 0)) // 100)
     chosen: set[tuple[int, ...]] = set()
     for path, grown in subtree.most_common():
-        if grown < least or len(chosen) >= PATHS:
+        if grown < least or len(chosen) + len(path) > PATHS:
             break
         chosen.update(path[:depth] for depth in range(1, len(path) + 1))
-    return tuple(HolderPath(p, subtree[p], here[p]) for p in sorted(chosen))
+    return tuple(HolderPath(p, subtree[p], here[p], here_bytes[p]) for p in sorted(chosen))
 
 
 def describe(h: Holder) -> str:
@@ -443,6 +449,25 @@ def _described(h: Holder) -> Holder:
     return dataclasses.replace(h, description=describe(h))
 
 
+def _bulk(a: Holder, b: Holder) -> tuple[int, int]:
+    """The object size that added the most bytes over two trials' holders, and how many."""
+    if a.object_size == b.object_size:
+        return a.object_size, a.object_count + b.object_count
+    big = max(a, b, key=lambda h: h.object_size * h.object_count)
+    return big.object_size, big.object_count
+
+
+def _merged_paths(a: tuple[HolderPath, ...], b: tuple[HolderPath, ...]) -> tuple[HolderPath, ...]:
+    """Two trials' retention trees as one: nodes of the same shape summed."""
+    nodes: dict[tuple[int, ...], list[int]] = {}
+    for p in (*a, *b):
+        node = nodes.setdefault(p.sizes, [0, 0, 0])
+        node[0] += p.growth
+        node[1] += p.objects
+        node[2] += p.own
+    return tuple(HolderPath(s, g, o, own) for s, (g, o, own) in sorted(nodes.items()))
+
+
 def merge(per_trial: Iterable[list[Holder]]) -> tuple[Holder, ...]:
     """Holders over trials: figures summed by (kind, name), with the trials each grew in."""
     merged: dict[tuple[str, str], Holder] = {}
@@ -453,16 +478,20 @@ def merge(per_trial: Iterable[list[Holder]]) -> tuple[Holder, ...]:
             if was is None:
                 merged[key] = dataclasses.replace(h, trials=1)
                 continue
+            size, count = _bulk(was, h)
             merged[key] = dataclasses.replace(
                 was,
+                object_size=size,
+                object_count=count,
                 growth=was.growth + h.growth,
                 pinned=was.pinned + h.pinned,
                 objects=was.objects + h.objects,
                 retained=max(was.retained, h.retained),
                 goroutines=max(was.goroutines, h.goroutines),
                 goroutines_added=max(was.goroutines_added, h.goroutines_added),
-                object_count=was.object_count + h.object_count,
                 allocated_at=was.allocated_at or h.allocated_at,
+                pinned_view=was.pinned_view or h.pinned_view,
+                paths=_merged_paths(was.paths, h.paths),
                 trials=was.trials + 1,
             )
     total = sum(h.growth for h in merged.values())

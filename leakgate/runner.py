@@ -151,7 +151,9 @@ class _TrialRun:
             self.report_dir,
             self.quiet_timeout if quiet_timeout is None else quiet_timeout,
             self.state.notes if notes is None else notes,
-            self.heap_dump_max,
+            # Not in a drain after an interrupt (`into` a scratch directory, bounded in time): a
+            # dump it gave up on would land in the trial directory after the run moved on.
+            self.heap_dump_max if into is None else None,
         )
 
 

@@ -549,6 +549,7 @@ class DumpGoroutine:
     goid: int
     frames: list[tuple[str, dict[int, int]]]  # innermost first: (function, offset -> pointer)
     reason: str = "chan send"
+    defers: list[int] = field(default_factory=list)  # the deferred calls' closures (funcvals)
 
 
 def _dstr(text: str | bytes) -> bytes:
@@ -596,6 +597,10 @@ def heap_dump_bytes(
             out += _contents(size, pointers)
             out += varint(0x401000) + varint(0x401010) + varint(0x401010) + _dstr(function)
             out += _fields(pointers)
+        for funcval in g.defers:  # defer records name their goroutine by its G's address
+            out += varint(14) + varint(0xC000200000) + varint(0xC000100000 + g.goid)
+            out += varint(0x7000) + varint(0x401000) + varint(funcval) + varint(0x401100)
+            out += varint(0)
     for tag, (address, size, pointers) in ((12, data), (13, bss)):
         out += varint(tag) + varint(address) + _memory(size, pointers)
     out += varint(10) + b"".join(varint(heap_alloc if i == 6 else 0) for i in range(281))

@@ -143,6 +143,7 @@ def test_unknown_metric_is_rejected() -> None:
         ("probes:\n  heap_dump: sometimes\n", "lg.yml:2:14: probes.heap_dump: expected true or"),
         ("probes:\n  heap_dump_max: 64KiB\n", "probes.heap_dump_max: must be >= 1MiB"),
         ("probes:\n  heap_dump_max: lots\n", "'lots' is not a size"),
+        ("probes:\n  heap_dump_max: 2GiB\n", "probes.heap_dump_max: 2GiB is over the limit"),
     ],
 )
 def test_wrong_types_and_ranges(text: str, expected: str) -> None:
@@ -151,8 +152,8 @@ def test_wrong_types_and_ranges(text: str, expected: str) -> None:
 
 def test_heap_dumps_are_on_by_default_and_bounded() -> None:
     assert (ProbeConfig().heap_dump, ProbeConfig().heap_dump_max) == (True, 256 * 1024 * 1024)
-    cfg = parse_config("probes:\n  heap_dump: false\n  heap_dump_max: 2GiB\n", "lg.yml")
-    assert (cfg.probes.heap_dump, cfg.probes.heap_dump_max) == (False, 2 * 1024**3)
+    cfg = parse_config("probes:\n  heap_dump: false\n  heap_dump_max: 512MiB\n", "lg.yml")
+    assert (cfg.probes.heap_dump, cfg.probes.heap_dump_max) == (False, 512 * 1024**2)
 
 
 def test_duplicate_keys() -> None:

@@ -251,6 +251,7 @@ def test_a_real_binarys_data_symbols_are_read(tmp_path: Path) -> None:
             "field kind 2",
         ),
         (b"go1.7 heap dump\n" + b"\xff" * 11, "longer than 10 bytes"),
+        (b"go1.7 heap dump\n" + varint(1) + b"\xff" * 9 + b"\x7f", "over 64 bits"),
         (b"go1.7 heap dump\n" + varint(16) + varint(1) + varint(0) + varint(1 << 30), "frames"),
     ],
 )
@@ -265,3 +266,56 @@ def test_a_dump_over_the_bound_is_not_read(tmp_path: Path) -> None:
     with pytest.raises(HeapDumpError, match=r"big.heapdump: \d+ bytes, over the 1000-byte bound"):
         heapdump.load(path, max_bytes=1000)
     assert heapdump.load(path).objects == 102
+
+
+def test_slice_headers_are_read_after_their_pointer() -> None:
+    """A narrow slice (len 16 of cap 4096) is marked; a slice seen whole, or two words that are
+    no slice header (len > cap), are not."""
+    objects = [DumpObject(HEAP + 0x1000 * (i + 1), 4096) for i in range(3)]
+    table = DumpObject(HEAP, 72)
+    raw = bytearray(heap_dump_bytes([table, *objects]))
+    headers = [(16, 4096), (4096, 4096), (9, 3)]
+    raw = bytearray(_with_slices(raw, table, [o.address for o in objects], 0))
+    at = raw.index(objects[0].address.to_bytes(8, "little"))
+    for i, (length, capacity) in enumerate(headers):
+        raw[at + 24 * i + 8 : at + 24 * i + 24] = length.to_bytes(8, "little") + capacity.to_bytes(
+            8, "little"
+        )
+    dump = heapdump.parse(bytes(raw))
+    assert list(dump.views) == [16 << 32 | 4096, 0, 0]
+
+
+def test_a_deferred_closure_is_held_by_its_goroutine() -> None:
+    """Defer records name their goroutine by its G's address, not its id."""
+    closure = DumpObject(HEAP, 0x20000)
+
+    def dump(with_defer: bool) -> heapdump.HeapDump:
+        g = DumpGoroutine(9, [("main.serve", {})], defers=[closure.address] if with_defer else [])
+        return heapdump.parse(heap_dump_bytes([closure], goroutines=[g]))
+
+    assert dump(True).root_sources[-1] == 9
+    found = retention.holders(dump(False), dump(True), SYMBOLS, own)
+    assert [(h.kind, h.name, h.goroutines) for h in found] == [("goroutines", "main.serve", 1)]
+
+
+def test_goroutines_added_since_a_warm_up_that_had_none() -> None:
+    buffers = [DumpObject(HEAP + i * 0x10000, 0x10000) for i in range(5)]
+    gs = [DumpGoroutine(20 + i, [("main.wait", {0: b.address})]) for i, b in enumerate(buffers)]
+    empty = heapdump.parse(heap_dump_bytes())
+    found = retention.holders(
+        empty, heapdump.parse(heap_dump_bytes(buffers, goroutines=gs)), SYMBOLS, own
+    )
+    assert found[0].goroutines_added == 5
+    assert "5 more of them than at warm-up" in found[0].description
+
+
+def test_holders_of_trials_merge_their_trees_and_sizes() -> None:
+    before = heapdump.parse(cache_dump(10, capacity=256))
+    after = heapdump.parse(cache_dump(200, capacity=256))
+    one = retention.holders(before, after, SYMBOLS, own)
+    (merged,) = retention.merge([one, one])
+    assert (merged.object_size, merged.object_count) == (1024, 2 * 190)
+    assert [(p.sizes, p.growth) for p in merged.paths] == [
+        ((2048,), 2 * 190 * 1024),
+        ((2048, 1024), 2 * 190 * 1024),
+    ]

@@ -207,7 +207,7 @@ def _holder_tree(h: Holder) -> str:
     bytes added in its subtree; what the kept nodes leave of a node's figure (paths that shrank,
     a map's old tables, small ones) is one "other paths" line, so the children add up."""
     tree: dict[int, Any] = {}
-    totals = {p.sizes: (p.growth, p.objects) for p in h.paths}
+    totals = {p.sizes: (p.growth, p.objects, p.own) for p in h.paths}
     for path in h.paths:
         node = tree
         for size in path.sizes:
@@ -223,12 +223,11 @@ def _holder_tree(h: Holder) -> str:
         ranked = sorted(node.items(), key=lambda kv: -totals[_step(prefix, kv[0])][0])
         for size, below in ranked:
             here = _step(prefix, size)
-            sub, objects = totals[here]
+            sub, objects, mine = totals[here]
             count = f" × {objects:+,}" if objects else ""
-            label = (
-                f"{format_size(size)} objects{count}: {format_metric(sub, 'bytes', signed=True)}"
-            )
-            child = items(below, here, sub, size * objects)
+            added = format_metric(sub, "bytes", signed=True)
+            label = f"{format_size(size)} objects{count}: {added}"
+            child = items(below, here, sub, mine)
             out.append(f"<li>{line(label, sub)}{f'<ul>{child}</ul>' if child else ''}</li>")
         rest = grown - own - sum(totals[_step(prefix, size)][0] for size in node)
         if out and abs(rest) * 100 >= whole:
