@@ -188,6 +188,11 @@ def test_compare_base_ref_interleaves_and_judges(
     record = json.loads((run.out / "run.json").read_text())
     assert len(record["blocks"]) == 16, (len(record["blocks"]), record["stopped_early"])
     assert record["stopped_early"] == "" or "live heap kept growing" in record["stopped_early"]
+    # who holds it, from the candidate's heap dumps (the base's are not analysed)
+    holders = json.loads((run.out / "verdict.json").read_text())["leak_sites"]["holders"]
+    assert holders[0]["name"] == "main.auditLog", holders
+    kept = sorted(p.name for p in run.out.rglob("*.heapdump"))
+    assert kept == ["heap-drain.heapdump"] * 2 + ["heap-warmup.heapdump"] * 2, kept
     worktrees = git(repo, "worktree", "list")
     assert len(worktrees.splitlines()) == 1, worktrees  # the temporary worktree is gone
 
