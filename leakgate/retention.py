@@ -24,6 +24,7 @@ import bisect
 import dataclasses
 import re
 import struct
+from array import array
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -174,19 +175,18 @@ def attribute(dump: HeapDump, symbols: Symbols, own: Own) -> dict[tuple[str, str
         ok &= values < sorted_ends[clipped]
         return np.where(ok, order[clipped], -1).astype(np.int64)
 
-    values = np.frombuffer(dump.pointers, dtype=np.uint64)
-    resolved = resolve(values)
-    children = resolved.tolist()
-    views = np.frombuffer(dump.views, dtype=np.uint64)
-    interior = _pins(values, resolved, views)
-    view_list = views.tolist()
+    def edges(
+        pointers: array[int], raw_views: array[int]
+    ) -> tuple[list[int], list[bool], list[int]]:
+        """Per pointer: the object it points into (-1: none), whether it pins it, its view."""
+        values = np.frombuffer(pointers, dtype=np.uint64)
+        resolved = resolve(values)
+        views = np.frombuffer(raw_views, dtype=np.uint64)
+        return resolved.tolist(), _pins(values, resolved, views), views.tolist()
+
+    children, interior, view_list = edges(dump.pointers, dump.views)
+    targets, root_interior, root_views_list = edges(dump.root_targets, dump.root_views)
     starts = dump.starts.tolist()
-    root_values = np.frombuffer(dump.root_targets, dtype=np.uint64)
-    root_resolved = resolve(root_values)
-    targets = root_resolved.tolist()
-    root_views = np.frombuffer(dump.root_views, dtype=np.uint64)
-    root_interior = _pins(root_values, root_resolved, root_views)
-    root_views_list = root_views.tolist()
     size_list = dump.sizes.tolist()
 
     keys: list[tuple[str, str]] = []
