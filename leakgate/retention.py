@@ -27,7 +27,7 @@ import struct
 from array import array
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -126,13 +126,14 @@ class _Held:
     name: str
     bytes: int = 0
     objects: int = 0
-    goroutines: set[int] | None = None
-    sizes: Counter[int] | None = None
-    sites: Counter[str] | None = None
-    reasons: Counter[str] | None = None  # goroutines: what they wait for
+    goroutines: set[int] = field(default_factory=set)
+    sizes: Counter[int] = field(default_factory=Counter)
+    sites: Counter[str] = field(default_factory=Counter)
+    reasons: Counter[str] = field(default_factory=Counter)  # goroutines: what they wait for
     pinned: int = 0  # bytes of large objects first reached for a small part of them
-    views: Counter[int] | None = None  # pinned objects: the slice lengths they were seen through
-    paths: dict[tuple[int, ...], list[int]] | None = None  # sizes from the root: [bytes, objects]
+    views: Counter[int] = field(default_factory=Counter)  # pinned: the bytes a slice saw
+    # sizes from the root -> [bytes, objects]
+    paths: dict[tuple[int, ...], list[int]] = field(default_factory=dict)
 
 
 Own = Callable[[str], bool]
@@ -192,6 +193,7 @@ def attribute(dump: HeapDump, symbols: Symbols, own: Own) -> dict[tuple[str, str
     keys: list[tuple[str, str]] = []
     key_ids: dict[tuple[str, str], int] = {}
     root_key: list[int] = []
+    names: dict[int, str | None] = {}
     for kind, source, label, target in zip(
         dump.root_kinds, dump.root_sources, dump.root_labels, targets, strict=True
     ):
@@ -202,36 +204,29 @@ def attribute(dump: HeapDump, symbols: Symbols, own: Own) -> dict[tuple[str, str
             name = symbols.name(source) or f"{kind} segment +{source:#x}"
             key = ("variable", name)
         elif kind == "stack":
-            key = ("goroutines", _goroutine_name(dump, source, own) or dump.labels[label])
+            if source not in names:  # once per goroutine, not per frame's pointer
+                names[source] = _goroutine_name(dump, source, own)
+            key = ("goroutines", names[source] or dump.labels[label])
         else:
             key = ("finalizer" if kind == "finalizer" else "runtime", dump.labels[label])
         if key not in key_ids:
             key_ids[key] = len(keys)
             keys.append(key)
-            held[key] = _Held(
-                key[0],
-                key[1],
-                goroutines=set(),
-                sizes=Counter(),
-                sites=Counter(),
-                reasons=Counter(),
-                paths={},
-                views=Counter(),
-            )
+            held[key] = _Held(key[0], key[1])
         root_key.append(key_ids[key])
         if kind == "stack":
             entry = held[key]
-            if source not in entry.goroutines:  # type: ignore[operator]
-                entry.goroutines.add(source)  # type: ignore[union-attr]
+            if source not in entry.goroutines:
+                entry.goroutines.add(source)
                 g = dump.goroutines.get(source)
                 if g is not None:
-                    entry.reasons[g.wait_reason or "running"] += 1  # type: ignore[index]
+                    entry.reasons[g.wait_reason or "running"] += 1
 
     # Package variables first, then stacks, then the rest: at equal distance, the variable.
     rank = {"variable": 0, "goroutines": 1, "finalizer": 2, "runtime": 3}
     owner = [-1] * n
     pinned = [False] * n
-    seen = [0] * n  # pinned through a slice: its length
+    seen = [0] * n  # pinned through a narrow slice: its len << 32 | cap
     # The path shape of each object: the sizes of the objects from its root down (an index
     # into `shapes`). A chain of same-size objects (a list, a tree of nodes) is one step, and
     # below MAX_DEPTH steps everything counts for the deepest, so the shapes stay few.
@@ -289,17 +284,17 @@ def attribute(dump: HeapDump, symbols: Symbols, own: Own) -> dict[tuple[str, str
     for i, h in enumerate(owner):
         if h >= 0:
             found = held[keys[h]]
-            found.sizes[size_list[i]] += 1  # type: ignore[index]
+            found.sizes[size_list[i]] += 1
             per_shape[shape[i]] += size_list[i]
             shape_objects[shape[i]] += 1
             if pinned[i]:
                 found.pinned += size_list[i]
                 if seen[i]:  # the narrow slice's len << 32 | cap: the bytes it sees
                     length, capacity = seen[i] >> 32, seen[i] & 0xFFFFFFFF
-                    found.views[length * size_list[i] // capacity] += 1  # type: ignore[index]
+                    found.views[length * size_list[i] // capacity] += 1
     for s, total in per_shape.items():
         holder, path = shapes[s]
-        held[keys[holder]].paths[path] = [total, shape_objects[s]]  # type: ignore[index]
+        held[keys[holder]].paths[path] = [total, shape_objects[s]]
     # The allocation sites of the sampled objects, weighted by their size.
     if dump.alloc_stacks:
         sampled = list(dump.alloc_stacks)
@@ -308,7 +303,7 @@ def attribute(dump: HeapDump, symbols: Symbols, own: Own) -> dict[tuple[str, str
             if i >= 0 and owner[i] >= 0:
                 name = next((f[0] for f in dump.alloc_stacks[address] if own(f[0])), "")
                 if name:
-                    held[keys[owner[i]]].sites[name] += size_list[i]  # type: ignore[index]
+                    held[keys[owner[i]]].sites[name] += size_list[i]
     return held
 
 
@@ -334,15 +329,14 @@ def holders(before: HeapDump, after: HeapDump, symbols: Symbols, own: Own) -> li
         growth = h.bytes - (was.bytes if was else 0)
         if growth < MIN_GROWTH:
             continue
-        sizes = h.sizes or Counter()
-        old_sizes = was.sizes if was and was.sizes else Counter()
+        sizes = h.sizes
+        old_sizes = was.sizes if was else Counter()
         size, count = max(
             ((s, c - old_sizes.get(s, 0)) for s, c in sizes.items()),
             key=lambda sc: sc[0] * sc[1],
             default=(0, 0),
         )
-        sites = h.sites or Counter()
-        reasons = h.reasons or Counter()
+        sites, reasons = h.sites, h.reasons
         out.append(
             Holder(
                 kind=h.kind,
@@ -351,15 +345,13 @@ def holders(before: HeapDump, after: HeapDump, symbols: Symbols, own: Own) -> li
                 objects=h.objects - (was.objects if was else 0),
                 retained=h.bytes,
                 share=growth / total if total > 0 else 0.0,
-                goroutines=len(h.goroutines or ()),
-                goroutines_added=len(
-                    (h.goroutines or set()) - ((was.goroutines or set()) if was else set())
-                ),
+                goroutines=len(h.goroutines),
+                goroutines_added=len(h.goroutines - (was.goroutines if was else set())),
                 object_size=size if count > 0 else 0,
                 object_count=max(count, 0),
                 allocated_at=sites.most_common(1)[0][0] if sites else "",
                 pinned=max(0, h.pinned - (was.pinned if was else 0)),
-                pinned_view=(h.views or Counter()).most_common(1)[0][0] if h.views else 0,
+                pinned_view=h.views.most_common(1)[0][0] if h.views else 0,
                 waiting=reasons.most_common(1)[0][0] if reasons else "",
                 paths=_grown_paths(h, was),
             )
@@ -373,7 +365,7 @@ def _grown_paths(h: _Held, was: _Held | None) -> tuple[HolderPath, ...]:
     the net bytes added in its subtree (so the children of a node add up to it, shrunk parts
     included) and the objects added at the node itself. The nodes that added the most, with
     their ancestors, up to PATHS of them."""
-    new, old = h.paths or {}, (was.paths if was and was.paths else {})
+    new, old = h.paths, (was.paths if was else {})
     subtree: Counter[tuple[int, ...]] = Counter()
     here: Counter[tuple[int, ...]] = Counter()
     here_bytes: Counter[tuple[int, ...]] = Counter()
