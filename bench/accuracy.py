@@ -69,7 +69,16 @@ SCENARIOS: dict[str, tuple[tuple[Edit, ...], bool]] = {
     "slow50": (_main_go('parseSlow(getenv("SLOW"))', 'parseSlow("50")'), True),
     **{
         mode: (_main_go('parseLeak(getenv("LEAK"))', f'parseLeak("{mode}")'), True)
-        for mode in ("globalmap", "goroutine", "keyedcache", "unclosed", "context", "subslice")
+        for mode in (
+            "globalmap",
+            "goroutine",
+            "keyedcache",
+            "unclosed",
+            "context",
+            "subslice",
+            "queue",
+            "timer",
+        )
     },
     "boundedcache": (_main_go('parseLeak(getenv("LEAK"))', 'parseLeak("boundedcache")'), False),
     # issue 16: pure CPU regressions in main.priceWork, and a pure allocation regression (16 KiB

@@ -367,6 +367,9 @@ class Holder:
     pinned: int = 0  # bytes of the growth in large objects kept whole for a small part of them
     pinned_view: int = 0  # ... the length of the slice most were seen through (0: an inner pointer)
     waiting: str = ""  # kind goroutines: what most of them are blocked in
+    made_by: str = ""  # the package whose call from own code made the most sampled bytes
+    made_share: float = 0.0  # ... its share of them, 0..1
+    slice_array: int = 0  # bytes of one slice backing array that reaches most of the growth
     paths: tuple[HolderPath, ...] = ()  # the path shapes that grew most
     trials: int = 0
     description: str = ""

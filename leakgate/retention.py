@@ -39,6 +39,8 @@ from leakgate.units import format_size
 _GOWRAP = re.compile(r"\.gowrap\d+$").search  # the compiler's wrapper of a `go f(x)` statement
 MIN_GROWTH = 64 * 1024  # bytes; below, churn of the runtime's own buffers
 PINNED_SIZE = 4096  # an object this large kept whole for a small part of it is "pinned"
+ARRAY_SIZE = 64 * 1024  # a slice backing array this large that reaches most of a growth
+TIMERS = "runtime.allp"  # the Ps: each holds its timer heap, so armed timers are reached here
 MAX_DEPTH = 6  # path shapes: steps from the root
 PATHS = 16  # nodes of the retention tree kept per holder (with their ancestors)
 TOP = 5
@@ -132,6 +134,10 @@ class _Held:
     reasons: Counter[str] = field(default_factory=Counter)  # goroutines: what they wait for
     pinned: int = 0  # bytes of large objects first reached for a small part of them
     views: Counter[int] = field(default_factory=Counter)  # pinned: the bytes a slice saw
+    # sampled bytes by the package own code called to allocate them (context, time, runtime)
+    made_by: Counter[str] = field(default_factory=Counter)
+    # large sampled arrays made by append (runtime.growslice): their path shape -> bytes
+    slices: dict[tuple[int, ...], int] = field(default_factory=dict)
     # sizes from the root -> [bytes, objects]
     paths: dict[tuple[int, ...], list[int]] = field(default_factory=dict)
 
@@ -295,16 +301,32 @@ def attribute(dump: HeapDump, symbols: Symbols, own: Own) -> dict[tuple[str, str
     for s, total in per_shape.items():
         holder, path = shapes[s]
         held[keys[holder]].paths[path] = [total, shape_objects[s]]
-    # The allocation sites of the sampled objects, weighted by their size.
+    # The allocation sites of the sampled objects, weighted by their size: the first own
+    # function, the package it called to allocate, and the large arrays append made.
     if dump.alloc_stacks:
         sampled = list(dump.alloc_stacks)
         where = resolve(np.asarray(sampled, dtype=np.uint64)).tolist()
         for address, i in zip(sampled, where, strict=True):
-            if i >= 0 and owner[i] >= 0:
-                name = next((f[0] for f in dump.alloc_stacks[address] if own(f[0])), "")
-                if name:
-                    held[keys[owner[i]]].sites[name] += size_list[i]
+            if i < 0 or owner[i] < 0:
+                continue
+            functions = [f[0] for f in dump.alloc_stacks[address]]
+            mine = next((k for k, name in enumerate(functions) if own(name)), None)
+            if mine is None:
+                continue
+            found, size = held[keys[owner[i]]], size_list[i]
+            found.sites[functions[mine]] += size
+            if mine:
+                found.made_by[package(functions[mine - 1])] += size
+            if size >= ARRAY_SIZE and "runtime.growslice" in functions[:mine]:
+                found.slices[shapes[shape[i]][1]] = size
     return held
+
+
+def package(function: str) -> str:
+    """The import path of a function's package: "net/http" for net/http.(*Client).Do."""
+    slash = function.rfind("/") + 1
+    dot = function.find(".", slash)
+    return function[:dot] if dot > 0 else function
 
 
 def _goroutine_name(dump: HeapDump, goid: int, own: Own) -> str | None:
@@ -337,6 +359,7 @@ def holders(before: HeapDump, after: HeapDump, symbols: Symbols, own: Own) -> li
             default=(0, 0),
         )
         sites, reasons = h.sites, h.reasons
+        made = h.made_by.most_common(1)
         out.append(
             Holder(
                 kind=h.kind,
@@ -353,11 +376,30 @@ def holders(before: HeapDump, after: HeapDump, symbols: Symbols, own: Own) -> li
                 pinned=max(0, h.pinned - (was.pinned if was else 0)),
                 pinned_view=h.views.most_common(1)[0][0] if h.views else 0,
                 waiting=reasons.most_common(1)[0][0] if reasons else "",
+                made_by=made[0][0] if made else "",
+                made_share=made[0][1] / h.made_by.total() if made else 0.0,
+                slice_array=_slice_array(h, was, growth),
                 paths=_grown_paths(h, was),
             )
         )
     out.sort(key=lambda x: x.growth, reverse=True)
     return [_described(x) for x in out[:TOP]]
+
+
+def _subtree_growth(h: _Held, was: _Held | None, root: tuple[int, ...]) -> int:
+    """The net bytes added under one path shape (the node itself included)."""
+    new, old = h.paths, (was.paths if was else {})
+    under = {path for path in (*new, *old) if path[: len(root)] == root}
+    return sum(new.get(path, [0, 0])[0] - old.get(path, [0, 0])[0] for path in under)
+
+
+def _slice_array(h: _Held, was: _Held | None, growth: int) -> int:
+    """The bytes of the one slice backing array (made by append) that reaches at least half of
+    the growth, or 0: a slice that is only appended to."""
+    for path, size in sorted(h.slices.items(), key=lambda ps: len(ps[0])):
+        if _subtree_growth(h, was, path) * 2 >= growth:
+            return size
+    return 0
 
 
 def _grown_paths(h: _Held, was: _Held | None) -> tuple[HolderPath, ...]:
@@ -387,7 +429,9 @@ def _grown_paths(h: _Held, was: _Held | None) -> tuple[HolderPath, ...]:
 def describe(h: Holder) -> str:
     """One line a developer can act on: what holds how much, of what, allocated where."""
     what = {
-        "variable": f"package variable {h.name}",
+        "variable": "the runtime's timers (runtime.allp: each P's timer heap)"
+        if h.name == TIMERS
+        else f"package variable {h.name}",
         "goroutines": f"the stacks of {h.goroutines:,} goroutine{'s' * (h.goroutines != 1)} "
         f"in {h.name}",
         "finalizer": f"a {h.name}",
@@ -415,6 +459,20 @@ def meaning(h: Holder) -> str:
             ": a small sub-slice keeps its whole backing array alive; copy the bytes you "
             "keep (bytes.Clone)"
         )
+    if h.name == TIMERS:
+        return (
+            ". Timers armed and never stopped (time.AfterFunc, time.NewTimer, a Ticker): each "
+            "keeps its function, and what that captures, until it fires; Stop the timer when "
+            "the work is done, or keep one per key instead of one per request"
+        )
+    if h.made_by == "context" and h.made_share * 3 >= 1:
+        return (
+            f". {h.made_share:.0%} of the sampled bytes were made by context.With…"
+            f"{f' in {h.allocated_at}' if h.allocated_at else ''}: a context derived from a "
+            "long-lived parent and never cancelled stays in the parent's children, with its "
+            "values, until the parent is cancelled; call its cancel function when the work is "
+            "done (defer cancel())"
+        )
     if h.name.startswith("runtime."):
         return ""
     if h.kind == "goroutines" and h.goroutines_added >= 2:
@@ -427,6 +485,13 @@ def meaning(h: Holder) -> str:
         return (
             ". A long-lived goroutine reaches it through its local variables: follow what they "
             "point to that only grows (a context never cancelled, a cache)"
+        )
+    if h.slice_array:
+        return (
+            f". One {format_size(h.slice_array)} slice backing array reaches most of it: a slice "
+            "that is only appended to (a queue whose consumed entries are never dropped, a "
+            "log never trimmed); drop what was consumed (q = q[head:] into a fresh slice, "
+            "clear the slots), or bound it"
         )
     if h.kind == "variable":
         return ". Nothing removes what is added: bound it, evict, or delete entries when done"
@@ -483,6 +548,7 @@ def merge(per_trial: Iterable[list[Holder]]) -> tuple[Holder, ...]:
                 goroutines_added=max(was.goroutines_added, h.goroutines_added),
                 allocated_at=was.allocated_at or h.allocated_at,
                 pinned_view=was.pinned_view or h.pinned_view,
+                slice_array=max(was.slice_array, h.slice_array),
                 paths=_merged_paths(was.paths, h.paths),
                 trials=was.trials + 1,
             )

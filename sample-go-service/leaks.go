@@ -6,6 +6,7 @@ package main
 // and CPU profiles attribute the growth to it by name.
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
@@ -55,12 +56,15 @@ const (
 	modeUnclosed     = "unclosed"
 	modeContext      = "context"
 	modeSubslice     = "subslice"
+	modeQueue        = "queue"
+	modeTimer        = "timer"
 	modeBoundedCache = "boundedcache" // control mode: capped, NOT a leak
 )
 
 var leakModes = []string{
 	modeGlobalMap, modeGoroutine, modeKeyedCache,
-	modeUnclosed, modeContext, modeSubslice, modeBoundedCache,
+	modeUnclosed, modeContext, modeSubslice, modeQueue, modeTimer,
+	modeBoundedCache,
 }
 
 // parseLeak validates the LEAK environment variable.
@@ -164,6 +168,10 @@ func (a *app) applyLeak(r *http.Request, status int, key string, body []byte) {
 		leakContext(a.ctx, r, key)
 	case modeSubslice:
 		leakSubslice(status, body)
+	case modeQueue:
+		leakQueue(key, body)
+	case modeTimer:
+		leakTimer(key, body)
 	case modeBoundedCache:
 		boundedCache(key, body)
 	}
@@ -435,6 +443,101 @@ func leakSubslice(status int, body []byte) {
 	orderIndex.Lock()
 	orderIndex.ids = append(orderIndex.ids, buf[:16])
 	orderIndex.Unlock()
+}
+
+// ---------------------------------------------------------------------------
+// LEAK=queue
+
+// notification is one "your order / price watch" e-mail waiting to be sent.
+type notification struct {
+	key    string
+	body   []byte
+	queued time.Time
+}
+
+// outbox is the queue of notifications: leakQueue appends, the sender takes
+// items[head] and moves head on. The consumed prefix is never dropped
+// (neither items = items[head:] nor items[head] = nil), so every
+// notification ever sent stays reachable from the backing array, which
+// append keeps growing.
+var outbox = struct {
+	sync.Mutex
+	items []*notification
+	head  int
+	sent  int
+	wake  chan struct{}
+}{wake: make(chan struct{}, 1)}
+
+var startSender sync.Once
+
+// leakQueue queues a notification carrying a copy of the response and wakes
+// the sender, started on first use.
+//
+//go:noinline
+func leakQueue(key string, body []byte) {
+	startSender.Do(func() { go sendNotifications() })
+	n := &notification{key: strings.Clone(key), body: bytes.Clone(body), queued: time.Now()}
+	outbox.Lock()
+	outbox.items = append(outbox.items, n)
+	outbox.Unlock()
+	select {
+	case outbox.wake <- struct{}{}:
+	default: // the sender is already awake
+	}
+}
+
+// sendNotifications delivers the queued notifications in order, forever.
+func sendNotifications() {
+	for range outbox.wake {
+		for {
+			outbox.Lock()
+			if outbox.head == len(outbox.items) {
+				outbox.Unlock()
+				break
+			}
+			n := outbox.items[outbox.head]
+			outbox.head++ // BUG: the sent notification stays in items
+			outbox.Unlock()
+			deliver(n)
+		}
+	}
+}
+
+// deliver "sends" the notification: here it only counts it.
+func deliver(n *notification) {
+	outbox.Lock()
+	outbox.sent++
+	outbox.Unlock()
+	_, _ = io.Discard.Write(n.body)
+}
+
+// ---------------------------------------------------------------------------
+// LEAK=timer
+
+// priceWatchTTL is how long a price watch waits before re-checking a price.
+const priceWatchTTL = time.Hour
+
+// priceWatch re-renders a resource when its price may have changed.
+type priceWatch struct {
+	key      string
+	rendered []byte
+}
+
+// leakTimer arms a price watch for the resource served: in an hour, check
+// whether the rendered price is stale. The request is done long before; the
+// handler should Stop the timer (or not arm one per request at all), and
+// nothing does: each armed timer stays in the runtime's timer heap with its
+// function and the watch it captured until it fires.
+//
+//go:noinline
+func leakTimer(key string, body []byte) {
+	w := &priceWatch{key: strings.Clone(key), rendered: bytes.Clone(body)}
+	time.AfterFunc(priceWatchTTL, func() { recheckPrice(w) }) // BUG: never stopped
+}
+
+// recheckPrice compares the watch's rendering with a fresh one.
+func recheckPrice(w *priceWatch) {
+	_, _ = io.Discard.Write(w.rendered)
 }
 
 // ---------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 // leakgate. Environment switches (see leaks.go):
 //
 //	LEAK=<mode>      "" (clean), globalmap, goroutine, keyedcache, unclosed,
-//	                 context, subslice, or boundedcache (a capped cache, not a leak)
+//	                 context, subslice, queue, timer, or boundedcache (a capped
+//	                 cache, not a leak)
 //	LEAK_BYTES=<n>   bytes kept per request by LEAK=globalmap (default 256)
 //	SLOW=<percent>   each product/order request's own work (pricing CPU and
 //	                 the stock lookup) takes this much longer (default 0)

@@ -41,6 +41,12 @@ func resetLeakState() {
 	fifoCache.ring = [boundedCacheCap]string{}
 	fifoCache.next = 0
 	fifoCache.Unlock()
+	orderIndex.Lock()
+	orderIndex.ids = nil
+	orderIndex.Unlock()
+	outbox.Lock()
+	outbox.items, outbox.head, outbox.sent = nil, 0, 0
+	outbox.Unlock()
 }
 
 type testApp struct {
@@ -644,6 +650,67 @@ func TestLeakContext(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	ta.ctx = ctx
+	wantStatus(t, ta.do("GET", "/products/1", ""), http.StatusOK)
+}
+
+func TestLeakSubslice(t *testing.T) {
+	ta := newTestApp(t, config{leak: modeSubslice})
+	wantStatus(t, ta.do("GET", "/products/1", ""), http.StatusOK) // only orders are indexed
+	const n = 50
+	for i := 0; i < n; i++ {
+		wantStatus(t, ta.do("POST", "/orders", `{"sku":"1","qty":1}`), http.StatusCreated)
+	}
+	if got := len(orderIndex.ids); got != n {
+		t.Fatalf("order index has %d entries, want %d", got, n)
+	}
+	for _, id := range orderIndex.ids {
+		if len(id) != 16 || cap(id) != 4096 {
+			t.Fatalf("index entry len %d cap %d, want a 16 B view of a 4 KiB buffer", len(id), cap(id))
+		}
+	}
+}
+
+func TestLeakQueue(t *testing.T) {
+	ta := newTestApp(t, config{leak: modeQueue})
+	const n = 300
+	for i := 0; i < n; i++ {
+		wantStatus(t, ta.do("GET", "/products/"+strconv.Itoa(i), ""), http.StatusOK)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		outbox.Lock()
+		sent, queued, head := outbox.sent, len(outbox.items), outbox.head
+		outbox.Unlock()
+		if sent == n {
+			// Everything was sent, and everything is still in the queue.
+			if queued != n || head != n {
+				t.Fatalf("queue holds %d items with head %d after %d sent, want %d", queued, head, sent, n)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the sender sent %d of %d notifications in 5 s", sent, n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if b := outbox.items[n-1].body; len(b) < 500 {
+		t.Fatalf("queued notification carries %d bytes, want the rendered product", len(b))
+	}
+}
+
+func TestLeakTimer(t *testing.T) {
+	ta := newTestApp(t, config{leak: modeTimer})
+	r := httptest.NewRequest("GET", "/products/1", nil)
+	body := make([]byte, 1024)
+	const n = 5000
+	before := heapAlloc()
+	for i := 0; i < n; i++ {
+		ta.applyLeak(r, http.StatusOK, "/products/"+strconv.Itoa(i), body)
+	}
+	// The armed timers keep their watches (1 KiB each) for an hour.
+	if grew := int64(heapAlloc()) - int64(before); grew < n*1024 {
+		t.Fatalf("heap grew %d B over %d armed timers, want >= %d", grew, n, n*1024)
+	}
 	wantStatus(t, ta.do("GET", "/products/1", ""), http.StatusOK)
 }
 

@@ -32,6 +32,8 @@ LEAK_CHECKS = {
     "unclosed": {"goroutine_growth"},
     "context": {"retained_per_request"},
     "subslice": {"retained_per_request"},
+    "queue": {"retained_per_request"},
+    "timer": {"retained_per_request"},
 }
 
 # The function each leak is in, as the reports must name it first, and the check whose JUnit
@@ -44,24 +46,34 @@ LEAK_SITES = {
     "unclosed": ("main.leakUnclosedBody", "goroutine_growth", "persistConn"),
     "context": ("main.leakContext", "retained_per_request", "main.leakContext"),
     "subslice": ("main.leakSubslice", "retained_per_request", "main.leakSubslice"),
+    "queue": ("main.leakQueue", "retained_per_request", "main.leakQueue"),
+    "timer": ("main.leakTimer", "retained_per_request", "main.leakTimer"),
 }
 
 # Who keeps each leak alive, as the heap dumps name it first (retention.py): the package
-# variable, or the goroutines whose stacks hold the buffers. LEAK=context is left out: its
-# nearest root is main.run's frame (which holds the app whose context collects the children),
-# true but not yet the "a context never cancelled" a developer needs.
+# variable, or the goroutines whose stacks hold the buffers; armed timers are held by the Ps'
+# timer heaps (runtime.allp); LEAK=context's nearest root is main.run's frame, which holds the
+# app whose context collects the uncancelled children (its meaning names the context).
 LEAK_HOLDERS = {
     "globalmap": ("variable", "main.auditLog"),
     "goroutine": ("goroutines", "main.leakBlockedGoroutine"),
     "keyedcache": ("variable", "main.responseCache"),
     "unclosed": ("goroutines", "net/http.(*persistConn).readLoop"),
     "subslice": ("variable", "main.orderIndex"),
+    "queue": ("variable", "main.outbox"),
+    "timer": ("variable", "runtime.allp"),
+    "context": ("goroutines", "main.run"),
 }
 # What each holder's shape says, in its description.
 LEAK_MEANINGS = {
     "globalmap": "Nothing removes what is added",
     "goroutine": "blocked in chan send: goroutines that never return",
+    "keyedcache": "Nothing removes what is added",
+    "unclosed": "blocked in",
     "subslice": "kept whole through a 16 B slice of each: a small sub-slice",
+    "queue": "slice backing array reaches most of it: a slice that is only appended to",
+    "timer": "Timers armed and never stopped",
+    "context": "were made by context.With… in main.leakContext: a context derived from",
 }
 
 

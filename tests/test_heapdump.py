@@ -4,6 +4,7 @@ record the way runtime/heapdump.go writes them."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -319,3 +320,137 @@ def test_holders_of_trials_merge_their_trees_and_sizes() -> None:
         ((2048,), 2 * 190 * 1024),
         ((2048, 1024), 2 * 190 * 1024),
     ]
+
+
+def held_dump(
+    entries: int,
+    *,
+    table_size: int,
+    table_stack: Sequence[tuple[str, str, int]] = (),
+    entry_stack: Sequence[tuple[str, str, int]] = (("main.remember", "cache.go", 12),),
+    variable: int = CACHE_VAR,
+    goroutine: str = "",
+) -> heapdump.HeapDump:
+    """A root (the bss slot `variable`, or the frame of a goroutine in `goroutine`) -> one
+    `table_size` array (sampled with `table_stack`) -> `entries` 1 KiB objects (sampled with
+    `entry_stack`)."""
+    table = DumpObject(HEAP, table_size)
+    objects = [table]
+    samples = [(table.address, table_stack)] if table_stack else []
+    for i in range(entries):
+        entry = DumpObject(HEAP + 0x1000000 + i * 1024, 1024)
+        table.pointers[8 * i] = entry.address
+        objects.append(entry)
+        samples.append((entry.address, [("runtime.mallocgc", "malloc.go", 1), *entry_stack]))
+    if goroutine:
+        g = DumpGoroutine(3, [("runtime.gopark", {}), (goroutine, {0: table.address})], "select")
+        return heapdump.parse(heap_dump_bytes(objects, goroutines=[g], samples=samples))
+    bss = (0x600000, 64, {variable - 0x600000: table.address})
+    return heapdump.parse(heap_dump_bytes(objects, bss=bss, samples=samples))
+
+
+APPEND = [("runtime.growslice", "slice.go", 1), ("main.enqueue", "queue.go", 30)]
+
+
+def test_one_appended_array_that_reaches_the_growth_is_a_slice_never_trimmed() -> None:
+    before = held_dump(10, table_size=0x10000, table_stack=APPEND)
+    after = held_dump(300, table_size=0x20000, table_stack=APPEND)
+    (queue,) = retention.holders(before, after, SYMBOLS, own)
+    assert queue.slice_array == 0x20000
+    assert ". One 128.0 KiB slice backing array reaches most of it: a slice that is only " in (
+        queue.description
+    )
+    assert "Nothing removes what is added" not in queue.description
+
+
+@pytest.mark.parametrize(
+    ("table_size", "stack"),
+    [
+        (0x20000, [("runtime.makeBucketArray", "map.go", 1), ("main.enqueue", "queue.go", 30)]),
+        (0x20000, []),  # the array was not sampled: what made it is not known
+        (0x8000, APPEND),  # too small to be what a leak is made of
+    ],
+)
+def test_an_array_not_made_by_append_or_small_is_not_called_a_slice(
+    table_size: int, stack: list[tuple[str, str, int]]
+) -> None:
+    before = held_dump(10, table_size=min(table_size, 0x10000), table_stack=stack)
+    after = held_dump(300, table_size=table_size, table_stack=stack)
+    (held,) = retention.holders(before, after, SYMBOLS, own)
+    assert held.slice_array == 0
+    assert "Nothing removes what is added" in held.description
+
+
+def test_a_slice_reaching_less_than_half_the_growth_is_not_named() -> None:
+    """main.cache's appended array reaches 100 KiB of a growth of 400 KiB: the rest is a
+    300 KiB object it points to directly, so the slice is not what the holder is about."""
+    symbols = retention.Symbols([CACHE_VAR], [16], ["main.cache"])
+
+    def dump(entries: int, other: int) -> heapdump.HeapDump:
+        big = DumpObject(HEAP + 0x8000000, other)
+        table = DumpObject(HEAP, 0x10000)
+        objects = [table, big]
+        for i in range(entries):
+            table.pointers[8 * i] = HEAP + 0x1000000 + i * 1024
+            objects.append(DumpObject(table.pointers[8 * i], 1024))
+        samples = [(HEAP, APPEND)]
+        bss = (0x600000, 64, {0x10: table.address, 0x18: big.address})
+        return heapdump.parse(heap_dump_bytes(objects, bss=bss, samples=samples))
+
+    (held,) = retention.holders(dump(10, 1024), dump(110, 300 * 1024), symbols, own)
+    assert held.name == "main.cache" and held.slice_array == 0
+    (queue,) = retention.holders(dump(10, 1024), dump(400, 1024), symbols, own)
+    assert queue.slice_array == 0x10000
+
+
+def test_armed_timers_are_named_as_the_runtimes_timers() -> None:
+    symbols = retention.Symbols([0x600010], [8], ["runtime.allp"])
+    stack = [("time.AfterFunc", "sleep.go", 1), ("main.watch", "watch.go", 9)]
+    before = held_dump(10, table_size=0x10000, entry_stack=stack)
+    after = held_dump(300, table_size=0x10000, entry_stack=stack)
+    (timers,) = retention.holders(before, after, symbols, own)
+    assert (timers.kind, timers.name, timers.made_by) == ("variable", "runtime.allp", "time")
+    assert "kept alive by the runtime's timers (runtime.allp: each P's timer heap)" in (
+        timers.description
+    )
+    assert ". Timers armed and never stopped (time.AfterFunc" in timers.description
+    assert "allocated in main.watch" in timers.description
+
+
+def test_contexts_never_cancelled_are_told_by_what_made_them() -> None:
+    made = [("context.withCancel", "context.go", 1), ("main.derive", "jobs.go", 40)]
+    before = held_dump(10, table_size=0x10000, entry_stack=made, goroutine="main.run")
+    after = held_dump(300, table_size=0x10000, entry_stack=made, goroutine="main.run")
+    (held,) = retention.holders(before, after, SYMBOLS, own)
+    assert (held.kind, held.name, held.made_by, held.made_share) == (
+        "goroutines",
+        "main.run",
+        "context",
+        1.0,
+    )
+    assert ". 100% of the sampled bytes were made by context.With… in main.derive: a context " in (
+        held.description
+    )
+    # the same growth made by the service's own code is a long-lived goroutine's locals
+    plain = held_dump(300, table_size=0x10000, goroutine="main.run")
+    (locals_,) = retention.holders(
+        held_dump(10, table_size=0x10000, goroutine="main.run"), plain, SYMBOLS, own
+    )
+    assert (
+        locals_.made_by == "runtime" and "A long-lived goroutine reaches it" in locals_.description
+    )
+
+
+@pytest.mark.parametrize(
+    ("function", "package"),
+    [
+        ("context.WithCancel", "context"),
+        ("net/http.(*Client).Do", "net/http"),
+        ("example.com/shop/orders.(*Store).Put", "example.com/shop/orders"),
+        ("gopkg.in/yaml%2ev3.Unmarshal", "gopkg.in/yaml%2ev3"),
+        ("main.main.func1", "main"),
+        ("", ""),
+    ],
+)
+def test_a_functions_package(function: str, package: str) -> None:
+    assert retention.package(function) == package

@@ -9,6 +9,7 @@ from leakgate import costtext
 from leakgate.analysis import offered_rate
 from leakgate.metrics import LEAK_METRICS, sites_explaining
 from leakgate.model import ComparisonRow, Holder, LeakSite, RunRecord, Verdict
+from leakgate.retention import TIMERS
 from leakgate.units import format_metric, format_size
 
 # Check statuses in words, for text and HTML alike (Markdown shows symbols).
@@ -149,6 +150,8 @@ def sites_heading(verdict: Verdict) -> tuple[str, bool]:
 
 def holder_name(h: Holder) -> str:
     """ "main.auditLog (package variable)", "main.worker (stacks of 120 goroutines)"."""
+    if h.kind == "variable" and h.name == TIMERS:
+        return f"{h.name} (the runtime's timers)"
     if h.kind == "variable":
         return f"{h.name} (package variable)"
     if h.kind == "goroutines":
