@@ -10,7 +10,16 @@ fresh Python process and prints that process's time and peak RSS. The reference 
 run is a forced GC of the same heap (`/leakgate/checkpoint`, two cycles): the dump's pause is
 printed beside it and as a ratio.
 
+--hostile measures the reader's memory bound instead (issue 18: "bounded memory on hostile
+input"): inputs written to cost the most memory per byte of file that the reader's bounds
+(heapdump.LIMITS, one pointer per word, objects of 8 bytes or more) still let through — the
+smallest objects, pointer-dense objects, stack frames full of pointers, every capped count
+filled to its limit, all of them in one file — each read and attributed in a fresh process,
+with its peak RSS (VmHWM) and the ratio to the file's size. The reference in the same run is a
+real dump of a --hostile-mib live heap.
+
     python bench/heapdump.py [--sizes 10,100] [--rounds 3]
+    python bench/heapdump.py --hostile [--hostile-mib 64]
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -70,18 +80,27 @@ func main() {
 }
 """
 
+# The peak is the process's VmHWM: ru_maxrss would carry over the parent's high-water mark.
 ANALYSE = """\
-import json, resource, sys, time
+import json, sys, time
 from pathlib import Path
 from leakgate import heapdump, retention
+def hwm():
+    with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("VmHWM:")) / 1024
+base = hwm()
 start = time.perf_counter()
-dump = heapdump.load(Path(sys.argv[1]))
+try:
+    dump = heapdump.load(Path(sys.argv[1]))
+except heapdump.HeapDumpError as e:
+    print(json.dumps({"refused": str(e)[-200:], "peak_rss_mib": hwm(), "base_mib": base}))
+    sys.exit(0)
 read = time.perf_counter() - start
 held = retention.attribute(dump, retention.load_symbols(None), lambda f: f.startswith("main."))
 walked = time.perf_counter() - start - read
 print(json.dumps({
     "objects": dump.objects, "pointers": len(dump.pointers), "read_s": read, "walk_s": walked,
-    "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    "peak_rss_mib": hwm(), "base_mib": base,
     "attributed_mib": sum(h.bytes for h in held.values()) / 2**20,
 }))
 """
@@ -107,7 +126,29 @@ def post(url: str, token: str, timeout: float = 300.0) -> dict[str, object]:
         return json.loads(resp.read())
 
 
-def one(binary: Path, work: Path, mib: int, rounds: int) -> dict[str, float]:
+def analyse(path: Path) -> dict[str, float]:
+    """Read and attribute the dump in a fresh process: its figures, or why it was refused."""
+    analysis = subprocess.run(
+        [sys.executable, "-c", ANALYSE, str(path)],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    figures: dict[str, float] = json.loads(analysis.stdout)
+    return figures
+
+
+def real_dump(work: Path, mib: int) -> Path:
+    """A dump of the bench program's `mib` MiB live heap, kept as real.heapdump."""
+    keep = work / "real.heapdump"
+    one(build(work), work, mib, 1, keep=keep)
+    return keep
+
+
+def one(
+    binary: Path, work: Path, mib: int, rounds: int, keep: Path | None = None
+) -> dict[str, float]:
     token = secrets.token_hex(16)
     addr_file = work / f"agent-{mib}.addr"
     addr_file.unlink(missing_ok=True)
@@ -137,14 +178,9 @@ def one(binary: Path, work: Path, mib: int, rounds: int) -> dict[str, float]:
             pauses.append(float(answer["pause_seconds"]))  # type: ignore[arg-type]
             sizes.append(float(answer["bytes"]))  # type: ignore[arg-type]
             heaps.append(float(answer["heap_alloc"]))  # type: ignore[arg-type]
-        analysis = subprocess.run(
-            [sys.executable, "-c", ANALYSE, str(work / f"bench-{mib}.heapdump")],
-            env={**os.environ, "PYTHONPATH": str(REPO)},
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        figures = json.loads(analysis.stdout)
+        figures = analyse(work / f"bench-{mib}.heapdump")
+        if keep is not None:
+            (work / f"bench-{mib}.heapdump").rename(keep)
     finally:
         proc.kill()
         proc.wait()
@@ -158,11 +194,135 @@ def one(binary: Path, work: Path, mib: int, rounds: int) -> dict[str, float]:
     }
 
 
+# -- --hostile: the reader's memory bound ---------------------------------------------------
+
+HEAP = 0xC000000000
+
+
+def uv(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def ds(raw: bytes) -> bytes:
+    return uv(len(raw)) + raw
+
+
+HEADER = b"go1.7 heap dump\n" + uv(6) + uv(0) + uv(8) + uv(HEAP) + uv(HEAP + (1 << 40))
+HEADER += ds(b"amd64") + ds(b"go1.26.0") + uv(2)
+
+
+def _objects(budget: int, size: int, pointers: int) -> bytes:
+    """Objects of `size` bytes, each with `pointers` pointer fields to the next objects."""
+    fields = b"".join(uv(1) + uv(8 * k) for k in range(pointers)) + uv(0)
+    out = bytearray()
+    i = 0
+    while len(out) < budget:
+        body = bytearray(size)
+        for k in range(pointers):
+            body[8 * k : 8 * k + 8] = (HEAP + size * (i + k + 1)).to_bytes(8, "little")
+        out += uv(1) + uv(HEAP + size * i) + ds(bytes(body)) + fields
+        i += 1
+    return bytes(out)
+
+
+def _frames(budget: int) -> bytes:
+    """Goroutines of one frame each, the frame 4 KiB of pointers (each a root)."""
+    words = 512
+    body = b"".join((HEAP + 64 * k).to_bytes(8, "little") for k in range(words))
+    fields = b"".join(uv(1) + uv(8 * k) for k in range(words)) + uv(0)
+    out = bytearray()
+    goid = 1
+    while len(out) < budget:
+        out += uv(4) + uv(HEAP + goid) + uv(0) + uv(goid) + uv(0) + uv(4) + uv(0) * 3 + ds(b"")
+        out += uv(0) * 4
+        out += uv(5) + uv(0) * 3 + ds(body) + uv(0) * 3 + ds(b"main.f") + fields
+        goid += 1
+    return bytes(out)
+
+
+def _capped() -> bytes:
+    """Every capped count filled to its limit with its cheapest record."""
+    from leakgate.heapdump import LIMITS
+
+    out = bytearray()
+    strings = LIMITS["distinct strings"] - 16
+    frames = LIMITS["distinct profile frames"]
+    out += b"".join(uv(2) + ds(b"%x" % n) + uv(HEAP) for n in range(strings))  # other roots
+    more = LIMITS["finalizer, defer, panic and other roots"] - strings
+    out += (uv(7) + uv(HEAP) * 5) * more  # finalizers
+    # profile buckets of 64 frames each: distinct (function, file, line) up to the limit
+    per = 64
+    for b in range(frames // per):
+        out += uv(16) + uv(b + 1) + uv(8) + uv(per)
+        out += b"".join(ds(b"") + ds(b"") + uv(b * per + k) for k in range(per)) + uv(1) * 2
+    out += b"".join(uv(17) + uv(HEAP + 8 * n) + uv(1) for n in range(LIMITS["allocation samples"]))
+    goroutines = LIMITS["goroutines"]
+    out += b"".join(
+        uv(4) + uv(n) + uv(0) + uv(n) + uv(0) + uv(4) + uv(0) * 3 + ds(b"") + uv(0) * 4
+        for n in range(goroutines)
+    )
+    return bytes(out)
+
+
+def _all(budget: int) -> bytes:
+    rest = max(0, budget - len(_capped()))
+    return _capped() + _objects(rest // 3, 8, 0) + _objects(rest // 3, 64, 8) + _frames(rest // 3)
+
+
+def hostile(mib: int) -> int:
+    budget = mib << 20
+    shapes: dict[str, tuple[str, Callable[[], bytes]]] = {
+        "objects": ("8-byte objects, no pointers", lambda: _objects(budget, 8, 0)),
+        "pointers": ("64-byte objects, 8 pointers each", lambda: _objects(budget, 64, 8)),
+        "frames": ("stack frames of 512 pointers", lambda: _frames(budget)),
+        "capped": ("every capped count at its limit", _capped),
+        "all": ("all of the above in one file", lambda: _all(budget)),
+        "duplicates": (
+            "one 8-byte object with 1 M copies of its pointer field",
+            lambda: uv(1) + uv(HEAP) + ds(bytes(8)) + (uv(1) + uv(0)) * (1 << 20) + uv(0),
+        ),
+    }
+    print("heapdump.load + retention.attribute, one fresh process per input (peak RSS: VmHWM)")
+    print(f"{'input':10} {'file':>9} {'peak RSS':>9} {'+read':>8} {'RSS/file':>9} {'seconds':>8}")
+    with tempfile.TemporaryDirectory(prefix="leakgate-hostile-") as tmp:
+        work = Path(tmp)
+        reference = real_dump(work, mib)
+        inputs = [("real", f"a real dump of a {mib} MiB live heap", reference)]
+        for key, (what, build) in shapes.items():
+            path = work / f"{key}.heapdump"
+            path.write_bytes(HEADER + build() + uv(0))
+            inputs.append((key, what, path))
+        worst = 0.0
+        for key, what, path in inputs:
+            f = analyse(path)
+            size = path.stat().st_size / 2**20
+            added = f["peak_rss_mib"] - f["base_mib"]
+            took = f.get("read_s", 0.0) + f.get("walk_s", 0.0)
+            outcome = f"refused: {f['refused']}" if "refused" in f else f"{f['objects']:,} objects"
+            print(
+                f"{key:10} {size:7.1f}Mi {f['peak_rss_mib']:7.0f}Mi {added:+7.0f}Mi "
+                f"{added / size:8.1f}x {took:8.2f}  {what}: {outcome[:90]}"
+            )
+            if key != "real":
+                worst = max(worst, added / size)
+        print(f"largest added memory per byte of file, hostile inputs: {worst:.1f}x")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="10,100", help="live heaps to dump, in MiB")
     parser.add_argument("--rounds", type=int, default=3, help="dumps per size (median)")
+    parser.add_argument("--hostile", action="store_true", help="the reader's memory bound")
+    parser.add_argument("--hostile-mib", type=int, default=64, help="with --hostile: file size")
     args = parser.parse_args()
+    if args.hostile:
+        return hostile(args.hostile_mib)
     with tempfile.TemporaryDirectory(prefix="leakgate-heapbench-") as tmp:
         work = Path(tmp)
         binary = build(work)

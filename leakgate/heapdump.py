@@ -14,8 +14,13 @@ an EOF record. What the retention analysis needs is kept and the rest skipped:
   buckets), the goroutines, and the few parameters and MemStats figures a report prints.
 
 The file is untrusted input as much as a profile is: every length is checked against what is
-left, a field offset outside its object is an error, and the reader allocates in proportion to
-the bytes it has read, never to a length it was told. `MAX_BYTES` bounds what it will read.
+left, a field offset outside its object (or given twice) is an error, and the reader allocates
+in proportion to the bytes it has read, never to a length it was told. What costs more to keep
+than it takes in the file is deduplicated and counted: strings and profile frames are stored
+once (a real dump repeats the same few thousand function names millions of times), and a dump
+with more distinct strings, allocation samples, goroutines or small roots than any real program
+has is refused (`LIMITS`). `MAX_BYTES` bounds what it will read. `python bench/heapdump.py
+--hostile` measures the peak memory of the costliest inputs the bounds let through.
 """
 
 from __future__ import annotations
@@ -27,6 +32,16 @@ from pathlib import Path
 from typing import Literal
 
 MAX_BYTES = 1 << 30
+# What a real dump stays far below (a 512 MiB heap sampled every 64 KiB has ~8k samples; a
+# binary has ~10^5 function names): past them a file is damaged or hostile, and refused.
+LIMITS = {
+    "distinct strings": 1 << 20,
+    "distinct profile frames": 1 << 20,
+    "allocation samples": 1 << 20,
+    "goroutines": 1 << 21,
+    "finalizer, defer, panic and other roots": 1 << 21,
+}
+MIN_OBJECT = 8  # the smallest size class: a heap object the runtime dumps is never smaller
 NARROW = 8  # a slice that sees at most an eighth of its capacity is "narrow"
 HEADERS = (b"go1.5 heap dump\n", b"go1.6 heap dump\n", b"go1.7 heap dump\n")
 
@@ -131,6 +146,9 @@ class _Reader:
         self.goroutine: Goroutine | None = None
         self.frames: list[str] = []
         self.label_ids: dict[str, int] = {"": 0}
+        self.strings: dict[bytes, str] = {}
+        self.stack_frames: dict[tuple[str, str, int], tuple[str, str, int]] = {}
+        self.counts: dict[str, int] = dict.fromkeys(LIMITS, 0)
 
     def read(self) -> HeapDump:
         header = next((h for h in HEADERS if self.data.startswith(h)), None)
@@ -139,7 +157,7 @@ class _Reader:
         self.pos = len(header)
         dump = HeapDump(version=header.split()[0].decode())
         buckets: dict[int, tuple[tuple[str, str, int], ...]] = {}
-        samples: list[tuple[int, int]] = []
+        samples: array[int] = array("Q")  # address, bucket, address, bucket, ...
         while True:
             at = self.pos
             tag = self.uvarint()
@@ -150,7 +168,9 @@ class _Reader:
             except HeapDumpError as e:
                 raise HeapDumpError(f"record at byte {at} (tag {tag}): {e}") from None
         self.end_goroutine(dump)
-        dump.alloc_stacks = {a: buckets[b] for a, b in samples if b in buckets}
+        dump.alloc_stacks = {
+            a: buckets[b] for a, b in zip(samples[::2], samples[1::2], strict=True) if b in buckets
+        }
         return dump
 
     # -- primitives ---------------------------------------------------------------------------
@@ -187,8 +207,22 @@ class _Reader:
         return start, n
 
     def string(self) -> str:
+        """A length-prefixed string, stored once however often it occurs."""
         start, n = self.span()
-        return self.data[start : start + n].decode("utf-8", "replace")
+        raw = self.data[start : start + n]
+        found = self.strings.get(raw)
+        if found is None:
+            self.count("distinct strings")
+            found = self.strings[raw] = raw.decode("utf-8", "replace")
+        return found
+
+    def skip_string(self) -> None:
+        self.span()
+
+    def count(self, what: str, n: int = 1) -> None:
+        self.counts[what] += n
+        if self.counts[what] > LIMITS[what]:
+            raise HeapDumpError(f"more than {LIMITS[what]:,} {what}: not a real program's dump")
 
     def fields(
         self,
@@ -217,6 +251,8 @@ class _Reader:
                 raise HeapDumpError(f"a pointer field at offset {offset} of a {size}-byte range")
             offsets.append(offset)
         taken = set(offsets)
+        if len(taken) != len(offsets):  # so pointers never outnumber the range's words
+            raise HeapDumpError(f"a pointer field given twice in a {size}-byte range")
         for offset in offsets:
             value = unpack(data, start + offset)[0]
             if not value:
@@ -241,11 +277,13 @@ class _Reader:
         tag: int,
         dump: HeapDump,
         buckets: dict[int, tuple[tuple[str, str, int], ...]],
-        samples: list[tuple[int, int]],
+        samples: array[int],
     ) -> None:
         if tag == _OBJECT:
             address = self.uvarint()
             start, size = self.span()
+            if size < MIN_OBJECT:
+                raise HeapDumpError(f"a heap object of {size} bytes (the smallest is 8)")
             self.fields(start, size, dump.pointers, dump.views)
             dump.addresses.append(address)
             dump.sizes.append(size)
@@ -264,6 +302,7 @@ class _Reader:
             system, _background, _since = self.uvarints(3)
             reason = self.string()
             context, _m, _defer, _panic = self.uvarints(4)
+            self.count("goroutines")
             self.goroutine = Goroutine(address, goid, status, bool(system), reason)
             if context:
                 self.root(dump, "stack", goid, "closure context", context)
@@ -305,15 +344,15 @@ class _Reader:
             bucket, _size, frames = self.uvarints(3)
             if frames > len(self.data) - self.pos:  # each frame takes at least 3 bytes
                 raise HeapDumpError(f"{frames} frames in a profile record past the end")
-            stack = tuple((self.string(), self.string(), self.uvarint()) for _ in range(frames))
+            stack = tuple(self.stack_frame() for _ in range(frames))
             self.uvarints(2)  # allocs, frees
             buckets[bucket] = stack
         elif tag == _ALLOC_SAMPLE:
-            address, bucket = self.uvarints(2)
-            samples.append((address, bucket))
+            self.count("allocation samples")
+            samples.extend(self.uvarints(2))  # address, bucket
         elif tag == _TYPE:
             self.uvarints(2)
-            self.string()
+            self.skip_string()
             self.uvarint()
         elif tag == _ITAB:
             self.uvarints(2)
@@ -333,7 +372,19 @@ class _Reader:
             dump.root_sources.extend([source] * added)
             dump.root_labels.extend([self.label(dump, label)] * added)
 
+    def stack_frame(self) -> tuple[str, str, int]:
+        """One frame of a profile bucket's stack: (function, file, line), stored once."""
+        frame = (self.string(), self.string(), self.uvarint())
+        found = self.stack_frames.get(frame)
+        if found is None:
+            self.count("distinct profile frames")
+            found = self.stack_frames[frame] = frame
+        return found
+
     def root(self, dump: HeapDump, kind: RootKind, source: int, label: str, target: int) -> None:
+        """One root from a record of its own (not a range of pointer slots): counted, since
+        such a record can be as short as three bytes."""
+        self.count("finalizer, defer, panic and other roots")
         if target:
             dump.root_kinds.append(kind)
             dump.root_sources.append(source)

@@ -146,8 +146,16 @@ def find(record: RunRecord, report_dir: Path, side: str = "candidate") -> LeakSi
         _trial_sites(trial, report_dir, "heap", heap, notes, own)
         _trial_sites(trial, report_dir, "goroutine", goroutines, notes, own)
         held.append(_trial_holders(trial, report_dir, notes, own))
+    heap_sites = _top(heap, "heap", own)
+    sources = {cp.source for t in record.trials if t.side == side for cp in t.checkpoints.values()}
+    if heap_sites and sources and "agent" not in sources:
+        notes.append(
+            f"no heap dumps: the service was read through {', '.join(sorted(sources))}, not "
+            "leakgate's agent (attached, or run without it), so who keeps the growth alive is "
+            "not known; the heap sites say where it was allocated"
+        )
     return LeakSites(
-        heap=_top(heap, "heap", own),
+        heap=heap_sites,
         goroutines=_top(goroutines, "goroutine", own),
         heap_command=heap.best_trial[1],
         goroutine_command=goroutines.best_trial[1],

@@ -4,7 +4,7 @@ record the way runtime/heapdump.go writes them."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -251,6 +251,20 @@ def test_a_real_binarys_data_symbols_are_read(tmp_path: Path) -> None:
             + varint(0),
             "field kind 2",
         ),
+        (
+            b"go1.7 heap dump\n"
+            + varint(1)
+            + varint(HEAP)
+            + varint(16)
+            + bytes(16)
+            + (varint(1) + varint(8)) * 2
+            + varint(0),
+            "a pointer field given twice in a 16-byte range",
+        ),
+        (
+            b"go1.7 heap dump\n" + varint(1) + varint(HEAP) + varint(4) + bytes(4) + varint(0),
+            "a heap object of 4 bytes",
+        ),
         (b"go1.7 heap dump\n" + b"\xff" * 11, "longer than 10 bytes"),
         (b"go1.7 heap dump\n" + varint(1) + b"\xff" * 9 + b"\x7f", "over 64 bits"),
         (b"go1.7 heap dump\n" + varint(16) + varint(1) + varint(0) + varint(1 << 30), "frames"),
@@ -454,3 +468,50 @@ def test_contexts_never_cancelled_are_told_by_what_made_them() -> None:
 )
 def test_a_functions_package(function: str, package: str) -> None:
     assert retention.package(function) == package
+
+
+@pytest.mark.parametrize(
+    ("what", "record"),
+    [
+        ("distinct strings", lambda n: varint(2) + varint(len(b"%d" % n)) + b"%d" % n + varint(8)),
+        ("allocation samples", lambda n: varint(17) + varint(HEAP + 16 * n) + varint(1)),
+        ("goroutines", lambda n: varint(4) + varint(n) * 8 + varint(0) + varint(0) * 4),
+        ("finalizer, defer, panic and other roots", lambda n: varint(2) + varint(0) + varint(8)),
+        (
+            "distinct profile frames",
+            lambda n: (
+                varint(16)
+                + varint(n)
+                + varint(8)
+                + varint(1)
+                + b"\x00\x00"
+                + varint(n)
+                + varint(1) * 2
+            ),
+        ),
+    ],
+)
+def test_more_of_what_costs_memory_than_a_real_dump_has_is_refused(
+    monkeypatch: pytest.MonkeyPatch, what: str, record: Callable[[int], bytes]
+) -> None:
+    monkeypatch.setitem(heapdump.LIMITS, what, 50)
+    records = b"".join(record(n) for n in range(50))
+    heapdump.parse(b"go1.7 heap dump\n" + records + varint(0))  # at the limit: read
+    with pytest.raises(HeapDumpError, match=f"more than 50 {what}: not a real program's dump"):
+        heapdump.parse(b"go1.7 heap dump\n" + records + record(50) + varint(0))
+
+
+def test_names_and_profile_frames_are_stored_once() -> None:
+    frames = [("main.serve", {0: HEAP}), ("main.serve", {0: HEAP})]
+    stack = [("runtime.mallocgc", "malloc.go", 1), ("main.remember", "cache.go", 12)]
+    dump = heapdump.parse(
+        heap_dump_bytes(
+            [DumpObject(HEAP, 64), DumpObject(HEAP + 64, 64)],
+            goroutines=[DumpGoroutine(1, frames), DumpGoroutine(2, frames)],
+            samples=[(HEAP, stack), (HEAP + 64, stack)],
+        )
+    )
+    names = [f for g in dump.goroutines.values() for f in g.frames]
+    assert len(names) == 4 and all(name is names[0] for name in names)
+    one, two = dump.alloc_stacks[HEAP], dump.alloc_stacks[HEAP + 64]
+    assert one == two and all(a is b for a, b in zip(one, two, strict=True))

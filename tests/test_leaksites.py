@@ -14,7 +14,13 @@ from .factories import profile_bytes
 GOROUTINE = ("goroutine",)
 
 
-def _trial(tmp: Path, index: int, profiles: dict[str, bytes], side: str = "candidate") -> Trial:
+def _trial(
+    tmp: Path,
+    index: int,
+    profiles: dict[str, bytes],
+    side: str = "candidate",
+    source: str = "agent",
+) -> Trial:
     """A trial whose warm-up and drain checkpoints point at the given profile bytes."""
     paths: dict[str, str] = {}
     for name, data in profiles.items():
@@ -28,6 +34,7 @@ def _trial(tmp: Path, index: int, profiles: dict[str, bytes], side: str = "candi
             heap_profile=paths.get(f"heap-{label}"),
             goroutine_profile=paths.get(f"goroutine-{label}"),
             goroutineleak_profile=paths.get(f"goroutineleak-{label}"),
+            source=source,
         )
         for label in ("warmup", "drain")
     }
@@ -211,3 +218,20 @@ def test_a_failure_finding_sites_is_a_note_not_a_lost_verdict(
     sites = leaksites.find_or_note(RunRecord(), tmp_path)
     assert (sites.heap, sites.goroutines) == ((), ())
     assert sites.notes == ("leak sites could not be computed: ValueError: odd profile",)
+
+
+@pytest.mark.parametrize(("source", "said"), [("pprof+expvar", True), ("agent", False)])
+def test_without_the_agent_the_report_says_why_no_holder_is_named(
+    tmp_path: Path, source: str, said: bool
+) -> None:
+    grown = {"heap-warmup": heap(BASE), "heap-drain": heap(BASE, (["main.audit"], 3_000_000))}
+    sites = leaksites.find(RunRecord(trials=(_trial(tmp_path, 0, grown, source=source),)), tmp_path)
+    assert sites.heap[0].function == "main.audit" and sites.holders == ()
+    notes = [n for n in sites.notes if n.startswith("no heap dumps: ")]
+    assert bool(notes) == said
+    if said:
+        assert "read through pprof+expvar, not leakgate's agent (attached" in notes[0]
+    # no growth, no note: a passing attached run has no "where it leaks" to explain
+    flat = {"heap-warmup": heap(BASE), "heap-drain": heap(BASE)}
+    quiet = leaksites.find(RunRecord(trials=(_trial(tmp_path, 1, flat, source=source),)), tmp_path)
+    assert quiet.notes == ()
