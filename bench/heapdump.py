@@ -270,8 +270,9 @@ def _capped() -> bytes:
 
 
 def _all(budget: int) -> bytes:
-    rest = max(0, budget - len(_capped()))
-    return _capped() + _objects(rest // 3, 8, 0) + _objects(rest // 3, 64, 8) + _frames(rest // 3)
+    """The capped counts at their limits, and `budget` bytes of the three unbounded shapes."""
+    third = budget // 3
+    return _capped() + _objects(third, 8, 0) + _objects(third, 64, 8) + _frames(third)
 
 
 def hostile(mib: int) -> int:
@@ -281,7 +282,7 @@ def hostile(mib: int) -> int:
         "pointers": ("64-byte objects, 8 pointers each", lambda: _objects(budget, 64, 8)),
         "frames": ("stack frames of 512 pointers", lambda: _frames(budget)),
         "capped": ("every capped count at its limit", _capped),
-        "all": ("all of the above in one file", lambda: _all(budget)),
+        "all": ("the capped counts and the three shapes above", lambda: _all(budget)),
         "duplicates": (
             "one 8-byte object with 1 M copies of its pointer field",
             lambda: uv(1) + uv(HEAP) + ds(bytes(8)) + (uv(1) + uv(0)) * (1 << 20) + uv(0),
