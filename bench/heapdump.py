@@ -41,6 +41,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from leakgate.build import agent_source  # noqa: E402
+from tests.factories import varint  # noqa: E402
 
 PROGRAM = """\
 package main
@@ -199,33 +200,31 @@ def one(
 HEAP = 0xC000000000
 
 
-def uv(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 def ds(raw: bytes) -> bytes:
-    return uv(len(raw)) + raw
+    return varint(len(raw)) + raw
 
 
-HEADER = b"go1.7 heap dump\n" + uv(6) + uv(0) + uv(8) + uv(HEAP) + uv(HEAP + (1 << 40))
-HEADER += ds(b"amd64") + ds(b"go1.26.0") + uv(2)
+HEADER = (
+    b"go1.7 heap dump\n"
+    + varint(6)
+    + varint(0)
+    + varint(8)
+    + varint(HEAP)
+    + varint(HEAP + (1 << 40))
+)
+HEADER += ds(b"amd64") + ds(b"go1.26.0") + varint(2)
 
 
 def _objects(budget: int, size: int, pointers: int) -> bytes:
     """Objects of `size` bytes, each with `pointers` pointer fields to the next objects."""
-    fields = b"".join(uv(1) + uv(8 * k) for k in range(pointers)) + uv(0)
+    fields = b"".join(varint(1) + varint(8 * k) for k in range(pointers)) + varint(0)
     out = bytearray()
     i = 0
     while len(out) < budget:
         body = bytearray(size)
         for k in range(pointers):
             body[8 * k : 8 * k + 8] = (HEAP + size * (i + k + 1)).to_bytes(8, "little")
-        out += uv(1) + uv(HEAP + size * i) + ds(bytes(body)) + fields
+        out += varint(1) + varint(HEAP + size * i) + ds(bytes(body)) + fields
         i += 1
     return bytes(out)
 
@@ -234,13 +233,22 @@ def _frames(budget: int) -> bytes:
     """Goroutines of one frame each, the frame 4 KiB of pointers (each a root)."""
     words = 512
     body = b"".join((HEAP + 64 * k).to_bytes(8, "little") for k in range(words))
-    fields = b"".join(uv(1) + uv(8 * k) for k in range(words)) + uv(0)
+    fields = b"".join(varint(1) + varint(8 * k) for k in range(words)) + varint(0)
     out = bytearray()
     goid = 1
     while len(out) < budget:
-        out += uv(4) + uv(HEAP + goid) + uv(0) + uv(goid) + uv(0) + uv(4) + uv(0) * 3 + ds(b"")
-        out += uv(0) * 4
-        out += uv(5) + uv(0) * 3 + ds(body) + uv(0) * 3 + ds(b"main.f") + fields
+        out += (
+            varint(4)
+            + varint(HEAP + goid)
+            + varint(0)
+            + varint(goid)
+            + varint(0)
+            + varint(4)
+            + varint(0) * 3
+            + ds(b"")
+        )
+        out += varint(0) * 4
+        out += varint(5) + varint(0) * 3 + ds(body) + varint(0) * 3 + ds(b"main.f") + fields
         goid += 1
     return bytes(out)
 
@@ -252,18 +260,28 @@ def _capped() -> bytes:
     out = bytearray()
     strings = LIMITS["distinct strings"] - 16
     frames = LIMITS["distinct profile frames"]
-    out += b"".join(uv(2) + ds(b"%x" % n) + uv(HEAP) for n in range(strings))  # other roots
+    out += b"".join(varint(2) + ds(b"%x" % n) + varint(HEAP) for n in range(strings))  # other roots
     more = LIMITS["finalizer, defer, panic and other roots"] - strings
-    out += (uv(7) + uv(HEAP) * 5) * more  # finalizers
+    out += (varint(7) + varint(HEAP) * 5) * more  # finalizers
     # profile buckets of 64 frames each: distinct (function, file, line) up to the limit
     per = 64
     for b in range(frames // per):
-        out += uv(16) + uv(b + 1) + uv(8) + uv(per)
-        out += b"".join(ds(b"") + ds(b"") + uv(b * per + k) for k in range(per)) + uv(1) * 2
-    out += b"".join(uv(17) + uv(HEAP + 8 * n) + uv(1) for n in range(LIMITS["allocation samples"]))
+        out += varint(16) + varint(b + 1) + varint(8) + varint(per)
+        out += b"".join(ds(b"") + ds(b"") + varint(b * per + k) for k in range(per)) + varint(1) * 2
+    out += b"".join(
+        varint(17) + varint(HEAP + 8 * n) + varint(1) for n in range(LIMITS["allocation samples"])
+    )
     goroutines = LIMITS["goroutines"]
     out += b"".join(
-        uv(4) + uv(n) + uv(0) + uv(n) + uv(0) + uv(4) + uv(0) * 3 + ds(b"") + uv(0) * 4
+        varint(4)
+        + varint(n)
+        + varint(0)
+        + varint(n)
+        + varint(0)
+        + varint(4)
+        + varint(0) * 3
+        + ds(b"")
+        + varint(0) * 4
         for n in range(goroutines)
     )
     return bytes(out)
@@ -285,7 +303,13 @@ def hostile(mib: int) -> int:
         "all": ("the capped counts and the three shapes above", lambda: _all(budget)),
         "duplicates": (
             "one 8-byte object with 1 M copies of its pointer field",
-            lambda: uv(1) + uv(HEAP) + ds(bytes(8)) + (uv(1) + uv(0)) * (1 << 20) + uv(0),
+            lambda: (
+                varint(1)
+                + varint(HEAP)
+                + ds(bytes(8))
+                + (varint(1) + varint(0)) * (1 << 20)
+                + varint(0)
+            ),
         ),
     }
     print("heapdump.load + retention.attribute, one fresh process per input (peak RSS: VmHWM)")
@@ -296,7 +320,7 @@ def hostile(mib: int) -> int:
         inputs = [("real", f"a real dump of a {mib} MiB live heap", reference)]
         for key, (what, build) in shapes.items():
             path = work / f"{key}.heapdump"
-            path.write_bytes(HEADER + build() + uv(0))
+            path.write_bytes(HEADER + build() + varint(0))
             inputs.append((key, what, path))
         worst = 0.0
         for key, what, path in inputs:

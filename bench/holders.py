@@ -29,18 +29,9 @@ sys.path.insert(0, str(REPO))
 
 from leakgate import leaksites  # noqa: E402
 from leakgate.model import RunRecord  # noqa: E402
+from tests.sample_leaks import LEAK_HOLDERS  # noqa: E402
 
-# mode -> (kind, name prefix) of the holder to fix, and what its description must say
-EXPECTED: dict[str, tuple[str, str, str]] = {
-    "globalmap": ("variable", "main.auditLog", "Nothing removes what is added"),
-    "goroutine": ("goroutines", "main.leakBlockedGoroutine", "blocked in chan send"),
-    "keyedcache": ("variable", "main.responseCache", "Nothing removes what is added"),
-    "unclosed": ("goroutines", "net/http.(*persistConn).readLoop", "goroutines that never"),
-    "subslice": ("variable", "main.orderIndex", "a small sub-slice keeps its whole backing"),
-    "queue": ("variable", "main.outbox", "a slice that is only appended to"),
-    "timer": ("variable", "runtime.allp", "Timers armed and never stopped"),
-    "context": ("goroutines", "main.run", "a context derived from a long-lived parent"),
-}
+EXPECTED = LEAK_HOLDERS  # mode -> (kind, name prefix, what its description says)
 
 
 def one(mode: str, out: Path) -> tuple[int, dict[str, object] | None, float, list[float]]:

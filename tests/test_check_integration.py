@@ -22,6 +22,7 @@ from .gate import (
     wait_for,
     write_config,
 )
+from .sample_leaks import LEAK_HOLDERS
 
 pytestmark = [pytest.mark.go, pytest.mark.slow]
 
@@ -48,32 +49,6 @@ LEAK_SITES = {
     "subslice": ("main.leakSubslice", "retained_per_request", "main.leakSubslice"),
     "queue": ("main.leakQueue", "retained_per_request", "main.leakQueue"),
     "timer": ("main.leakTimer", "retained_per_request", "main.leakTimer"),
-}
-
-# Who keeps each leak alive, as the heap dumps name it first (retention.py): the package
-# variable, or the goroutines whose stacks hold the buffers; armed timers are held by the Ps'
-# timer heaps (runtime.allp); LEAK=context's nearest root is main.run's frame, which holds the
-# app whose context collects the uncancelled children (its meaning names the context).
-LEAK_HOLDERS = {
-    "globalmap": ("variable", "main.auditLog"),
-    "goroutine": ("goroutines", "main.leakBlockedGoroutine"),
-    "keyedcache": ("variable", "main.responseCache"),
-    "unclosed": ("goroutines", "net/http.(*persistConn).readLoop"),
-    "subslice": ("variable", "main.orderIndex"),
-    "queue": ("variable", "main.outbox"),
-    "timer": ("variable", "runtime.allp"),
-    "context": ("goroutines", "main.run"),
-}
-# What each holder's shape says, in its description.
-LEAK_MEANINGS = {
-    "globalmap": "Nothing removes what is added",
-    "goroutine": "blocked in chan send: goroutines that never return",
-    "keyedcache": "Nothing removes what is added",
-    "unclosed": "blocked in",
-    "subslice": "kept whole through a 16 B slice of each: a small sub-slice",
-    "queue": "slice backing array reaches most of it: a slice that is only appended to",
-    "timer": "Timers armed and never stopped",
-    "context": "were made by context.With… in main.leakContext: a context derived from",
 }
 
 
@@ -123,19 +98,18 @@ def test_each_leak_fails_the_gate(go_bin: str, tmp_path: Path, marker: str, mode
     assert function in first_site, where
     assert "go tool pprof -diff_base trial-1/" in where
     assert "top leak site: " in run.stdout
-    if mode in LEAK_HOLDERS:
-        kind, name = LEAK_HOLDERS[mode]
-        verdict = json.loads((run.out / "verdict.json").read_text())
-        first = verdict["leak_sites"]["holders"][0]
-        assert (first["kind"], first["name"][: len(name)]) == (kind, name), first
-        assert first["growth"] > 256 * 1024 and first["trials"] == 1
-        assert cases["service_alive"] == "passed"  # the dumps did not stop it
-        assert LEAK_MEANINGS.get(mode, "") in first["description"], first["description"]
-        assert "Kept alive by" in where and f"| 1 | {name}" in where.replace("\\", "")
-        assert "held by: +" in run.stdout and "kept alive by" in message
-        drain = json.loads((run.out / "run.json").read_text())["trials"][0]["checkpoints"]["drain"]
-        dump = (run.out / drain["heap_dump"]).read_bytes()
-        assert dump.startswith(b"go1.7 heap dump\n") and drain["heap_dump_pause"] > 0
+    kind, name, words = LEAK_HOLDERS[mode]
+    verdict = json.loads((run.out / "verdict.json").read_text())
+    first = verdict["leak_sites"]["holders"][0]
+    assert (first["kind"], first["name"][: len(name)]) == (kind, name), first
+    assert first["growth"] > 256 * 1024 and first["trials"] == 1
+    assert cases["service_alive"] == "passed"  # the dumps did not stop it
+    assert words in first["description"], first["description"]
+    assert "Kept alive by" in where and f"| 1 | {name}" in where.replace("\\", "")
+    assert "held by: +" in run.stdout and "kept alive by" in message
+    drain = json.loads((run.out / "run.json").read_text())["trials"][0]["checkpoints"]["drain"]
+    dump = (run.out / drain["heap_dump"]).read_bytes()
+    assert dump.startswith(b"go1.7 heap dump\n") and drain["heap_dump_pause"] > 0
 
 
 def test_build_failure_exits_5_with_compiler_message(
