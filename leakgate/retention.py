@@ -359,7 +359,8 @@ def holders(before: HeapDump, after: HeapDump, symbols: Symbols, own: Own) -> li
             default=(0, 0),
         )
         sites, reasons = h.sites, h.reasons
-        made = h.made_by.most_common(1)
+        made_by = h.made_by - (was.made_by if was else Counter())  # what the growth was made by
+        made = made_by.most_common(1)
         out.append(
             Holder(
                 kind=h.kind,
@@ -377,7 +378,7 @@ def holders(before: HeapDump, after: HeapDump, symbols: Symbols, own: Own) -> li
                 pinned_view=h.views.most_common(1)[0][0] if h.views else 0,
                 waiting=reasons.most_common(1)[0][0] if reasons else "",
                 made_by=made[0][0] if made else "",
-                made_share=made[0][1] / h.made_by.total() if made else 0.0,
+                made_share=made[0][1] / made_by.total() if made else 0.0,
                 slice_array=_slice_array(h, was, growth),
                 paths=_grown_paths(h, was),
             )
@@ -467,7 +468,7 @@ def meaning(h: Holder) -> str:
         )
     if h.made_by == "context" and h.made_share * 3 >= 1:
         return (
-            f". {h.made_share:.0%} of the sampled bytes were made by context.With…"
+            f". {h.made_share:.0%} of the sampled bytes it gained were made by context.With…"
             f"{f' in {h.allocated_at}' if h.allocated_at else ''}: a context derived from a "
             "long-lived parent and never cancelled stays in the parent's children, with its "
             "values, until the parent is cancelled; call its cancel function when the work is "
@@ -481,17 +482,17 @@ def meaning(h: Holder) -> str:
             f"{h.waiting or 'something'}: goroutines that never return keep what their stacks "
             "point to"
         )
-    if h.kind == "goroutines":
-        return (
-            ". A long-lived goroutine reaches it through its local variables: follow what they "
-            "point to that only grows (a context never cancelled, a cache)"
-        )
     if h.slice_array:
         return (
             f". One {format_size(h.slice_array)} slice backing array reaches most of it: a slice "
             "that is only appended to (a queue whose consumed entries are never dropped, a "
             "log never trimmed); drop what was consumed (q = q[head:] into a fresh slice, "
             "clear the slots), or bound it"
+        )
+    if h.kind == "goroutines":
+        return (
+            ". A long-lived goroutine reaches it through its local variables: follow what they "
+            "point to that only grows (a context never cancelled, a cache)"
         )
     if h.kind == "variable":
         return ". Nothing removes what is added: bound it, evict, or delete entries when done"

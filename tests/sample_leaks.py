@@ -32,6 +32,6 @@ LEAK_HOLDERS: dict[str, tuple[str, str, str]] = {
     "context": (
         "goroutines",
         "main.run",
-        "were made by context.With… in main.leakContext: a context derived from a long-lived",
+        "made by context.With… in main.leakContext: a context derived from a long-lived",
     ),
 }

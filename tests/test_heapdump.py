@@ -377,6 +377,15 @@ def test_one_appended_array_that_reaches_the_growth_is_a_slice_never_trimmed() -
     assert "Nothing removes what is added" not in queue.description
 
 
+def test_a_slice_a_long_lived_goroutine_only_appends_to_is_named_as_a_slice() -> None:
+    before = held_dump(10, table_size=0x10000, table_stack=APPEND, goroutine="main.worker")
+    after = held_dump(300, table_size=0x20000, table_stack=APPEND, goroutine="main.worker")
+    (queue,) = retention.holders(before, after, SYMBOLS, own)
+    assert (queue.kind, queue.name, queue.goroutines_added) == ("goroutines", "main.worker", 0)
+    assert "slice backing array reaches most of it" in queue.description
+    assert "A long-lived goroutine" not in queue.description
+
+
 @pytest.mark.parametrize(
     ("table_size", "stack"),
     [
@@ -442,8 +451,9 @@ def test_contexts_never_cancelled_are_told_by_what_made_them() -> None:
         "context",
         1.0,
     )
-    assert ". 100% of the sampled bytes were made by context.With… in main.derive: a context " in (
-        held.description
+    assert (
+        ". 100% of the sampled bytes it gained were made by context.With… in main.derive: a "
+        in (held.description)
     )
     # the same growth made by the service's own code is a long-lived goroutine's locals
     plain = held_dump(300, table_size=0x10000, goroutine="main.run")
